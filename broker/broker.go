@@ -1,0 +1,271 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Options tune the broker; zero values take the defaults.
+type Options struct {
+	// Shards is the number of dispatch workers. Events of one collection
+	// always go to the same worker, which keeps them in order.
+	Shards int
+	// QueueSize bounds each worker's queue; a full queue makes Publish wait.
+	QueueSize int
+	// ReadConcurrency bounds the reads in flight for one event.
+	ReadConcurrency int
+	// ReadTimeout bounds one read made for a delivery.
+	ReadTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Shards <= 0 {
+		o.Shards = 8
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 4096
+	}
+	if o.ReadConcurrency <= 0 {
+		o.ReadConcurrency = 32
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 10 * time.Second
+	}
+	return o
+}
+
+// Broker publishes events to the bus and fans out what the bus delivers.
+type Broker struct {
+	bus     Bus
+	reader  Reader
+	log     zerolog.Logger
+	opts    Options
+	index   *index
+	metrics Metrics
+	readSem chan struct{}
+	shards  []*shard
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// shard is one dispatch worker and the state only it touches.
+type shard struct {
+	tasks chan func()
+	// last is the ID of the newest event dispatched, per collection.
+	last map[string]string
+}
+
+// New makes a broker; Start begins dispatching.
+func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
+	opts = opts.withDefaults()
+	b := &Broker{
+		bus: bus, reader: reader, opts: opts,
+		log:     log.With().Str("component", "broker").Logger(),
+		index:   newIndex(),
+		readSem: make(chan struct{}, opts.ReadConcurrency),
+		done:    make(chan struct{}),
+	}
+	for range opts.Shards {
+		b.shards = append(b.shards, &shard{tasks: make(chan func(), opts.QueueSize), last: map[string]string{}})
+	}
+	return b
+}
+
+// Start starts the workers and the bus.
+func (b *Broker) Start() error {
+	for _, s := range b.shards {
+		b.wg.Add(1)
+		go b.work(s)
+	}
+	return b.bus.Start(b.enqueueEvent)
+}
+
+func (b *Broker) work(s *shard) {
+	defer b.wg.Done()
+	for {
+		select {
+		case task := <-s.tasks:
+			task()
+		case <-b.done:
+			return
+		}
+	}
+}
+
+func (b *Broker) shardOf(collection string) *shard {
+	h := fnv.New32a()
+	h.Write([]byte(collection))
+	return b.shards[h.Sum32()%uint32(len(b.shards))]
+}
+
+// enqueueEvent is the bus's delivery callback.
+func (b *Broker) enqueueEvent(e Event) {
+	s := b.shardOf(e.Collection)
+	select {
+	case s.tasks <- func() { b.dispatch(s, e) }:
+	case <-b.done:
+	}
+}
+
+// Publish validates events and hands them to the bus: all or none.
+func (b *Broker) Publish(ctx context.Context, events []Event) error {
+	for i, e := range events {
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+	}
+	if err := b.bus.Publish(ctx, events); err != nil {
+		return err
+	}
+	b.metrics.EventsPublished.Add(int64(len(events)))
+	return nil
+}
+
+// AttachOptions say what a new subscription receives before live events.
+type AttachOptions struct {
+	// Init sends the items the query selects first.
+	Init bool
+	// Since replays the events after this ID first.
+	Since string
+}
+
+// Subscribe attaches s. It runs on the collection's worker, so the init
+// snapshot and any replay come before every live event and none is
+// duplicated or skipped between them.
+func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOptions) error {
+	sh := b.shardOf(s.Collection)
+	result := make(chan error, 1)
+	task := func() { result <- b.attach(ctx, sh, s, opts) }
+	select {
+	case sh.tasks <- task:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.done:
+		return errors.New("broker closed")
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		// The task still runs; make sure it leaves nothing attached.
+		s.closed.Store(true)
+		go func() {
+			if <-result == nil {
+				b.index.remove(s)
+			}
+		}()
+		return ctx.Err()
+	}
+}
+
+func (b *Broker) attach(ctx context.Context, sh *shard, s *Subscription, opts AttachOptions) error {
+	if s.closed.Load() {
+		return ctx.Err()
+	}
+	if opts.Since != "" {
+		if err := b.replay(ctx, sh, s, opts.Since); err != nil {
+			return err
+		}
+	}
+	if opts.Init {
+		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
+		data, err := b.reader.ReadSnapshot(rctx, s.Token(), s.Collection, s.Query)
+		cancel()
+		if err != nil {
+			return err
+		}
+		s.Sink.Send(s.Encoder.Init(s, data))
+	}
+	b.index.add(s)
+	return nil
+}
+
+// replay sends the kept events after since that this worker has already
+// dispatched; later ones reach s live once it is attached.
+func (b *Broker) replay(ctx context.Context, sh *shard, s *Subscription, since string) error {
+	events, gap, err := b.bus.History(ctx, s.Collection, since)
+	if err != nil {
+		return fmt.Errorf("history of %s: %w", s.Collection, err)
+	}
+	if gap {
+		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "HISTORY_GAP", EventID: since,
+			Message: "events after this id are no longer kept; refetch the collection"}))
+	}
+	last := sh.last[s.Collection]
+	solo := newGroup(s.Collection, s.Token(), s.Query)
+	solo.add(s)
+	for _, e := range events {
+		if last == "" || CompareIDs(e.ID, last) > 0 {
+			break
+		}
+		if s.Actions.Has(e.Action) {
+			b.deliver(ctx, solo, e)
+		}
+	}
+	return nil
+}
+
+// Unsubscribe detaches s; it receives nothing more.
+func (b *Broker) Unsubscribe(s *Subscription) {
+	s.closed.Store(true)
+	b.index.remove(s)
+}
+
+// Rebind makes s read with a new token from the next event on.
+func (b *Broker) Rebind(s *Subscription, token string) {
+	b.index.rebind(s, token)
+}
+
+// Drain waits until every event queued so far has been dispatched.
+func (b *Broker) Drain(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, s := range b.shards {
+		wg.Add(1)
+		select {
+		case s.tasks <- wg.Done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ready reports whether events can be published.
+func (b *Broker) Ready(ctx context.Context) error { return b.bus.Ready(ctx) }
+
+// Close stops the workers and the bus; idempotent.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		err = b.bus.Close()
+		close(b.done)
+		b.wg.Wait()
+	})
+	return err
+}
+
+// Metrics returns a snapshot of the counters.
+func (b *Broker) Metrics() MetricsSnapshot {
+	subs, groups := b.index.size()
+	m := &b.metrics
+	return MetricsSnapshot{
+		EventsPublished: m.EventsPublished.Load(), EventsDispatched: m.EventsDispatched.Load(),
+		Reads: m.Reads.Load(), ReadErrors: m.ReadErrors.Load(), FramesSent: m.FramesSent.Load(),
+		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups,
+	}
+}

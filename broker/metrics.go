@@ -1,0 +1,20 @@
+package broker
+
+import "sync/atomic"
+
+// Metrics counts what the broker does; all fields are safe for concurrent use.
+type Metrics struct {
+	EventsPublished  atomic.Int64
+	EventsDispatched atomic.Int64
+	// Reads counts item reads made for deliveries: one per event per group.
+	Reads        atomic.Int64
+	ReadErrors   atomic.Int64
+	FramesSent   atomic.Int64
+	EventsMissed atomic.Int64
+}
+
+// MetricsSnapshot is a copy of Metrics at one moment.
+type MetricsSnapshot struct {
+	EventsPublished, EventsDispatched, Reads, ReadErrors, FramesSent, EventsMissed int64
+	Subscriptions, Groups                                                          int
+}

@@ -1,0 +1,112 @@
+package broker
+
+import (
+	"encoding/json"
+	"sync/atomic"
+)
+
+// Query is a Directus items query (fields, filter, deep...) as a JSON object.
+type Query map[string]any
+
+// Key is a canonical text form of q: equal queries give equal keys, so
+// subscriptions with the same query share one group and one read.
+func (q Query) Key() string {
+	if len(q) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(q) // encoding/json sorts map keys
+	if err != nil {
+		return "!" // unreachable for queries decoded from JSON
+	}
+	return string(b)
+}
+
+// ActionSet selects the actions a subscription receives; zero means all.
+type ActionSet uint8
+
+// Has reports whether a is in s (the empty set holds every action).
+func (s ActionSet) Has(a Action) bool {
+	return s == 0 || s&actionBit(a) != 0
+}
+
+// With returns s plus a.
+func (s ActionSet) With(a Action) ActionSet { return s | actionBit(a) }
+
+func actionBit(a Action) ActionSet {
+	switch a {
+	case ActionCreate:
+		return 1
+	case ActionUpdate:
+		return 2
+	case ActionDelete:
+		return 4
+	}
+	return 0
+}
+
+// Sink is the connection a subscription delivers to. Send must not block:
+// a sink that cannot keep up disconnects its client itself.
+type Sink interface {
+	Send(frame []byte)
+	// TokenExpired is called when Directus refused the sink's token during
+	// a read made for it.
+	TokenExpired()
+}
+
+// Encoder turns deliveries into wire frames for one protocol. Each distinct
+// (encoder, uid) pair is encoded once per group and event.
+type Encoder interface {
+	Event(d *Delivery, uid json.RawMessage) []byte
+	Init(s *Subscription, data json.RawMessage) []byte
+	Notice(s *Subscription, n Notice) []byte
+}
+
+// Notice tells a subscriber about events it could not receive.
+type Notice struct {
+	// Code is EVENTS_MISSED (a read for it failed) or HISTORY_GAP (a resume
+	// reached past the kept history).
+	Code    string
+	Message string
+	EventID string
+	// Count of events missed, when known.
+	Count int
+}
+
+// Subscription is one client's interest in one collection.
+type Subscription struct {
+	Collection string
+	// UID is the client's own identifier, echoed in every frame.
+	UID     json.RawMessage
+	Query   Query
+	Actions ActionSet
+	Sink    Sink
+	Encoder Encoder
+
+	token    atomic.Pointer[string]
+	queryKey string
+	group    *group // guarded by the index lock
+	closed   atomic.Bool
+}
+
+// NewSubscription makes a subscription reading as token ("" = public role).
+func NewSubscription(collection string, token string, q Query, actions ActionSet, uid json.RawMessage, sink Sink, enc Encoder) *Subscription {
+	s := &Subscription{Collection: collection, UID: uid, Query: q, Actions: actions, Sink: sink, Encoder: enc, queryKey: q.Key()}
+	s.token.Store(&token)
+	return s
+}
+
+// Token is the Directus token the subscription reads with.
+func (s *Subscription) Token() string { return *s.token.Load() }
+
+// Delivery is one event as one group may see it.
+type Delivery struct {
+	Event Event
+	// Keys are the event's keys this group may read (all keys for deletes
+	// that are not known to be hidden).
+	Keys []string
+	// Payload is the event payload restricted to what the group reads.
+	Payload json.RawMessage
+	// Data holds the items as the group's query reads them (create and
+	// update), or the keys (delete).
+	Data json.RawMessage
+}

@@ -1,0 +1,195 @@
+// Package config holds the broker's one typed configuration: defaults in one
+// place, loading from config.yaml and the environment (environment wins), and
+// validation whose errors name the offending key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config is every setting of the broker. Keys are the lower-case form of the
+// environment variable names the original Directus extension used, so
+// WEBSOCKET_PUBLIC in the environment and websocket_public in config.yaml are
+// the same setting.
+type Config struct {
+	ListenAddr  string `mapstructure:"listen_addr"`
+	DirectusURL string `mapstructure:"directus_url"`
+	// DirectusTimeout bounds every request the broker makes to Directus. It
+	// stays well below PongWait so a slow Directus never looks like a dead
+	// client.
+	DirectusTimeout time.Duration `mapstructure:"directus_timeout"`
+
+	WebsocketEnabled bool   `mapstructure:"websocket_enabled"`
+	WebsocketPublic  bool   `mapstructure:"websocket_public"`
+	WebsocketPath    string `mapstructure:"websocket_path"`
+	// Per-frame-type switches, as the extension had them.
+	WebsocketCoreGet       bool `mapstructure:"websocket_core_get"`
+	WebsocketCorePost      bool `mapstructure:"websocket_core_post"`
+	WebsocketCorePatch     bool `mapstructure:"websocket_core_patch"`
+	WebsocketCoreDelete    bool `mapstructure:"websocket_core_delete"`
+	WebsocketCoreSubscribe bool `mapstructure:"websocket_core_subscribe"`
+
+	// AllowedOrigins lists the Origin headers accepted at the upgrade; "*"
+	// accepts any. Requests without an Origin (non-browser clients) are
+	// always accepted: the Origin check protects browsers' ambient
+	// credentials, and the broker uses explicit tokens only.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
+
+	WebhookPath    string `mapstructure:"webhook_path"`
+	WebhookSecret  string `mapstructure:"webhook_secret"`
+	WebhookMaxBody int64  `mapstructure:"webhook_max_body"`
+
+	MaxConnections  int           `mapstructure:"max_connections"`
+	MaxFrameSize    int64         `mapstructure:"max_frame_size"`
+	RateLimit       float64       `mapstructure:"rate_limit"`
+	RateBurst       int           `mapstructure:"rate_burst"`
+	MaxInFlight     int           `mapstructure:"max_in_flight"`
+	SendBuffer      int           `mapstructure:"send_buffer"`
+	PingPeriod      time.Duration `mapstructure:"ping_period"`
+	PongWait        time.Duration `mapstructure:"pong_wait"`
+	WriteWait       time.Duration `mapstructure:"write_wait"`
+	AuthGrace       time.Duration `mapstructure:"auth_grace"`
+	TokenCacheTTL   time.Duration `mapstructure:"token_cache_ttl"`
+	ReadConcurrency int           `mapstructure:"read_concurrency"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+
+	Bus             string        `mapstructure:"bus"`
+	RedisURL        string        `mapstructure:"redis_url"`
+	HistorySize     int           `mapstructure:"history_size"`
+	HistoryMaxAge   time.Duration `mapstructure:"history_max_age"`
+	ExampleEnabled  bool          `mapstructure:"example_enabled"`
+	LogLevel        string        `mapstructure:"log_level"`
+	LogFormat       string        `mapstructure:"log_format"`
+	RealtimeEnabled bool          `mapstructure:"realtime_enabled"`
+	RealtimePath    string        `mapstructure:"realtime_path"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		ListenAddr:             "127.0.0.1:8080",
+		DirectusURL:            "http://127.0.0.1:8055",
+		DirectusTimeout:        10 * time.Second,
+		WebsocketEnabled:       true,
+		WebsocketPublic:        false,
+		WebsocketPath:          "/websocket",
+		WebsocketCoreGet:       true,
+		WebsocketCorePost:      true,
+		WebsocketCorePatch:     true,
+		WebsocketCoreDelete:    true,
+		WebsocketCoreSubscribe: true,
+		AllowedOrigins:         []string{"*"},
+		WebhookPath:            "/webhook",
+		WebhookMaxBody:         1 << 20,
+		MaxConnections:         20000,
+		MaxFrameSize:           64 << 10,
+		RateLimit:              50,
+		RateBurst:              100,
+		MaxInFlight:            16,
+		SendBuffer:             64,
+		PingPeriod:             25 * time.Second,
+		PongWait:               60 * time.Second,
+		WriteWait:              10 * time.Second,
+		AuthGrace:              30 * time.Second,
+		TokenCacheTTL:          30 * time.Second,
+		ReadConcurrency:        32,
+		ShutdownTimeout:        15 * time.Second,
+		Bus:                    "memory",
+		RedisURL:               "redis://127.0.0.1:6379/0",
+		HistorySize:            1000,
+		HistoryMaxAge:          time.Hour,
+		ExampleEnabled:         true,
+		LogLevel:               "info",
+		LogFormat:              "auto",
+		RealtimeEnabled:        true,
+		RealtimePath:           "/realtime",
+	}
+}
+
+// Validate reports every invalid setting, each error naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
+		bad("listen_addr", "must be host:port (port 0 picks a free port), got %q", c.ListenAddr)
+	}
+	if u, err := url.Parse(c.DirectusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("directus_url", "must be an absolute http(s) URL, got %q", c.DirectusURL)
+	}
+	if c.DirectusTimeout <= 0 {
+		bad("directus_timeout", "must be positive")
+	}
+	paths := map[string]string{"websocket_path": c.WebsocketPath, "webhook_path": c.WebhookPath, "realtime_path": c.RealtimePath}
+	for key, p := range paths {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# ") {
+			bad(key, "must be a path starting with /, got %q", p)
+		}
+	}
+	if c.WebsocketPath == c.WebhookPath {
+		bad("webhook_path", "must differ from websocket_path")
+	}
+	if c.RealtimeEnabled && (c.RealtimePath == c.WebsocketPath || c.RealtimePath == c.WebhookPath) {
+		bad("realtime_path", "must differ from websocket_path and webhook_path")
+	}
+	positive := []struct {
+		key string
+		v   int64
+	}{
+		{"webhook_max_body", c.WebhookMaxBody}, {"max_connections", int64(c.MaxConnections)},
+		{"max_frame_size", c.MaxFrameSize}, {"rate_burst", int64(c.RateBurst)},
+		{"max_in_flight", int64(c.MaxInFlight)}, {"send_buffer", int64(c.SendBuffer)},
+		{"read_concurrency", int64(c.ReadConcurrency)}, {"history_size", int64(c.HistorySize)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			bad(p.key, "must be positive, got %d", p.v)
+		}
+	}
+	if c.RateLimit <= 0 {
+		bad("rate_limit", "must be positive (frames per second), got %v", c.RateLimit)
+	}
+	for key, d := range map[string]time.Duration{"ping_period": c.PingPeriod, "pong_wait": c.PongWait, "write_wait": c.WriteWait, "auth_grace": c.AuthGrace, "shutdown_timeout": c.ShutdownTimeout, "history_max_age": c.HistoryMaxAge} {
+		if d <= 0 {
+			bad(key, "must be a positive duration")
+		}
+	}
+	if c.TokenCacheTTL < 0 {
+		bad("token_cache_ttl", "must not be negative")
+	}
+	if c.PingPeriod >= c.PongWait {
+		bad("ping_period", "must be shorter than pong_wait (%s)", c.PongWait)
+	}
+	if c.DirectusTimeout >= c.PongWait {
+		bad("directus_timeout", "must be shorter than pong_wait (%s) so a slow Directus never stalls a socket past its heartbeat", c.PongWait)
+	}
+	switch c.Bus {
+	case "memory":
+	case "redis":
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			bad("redis_url", "must be a redis:// or rediss:// URL, got %q", c.RedisURL)
+		}
+	default:
+		bad("bus", "must be memory or redis, got %q", c.Bus)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "must be one of trace, debug, info, warn, error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "auto", "json", "console":
+	default:
+		bad("log_format", "must be auto, json or console, got %q", c.LogFormat)
+	}
+	if len(c.AllowedOrigins) == 0 {
+		bad("allowed_origins", "must list at least one origin (or \"*\")")
+	}
+	return errors.Join(errs...)
+}
