@@ -94,6 +94,7 @@ do_install() {
   # remove it on any failure: an interrupted install must never look done.
   local tmp
   tmp="$(mktemp -d "$CACHE_ROOT/.tmp-directus-$version-XXXXXX")"
+  chmod 755 "$tmp" # mktemp makes it 0700
   # shellcheck disable=SC2064 # expand $tmp now: it is local
   trap "rm -rf '$tmp'" EXIT
   cp "$SPEC_ROOT/$version/package.json" "$SPEC_ROOT/$version/package-lock.json" "$tmp/"
@@ -432,6 +433,9 @@ cmd_start() {
   } >"$dir/env"
   set_env_port "$dir" "$port"
   mkdir -p "$dir/uploads" "$dir/extensions"
+  # Directus looks for npm-installed extensions in the package.json of its working directory and
+  # logs a long warning at every start when there is none.
+  [[ -f "$dir/package.json" ]] || echo '{"name":"directus-instance","private":true}' >"$dir/package.json"
 
   if [[ "$db" == postgres ]]; then
     pg_bootstrap "$dir"
