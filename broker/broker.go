@@ -135,6 +135,9 @@ type AttachOptions struct {
 	Init bool
 	// Since replays the events after this ID first.
 	Since string
+	// Ack, when set, is sent once the subscription is sure to be attached,
+	// before the replay and the init snapshot.
+	Ack []byte
 }
 
 // Subscribe attaches s. It runs on the collection's worker, so the init
@@ -170,11 +173,7 @@ func (b *Broker) attach(ctx context.Context, sh *shard, s *Subscription, opts At
 	if s.closed.Load() {
 		return ctx.Err()
 	}
-	if opts.Since != "" {
-		if err := b.replay(ctx, sh, s, opts.Since); err != nil {
-			return err
-		}
-	}
+	var snapshot []byte
 	if opts.Init {
 		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
 		data, err := b.reader.ReadSnapshot(rctx, s.Token(), s.Collection, s.Query)
@@ -182,7 +181,18 @@ func (b *Broker) attach(ctx context.Context, sh *shard, s *Subscription, opts At
 		if err != nil {
 			return err
 		}
-		s.Sink.Send(s.Encoder.Init(s, data))
+		snapshot = s.Encoder.Init(s, data)
+	}
+	if opts.Ack != nil {
+		s.Sink.Send(opts.Ack)
+	}
+	if opts.Since != "" {
+		if err := b.replay(ctx, sh, s, opts.Since); err != nil {
+			return err
+		}
+	}
+	if snapshot != nil {
+		s.Sink.Send(snapshot)
 	}
 	b.index.add(s)
 	return nil

@@ -103,8 +103,11 @@ func actionOf(b webhookBody) (broker.Action, string, error) {
 	case b.Event != nil:
 		ev := *b.Event
 		i := strings.LastIndex(ev, "items.")
-		prefix, action := ev[:max(i, 0)], ev[i+len("items."):]
-		if i < 0 || strings.Contains(action, ".") {
+		if i < 0 {
+			return "", "", fmt.Errorf("event %q is not an item event (items.create, items.update or items.delete)", ev)
+		}
+		prefix, action := ev[:i], ev[i+len("items."):]
+		if strings.Contains(action, ".") {
 			return "", "", fmt.Errorf("event %q is not an item event (items.create, items.update or items.delete)", ev)
 		}
 		if prefix != "" {

@@ -1,0 +1,178 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+)
+
+// Close codes the broker uses besides the standard ones.
+const (
+	closeSlowConsumer = 4008 // the client did not read fast enough
+	closeTokenExpired = 4001 // the token expired and no new one came in time
+)
+
+// client is one WebSocket connection: its token, its subscriptions and its
+// limits. It is the broker.Sink of its subscriptions.
+type client struct {
+	srv     *Server
+	session *melody.Session
+	log     zerolog.Logger
+	limiter *rate.Limiter
+	// inflight bounds the Directus requests running for this client.
+	inflight chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	// expires is the token's expiry at the upgrade (zero: none).
+	expires time.Time
+	token   atomic.Pointer[string]
+	evicted atomic.Bool
+
+	mu      sync.Mutex
+	subs    map[string]*broker.Subscription // by uid, or by collection without uid
+	expiry  *time.Timer
+	grace   *time.Timer
+	expired bool
+}
+
+func newClient(srv *Server, token string, log zerolog.Logger) *client {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &client{
+		srv: srv, log: log, ctx: ctx, cancel: cancel,
+		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.RateLimit), srv.cfg.RateBurst),
+		inflight: make(chan struct{}, srv.cfg.MaxInFlight),
+		subs:     map[string]*broker.Subscription{},
+	}
+	c.token.Store(&token)
+	return c
+}
+
+// Token is the Directus token of the connection ("" for the public role).
+func (c *client) Token() string { return *c.token.Load() }
+
+// Send implements broker.Sink. It never blocks: melody queues the frame,
+// and a full queue evicts the client (see Server.onError).
+func (c *client) Send(frame []byte) {
+	if c.evicted.Load() {
+		return
+	}
+	_ = c.session.Write(frame)
+}
+
+// TokenExpired implements broker.Sink.
+func (c *client) TokenExpired() { c.expire() }
+
+// evict closes a client that cannot keep up. The close frame is written
+// directly on the connection because the queue it would go through is the
+// one that is full; a goroutine keeps a stuck socket from stalling fan-out.
+func (c *client) evict(code int, reason string) {
+	if !c.evicted.CompareAndSwap(false, true) {
+		return
+	}
+	c.log.Warn().Int("code", code).Str("reason", reason).Msg("closing connection")
+	conn := c.session.WebsocketConnection()
+	go func() {
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		_ = conn.Close()
+	}()
+}
+
+// watchExpiry arms the timer that tells the client its JWT expired.
+func (c *client) watchExpiry(expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if c.grace != nil {
+		c.grace.Stop()
+		c.grace = nil
+	}
+	c.expired = false
+	if expires.IsZero() {
+		return
+	}
+	c.expiry = time.AfterFunc(time.Until(expires), c.expire)
+}
+
+// expire tells the client its token no longer works and gives it AuthGrace
+// to send {"type":"auth","access_token":...}. Without one it is closed, or
+// continues as the public role when public access is on.
+func (c *client) expire() {
+	c.mu.Lock()
+	if c.expired || c.Token() == "" {
+		c.mu.Unlock()
+		return
+	}
+	c.expired = true
+	c.grace = time.AfterFunc(c.srv.cfg.AuthGrace, c.graceOver)
+	c.mu.Unlock()
+	c.Send(errorFrame(&apiError{Status: 401, Code: "TOKEN_EXPIRED",
+		Message: "token expired: send {\"type\":\"auth\",\"access_token\":\"...\"} to continue"}, nil))
+}
+
+func (c *client) graceOver() {
+	c.mu.Lock()
+	still := c.expired
+	c.mu.Unlock()
+	if !still {
+		return
+	}
+	if c.srv.cfg.WebsocketPublic {
+		c.setToken("")
+		c.Send(typedFrame("AUTH", map[string]any{"status": "public", "message": "token expired; continuing as the public role"}, nil))
+		return
+	}
+	c.evict(closeTokenExpired, "token expired")
+}
+
+// setToken switches the connection and its subscriptions to token.
+func (c *client) setToken(token string) {
+	c.token.Store(&token)
+	c.mu.Lock()
+	subs := make([]*broker.Subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.mu.Unlock()
+	for _, s := range subs {
+		c.srv.broker.Rebind(s, token)
+	}
+}
+
+// subKey identifies a subscription within the connection: its uid, or its
+// collection when it has none (the extension's one-per-collection form).
+func subKey(uid json.RawMessage, collection string) string {
+	if len(uid) > 0 {
+		return "u:" + string(uid)
+	}
+	return "c:" + collection
+}
+
+// close detaches everything; called once when the connection ends.
+func (c *client) close() {
+	c.cancel()
+	c.mu.Lock()
+	subs := c.subs
+	c.subs = map[string]*broker.Subscription{}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if c.grace != nil {
+		c.grace.Stop()
+	}
+	c.mu.Unlock()
+	for _, s := range subs {
+		c.srv.broker.Unsubscribe(s)
+	}
+}

@@ -1,0 +1,227 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/olahol/melody"
+	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/config"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+)
+
+// Deps are the server's collaborators, built by main (or a test).
+type Deps struct {
+	Config   config.Config
+	Broker   *broker.Broker
+	Directus *directus.Client
+	Log      zerolog.Logger
+	// Example is the file system served at /example/ (nil: not served).
+	Example fs.FS
+}
+
+// Server is the HTTP edge: webhook, WebSocket endpoint, health, metrics.
+type Server struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	broker   *broker.Broker
+	directus *directus.Client
+	auth     *directus.Authenticator
+	reader   *directus.Reader
+	echo     *echo.Echo
+	melody   *melody.Melody
+
+	conns    atomic.Int64
+	closing  atomic.Bool
+	clientMu sync.Mutex
+	clients  map[*client]struct{}
+	evicted  atomic.Int64
+}
+
+// New builds the server; it does no I/O.
+func New(d Deps) *Server {
+	s := &Server{
+		cfg: d.Config, log: d.Log.With().Str("component", "http").Logger(),
+		broker: d.Broker, directus: d.Directus,
+		auth:    directus.NewAuthenticator(d.Directus, d.Config.TokenCacheTTL),
+		reader:  &directus.Reader{Client: d.Directus},
+		clients: map[*client]struct{}{},
+	}
+	s.melody = s.newMelody()
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.httpError
+	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		// The path only: a query may hold an access_token.
+		LogURIPath: true, LogStatus: true, LogMethod: true, LogLatency: true, HandleError: true,
+		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
+			s.log.Debug().Str("method", v.Method).Str("path", v.URIPath).Int("status", v.Status).Dur("latency", v.Latency).Msg("request")
+			return nil
+		},
+	}))
+	e.Use(middleware.Recover())
+	e.POST(s.cfg.WebhookPath, s.webhook)
+	if s.cfg.WebsocketEnabled {
+		e.GET(s.cfg.WebsocketPath, s.upgrade)
+	} else {
+		s.log.Info().Str("path", s.cfg.WebsocketPath).Msg("websocket_enabled is false: no WebSocket endpoint (404 there)")
+	}
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", s.metrics)
+	if d.Example != nil && s.cfg.ExampleEnabled {
+		e.GET("/example", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/example/") })
+		e.GET("/example/*", echo.WrapHandler(http.StripPrefix("/example/", http.FileServer(http.FS(d.Example)))))
+	}
+	s.echo = e
+	return s
+}
+
+// Handler is the server's HTTP handler (for tests with httptest).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve serves on ln until ctx is done, then shuts down gracefully: stop
+// accepting, finish in-flight webhook calls, deliver what they published,
+// and close every WebSocket with 1001 "going away".
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          s.echo.StdLogger,
+	}
+	s.echo.StdLogger.SetOutput(zerologWriter{s.log})
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	return s.Shutdown(sctx, hs)
+}
+
+// Shutdown performs the graceful shutdown steps on hs.
+func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
+	s.closing.Store(true)
+	err := hs.Shutdown(ctx) // waits for webhook calls; hijacked sockets are ours
+	if derr := s.broker.Drain(ctx); derr != nil && err == nil {
+		err = fmt.Errorf("drain: %w", derr)
+	}
+	s.closeClients(ctx, websocket1001)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+const websocket1001 = 1001
+
+// closeClients closes every connection with code and waits (bounded by ctx)
+// until their handlers have finished.
+func (s *Server) closeClients(ctx context.Context, code int) {
+	s.clientMu.Lock()
+	for c := range s.clients {
+		c.evict(code, "going away")
+	}
+	s.clientMu.Unlock()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	defer cancel()
+	status := map[string]string{"directus": "ok", "bus": "ok"}
+	code := http.StatusOK
+	if err := s.directus.Health(ctx); err != nil {
+		status["directus"], code = "unreachable", http.StatusServiceUnavailable
+	}
+	if err := s.broker.Ready(ctx); err != nil {
+		status["bus"], code = "unavailable", http.StatusServiceUnavailable
+	}
+	return c.JSON(code, status)
+}
+
+func (s *Server) metrics(c echo.Context) error {
+	m := s.broker.Metrics()
+	body := fmt.Sprintf(`# TYPE broker_connections gauge
+broker_connections %d
+# TYPE broker_subscriptions gauge
+broker_subscriptions %d
+# TYPE broker_groups gauge
+broker_groups %d
+# TYPE broker_events_published_total counter
+broker_events_published_total %d
+# TYPE broker_events_dispatched_total counter
+broker_events_dispatched_total %d
+# TYPE broker_reads_total counter
+broker_reads_total %d
+# TYPE broker_read_errors_total counter
+broker_read_errors_total %d
+# TYPE broker_frames_sent_total counter
+broker_frames_sent_total %d
+# TYPE broker_events_missed_total counter
+broker_events_missed_total %d
+# TYPE broker_slow_consumers_evicted_total counter
+broker_slow_consumers_evicted_total %d
+`, s.conns.Load(), m.Subscriptions, m.Groups, m.EventsPublished, m.EventsDispatched, m.Reads, m.ReadErrors, m.FramesSent, m.EventsMissed, s.evicted.Load())
+	return c.String(http.StatusOK, body)
+}
+
+// httpError answers errors echo itself raises (404, 405...), unwrapping a
+// wrapped *echo.HTTPError, which echo's default handler does not.
+func (s *Server) httpError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		msg := http.StatusText(he.Code)
+		if m, ok := he.Message.(string); ok {
+			msg = m
+		}
+		_ = c.JSON(he.Code, errorBody(&apiError{Status: he.Code, Code: codeFor(he.Code), Message: msg}))
+		return
+	}
+	s.log.Error().Err(err).Str("path", c.Request().URL.Path).Msg("request failed")
+	_ = c.JSON(http.StatusInternalServerError, errorBody(toAPIError(err)))
+}
+
+func codeFor(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return "ROUTE_NOT_FOUND"
+	case http.StatusMethodNotAllowed:
+		return "METHOD_NOT_ALLOWED"
+	}
+	return "ERROR"
+}
+
+// zerologWriter routes net/http's error log into zerolog.
+type zerologWriter struct{ log zerolog.Logger }
+
+func (w zerologWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Str("source", "net/http").Msg(string(p))
+	return len(p), nil
+}

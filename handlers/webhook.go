@@ -1,0 +1,81 @@
+package handlers
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+)
+
+// webhook takes item events posted by a Directus Flow or webhook and
+// publishes them. Answers: 202 {"accepted":n}; 400 malformed JSON; 401 bad
+// secret; 413 body too large; 422 JSON that is not an item event; 503 when
+// the bus cannot take the events (the Flow then logs a failure).
+func (s *Server) webhook(c echo.Context) error {
+	r := c.Request()
+	if !s.webhookAuthorized(r) {
+		s.log.Warn().Str("remote", r.RemoteAddr).Msg("webhook refused: missing or wrong secret")
+		return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "UNAUTHORIZED", Message: "missing or wrong webhook secret"}))
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.WebhookMaxBody+1))
+	if err != nil {
+		return c.JSON(http.StatusBadRequest, errorBody(badRequest("could not read the body")))
+	}
+	if int64(len(body)) > s.cfg.WebhookMaxBody {
+		return c.JSON(http.StatusRequestEntityTooLarge, errorBody(&apiError{Status: 413, Code: "PAYLOAD_TOO_LARGE", Message: "body exceeds webhook_max_body"}))
+	}
+	events, err := directus.NormalizeWebhook(body)
+	var notEvent *directus.NotEventError
+	switch {
+	case errors.Is(err, directus.ErrMalformed):
+		return c.JSON(http.StatusBadRequest, errorBody(badRequest("body is not valid JSON")))
+	case errors.As(err, &notEvent):
+		return c.JSON(http.StatusUnprocessableEntity, errorBody(&apiError{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: notEvent.Reason}))
+	case err != nil:
+		return err
+	}
+	if err := s.broker.Publish(r.Context(), events); err != nil {
+		if errors.Is(err, broker.ErrBusUnavailable) || errors.Is(err, r.Context().Err()) {
+			s.log.Error().Err(err).Int("events", len(events)).Msg("webhook events not published")
+			return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SERVICE_UNAVAILABLE", Message: "events could not be published; retry"}))
+		}
+		return c.JSON(http.StatusUnprocessableEntity, errorBody(&apiError{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: err.Error()}))
+	}
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"accepted": len(events), "ids": ids})
+}
+
+// webhookAuthorized checks the shared secret in constant time, or, with no
+// secret configured, that the sender is on this host.
+func (s *Server) webhookAuthorized(r *http.Request) bool {
+	if s.cfg.WebhookSecret == "" {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	got := r.Header.Get("X-Webhook-Secret")
+	if got == "" {
+		if auth := r.Header.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+			got = auth[7:]
+		}
+	}
+	// Hashing first makes the comparison's time independent of lengths.
+	a := sha256.Sum256([]byte(got))
+	b := sha256.Sum256([]byte(s.cfg.WebhookSecret))
+	return got != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+func errorBody(e *apiError) map[string]any {
+	return map[string]any{"error": e}
+}

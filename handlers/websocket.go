@@ -1,0 +1,150 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/olahol/melody"
+
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+)
+
+// newMelody configures melody for the broker; its defaults (512-byte
+// frames, every origin, silent drops) do not suit it.
+func (s *Server) newMelody() *melody.Melody {
+	m := melody.New()
+	m.Config.MaxMessageSize = 4 * s.cfg.MaxFrameSize // beyond: close 1009; between: an ERROR frame
+	m.Config.MessageBufferSize = s.cfg.SendBuffer
+	m.Config.PingPeriod = s.cfg.PingPeriod
+	m.Config.PongWait = s.cfg.PongWait
+	m.Config.WriteWait = s.cfg.WriteWait
+	m.Upgrader.CheckOrigin = s.checkOrigin
+	m.Upgrader.ReadBufferSize = 1024
+	m.Upgrader.WriteBufferSize = 1024
+	m.HandleMessage(func(ms *melody.Session, msg []byte) { clientOf(ms).handleMessage(msg) })
+	m.HandleConnect(func(ms *melody.Session) {
+		c := clientOf(ms)
+		c.session = ms
+		c.watchExpiry(c.expires)
+		s.clientMu.Lock()
+		s.clients[c] = struct{}{}
+		s.clientMu.Unlock()
+	})
+	m.HandleDisconnect(func(ms *melody.Session) {
+		c := clientOf(ms)
+		c.close()
+		s.clientMu.Lock()
+		delete(s.clients, c)
+		s.clientMu.Unlock()
+		s.conns.Add(-1)
+		c.log.Debug().Msg("disconnected")
+	})
+	m.HandleError(func(ms *melody.Session, err error) {
+		c := clientOf(ms)
+		if errors.Is(err, melody.ErrMessageBufferFull) {
+			s.evicted.Add(1)
+			c.evict(closeSlowConsumer, "slow consumer: send buffer full")
+			return
+		}
+		c.log.Debug().Err(err).Msg("connection error")
+	})
+	return m
+}
+
+func clientOf(ms *melody.Session) *client {
+	v, _ := ms.Get("client")
+	return v.(*client)
+}
+
+// upgrade authenticates the request before the WebSocket handshake: an
+// invalid token is a 401 (never a silent downgrade to public), no token is
+// the public role only when websocket_public is on, and an unreachable
+// Directus is a 503.
+func (s *Server) upgrade(c echo.Context) error {
+	r := c.Request()
+	if s.closing.Load() {
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SHUTTING_DOWN", Message: "broker is shutting down"}))
+	}
+	if s.conns.Add(1) > int64(s.cfg.MaxConnections) {
+		s.conns.Add(-1)
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "TOO_MANY_CONNECTIONS", Message: "connection limit reached"}))
+	}
+	upgraded := false
+	defer func() {
+		if !upgraded {
+			s.conns.Add(-1)
+		}
+	}()
+	token := requestToken(r)
+	log := s.log.With().Str("remote", r.RemoteAddr).Bool("public", token == "").Logger()
+	var id directus.Identity
+	if token == "" {
+		if !s.cfg.WebsocketPublic {
+			return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "UNAUTHORIZED", Message: "a token is required (websocket_public is off)"}))
+		}
+	} else {
+		var err error
+		id, err = s.auth.Validate(r.Context(), token)
+		if err != nil {
+			ae := toAPIError(err)
+			if ae.Status == http.StatusServiceUnavailable {
+				log.Warn().Err(err).Msg("upgrade refused: Directus unreachable")
+				return c.JSON(http.StatusServiceUnavailable, errorBody(ae))
+			}
+			return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "INVALID_CREDENTIALS", Message: "Directus refused the token"}))
+		}
+		log = log.With().Str("user", id.UserID).Logger()
+	}
+	if !websocketRequest(r) {
+		return c.JSON(http.StatusBadRequest, errorBody(badRequest("expected a WebSocket upgrade request")))
+	}
+	cl := newClient(s, token, log)
+	cl.expires = id.Expires
+	upgraded = true
+	if err := s.melody.HandleRequestWithKeys(c.Response(), r, map[string]any{"client": cl}); err != nil {
+		// The upgrader already answered the request (403 for a bad origin).
+		// The connect and disconnect handlers never ran.
+		log.Debug().Err(err).Msg("upgrade failed")
+		s.conns.Add(-1)
+	}
+	return nil
+}
+
+// requestToken takes the token from Authorization: Bearer, or the
+// access_token or api_token query parameter.
+func requestToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	q := r.URL.Query()
+	if t := q.Get("access_token"); t != "" {
+		return t
+	}
+	return q.Get("api_token")
+}
+
+func websocketRequest(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// checkOrigin accepts requests without an Origin (non-browser clients) and
+// browsers whose origin is allowed.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	for _, allowed := range s.cfg.AllowedOrigins {
+		if allowed == "*" || strings.EqualFold(allowed, origin) || strings.EqualFold(allowed, u.Host) {
+			return true
+		}
+	}
+	return false
+}

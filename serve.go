@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/config"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/example"
+	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+)
+
+func loadConfig(args []string, getenv func(string) string, name string) (config.Config, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", getenv("CONFIG_FILE"), "path of the YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, nil, usageError{err}
+	}
+	cfg, warnings, err := config.Load(*path, getenv)
+	if err != nil {
+		return cfg, warnings, usageError{fmt.Errorf("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+	}
+	return cfg, warnings, nil
+}
+
+func checkConfig(args []string, getenv func(string) string, stdout io.Writer) error {
+	_, warnings, err := loadConfig(args, getenv, "checkconfig")
+	for _, w := range warnings {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "configuration is valid")
+	return nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
+	out := w
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			format = "console"
+		}
+	}
+	if format == "console" {
+		out = zerolog.ConsoleWriter{Out: w}
+	}
+	level, _ := zerolog.ParseLevel(strings.ToLower(cfg.LogLevel))
+	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+// serve runs the broker until ctx is done. It prints the listening address
+// on stdout ("listening on 127.0.0.1:PORT") so tests and scripts can start
+// it on port 0.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, warnings, err := loadConfig(args, getenv, "serve")
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	for _, w := range warnings {
+		log.Warn().Msg(w)
+	}
+	client, err := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
+	if err != nil {
+		return err
+	}
+	bus, err := newBus(cfg, log)
+	if err != nil {
+		return err
+	}
+	b := broker.New(bus, &directus.Reader{Client: client}, broker.Options{
+		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
+	}, log)
+	if err := b.Start(); err != nil {
+		return fmt.Errorf("start broker: %w", err)
+	}
+	defer b.Close()
+	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Log: log, Example: example.Files})
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	if cfg.WebhookSecret == "" {
+		log.Warn().Msg("WEBHOOK_SECRET is not set: the webhook accepts events only from loopback addresses. Set a secret for any other setup.")
+	}
+	log.Info().Str("addr", ln.Addr().String()).Str("directus", cfg.DirectusURL).Str("bus", cfg.Bus).
+		Bool("public", cfg.WebsocketPublic).Str("websocket_path", cfg.WebsocketPath).Str("webhook_path", cfg.WebhookPath).Msg("broker started")
+	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	return srv.Serve(ctx, ln)
+}
+
+func newBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
+	switch cfg.Bus {
+	case "redis":
+		return nil, fmt.Errorf("bus: redis is not available in this build yet")
+	default:
+		return broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge), nil
+	}
+}
