@@ -210,4 +210,3 @@ func (k *keyMemory) forget(key string) {
 	defer k.mu.Unlock()
 	delete(k.hidden, key)
 }
-

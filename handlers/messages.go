@@ -307,4 +307,3 @@ func (c *client) auth(ctx context.Context, f frame) {
 	c.watchExpiry(id.Expires)
 	c.Send(typedFrame("AUTH", map[string]any{"status": "ok"}, f.UID))
 }
-
