@@ -1,0 +1,293 @@
+// Package brokertest starts a complete broker (bus, broker, HTTP edge) in the
+// test process on a free port, and gives tests a small WebSocket client.
+package brokertest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/config"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/example"
+	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+)
+
+// Broker is a running in-process broker.
+type Broker struct {
+	URL    string // http://127.0.0.1:PORT
+	WSURL  string // ws://127.0.0.1:PORT + websocket_path
+	Config config.Config
+	Broker *broker.Broker
+	Server *handlers.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a broker with cfg (ListenAddr is forced to a free loopback
+// port) and stops it when the test ends.
+func Start(t testing.TB, cfg config.Config) *Broker {
+	t.Helper()
+	b, err := StartE(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Stop() })
+	return b
+}
+
+// StartE is Start without a testing.TB.
+func StartE(cfg config.Config, log zerolog.Logger) (*Broker, error) {
+	cfg.ListenAddr = "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	client, err := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
+	if err != nil {
+		return nil, err
+	}
+	bus := broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge)
+	br := broker.New(bus, &directus.Reader{Client: client}, broker.Options{ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout}, log)
+	if err := br.Start(); err != nil {
+		return nil, err
+	}
+	srv := handlers.New(handlers.Deps{Config: cfg, Broker: br, Directus: client, Log: log, Example: example.Files})
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		URL: "http://" + ln.Addr().String(), WSURL: "ws://" + ln.Addr().String() + cfg.WebsocketPath,
+		Config: cfg, Broker: br, Server: srv, cancel: cancel, done: make(chan error, 1),
+	}
+	go func() {
+		err := srv.Serve(ctx, ln)
+		br.Close()
+		b.done <- err
+	}()
+	return b, nil
+}
+
+// Stop shuts the broker down gracefully and waits for it; idempotent.
+func (b *Broker) Stop() error {
+	if b.cancel == nil {
+		return nil
+	}
+	b.cancel()
+	b.cancel = nil
+	select {
+	case err := <-b.done:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("broker did not stop within 30s")
+	}
+}
+
+// PostWebhook posts body to the webhook with the configured secret and
+// returns the status and body of the answer.
+func (b *Broker) PostWebhook(body string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodPost, b.URL+b.Config.WebhookPath, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if b.Config.WebhookSecret != "" {
+		req.Header.Set("X-Webhook-Secret", b.Config.WebhookSecret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out), nil
+}
+
+// Client is a test WebSocket client reading frames in the background.
+type Client struct {
+	Conn   *websocket.Conn
+	frames chan map[string]any
+	closed chan struct{}
+	// CloseErr is the error that ended the read loop (valid after closed).
+	CloseErr error
+}
+
+// Dial connects to url (token "" = none) and closes the connection when the
+// test ends.
+func Dial(t testing.TB, url, token string) *Client {
+	t.Helper()
+	c, resp, err := DialE(url, token, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (HTTP %d)", url, err, status)
+	}
+	t.Cleanup(func() { c.Conn.Close() })
+	return c
+}
+
+// DialE dials without a testing.TB; resp is set when the server answered.
+func DialE(url, token string, header http.Header) (*Client, *http.Response, error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	if token != "" {
+		header.Set("Authorization", "Bearer "+token)
+	}
+	conn, resp, err := websocket.DefaultDialer.Dial(url, header)
+	if err != nil {
+		return nil, resp, err
+	}
+	c := &Client{Conn: conn, frames: make(chan map[string]any, 4096), closed: make(chan struct{})}
+	go c.read()
+	return c, resp, nil
+}
+
+func (c *Client) read() {
+	defer close(c.closed)
+	for {
+		_, msg, err := c.Conn.ReadMessage()
+		if err != nil {
+			c.CloseErr = err
+			return
+		}
+		var m map[string]any
+		if err := json.Unmarshal(msg, &m); err != nil {
+			m = map[string]any{"_invalid": string(msg)}
+		}
+		c.frames <- m
+	}
+}
+
+// Send writes v as a JSON text frame.
+func (c *Client) Send(t testing.TB, v any) {
+	t.Helper()
+	var msg []byte
+	switch x := v.(type) {
+	case string:
+		msg = []byte(x)
+	default:
+		var err error
+		if msg, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// DefaultWait bounds every wait for a frame; generous, since it only
+// matters when a test is about to fail.
+const DefaultWait = 15 * time.Second
+
+// Next returns the next frame, failing the test after DefaultWait.
+func (c *Client) Next(t testing.TB) map[string]any {
+	t.Helper()
+	select {
+	case f := <-c.frames:
+		return f
+	case <-c.closed:
+		// Frames read before the close are still queued.
+		select {
+		case f := <-c.frames:
+			return f
+		default:
+		}
+		t.Fatalf("connection closed while waiting for a frame: %v", c.CloseErr)
+	case <-time.After(DefaultWait):
+		t.Fatalf("no frame within %s", DefaultWait)
+	}
+	return nil
+}
+
+// Request sends v (which should carry a uid) and returns the first frame
+// with the same uid, skipping others (events).
+func (c *Client) Request(t testing.TB, v map[string]any) map[string]any {
+	t.Helper()
+	c.Send(t, v)
+	want := fmt.Sprint(v["uid"])
+	deadline := time.After(DefaultWait)
+	for {
+		select {
+		case f := <-c.frames:
+			if fmt.Sprint(f["uid"]) == want {
+				return f
+			}
+		case <-c.closed:
+			t.Fatalf("connection closed while waiting for uid %s: %v", want, c.CloseErr)
+		case <-deadline:
+			t.Fatalf("no answer for uid %s within %s", want, DefaultWait)
+		}
+	}
+}
+
+// NextOfType returns the next frame of type typ, skipping others.
+func (c *Client) NextOfType(t testing.TB, typ string) map[string]any {
+	t.Helper()
+	deadline := time.After(DefaultWait)
+	for {
+		select {
+		case f := <-c.frames:
+			if f["type"] == typ {
+				return f
+			}
+		case <-c.closed:
+			t.Fatalf("connection closed while waiting for a %s frame: %v", typ, c.CloseErr)
+		case <-deadline:
+			t.Fatalf("no %s frame within %s", typ, DefaultWait)
+		}
+	}
+}
+
+// Quiet asserts that no frame arrives until a marker round trip completes:
+// it sends a ping with a fresh uid and fails on any frame before the PONG.
+// This proves "nothing was sent" without sleeping: the broker handles a
+// connection's frames and deliveries in order of arrival on the socket.
+func (c *Client) Quiet(t testing.TB, marker string) {
+	t.Helper()
+	c.Send(t, map[string]any{"type": "ping", "uid": marker})
+	f := c.Next(t)
+	if f["type"] != "PONG" || f["uid"] != marker {
+		t.Fatalf("expected nothing before the PONG %s, got %v", marker, f)
+	}
+}
+
+// Closed waits until the server closed the connection and returns the
+// close error.
+func (c *Client) Closed(t testing.TB) error {
+	t.Helper()
+	select {
+	case <-c.closed:
+		return c.CloseErr
+	case <-time.After(DefaultWait):
+		t.Fatalf("connection still open after %s", DefaultWait)
+	}
+	return nil
+}
+
+// Settle waits until every event accepted so far has been handed to its
+// subscribers' connections. After it, a Quiet round trip proves absence.
+func (b *Broker) Settle(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultWait)
+	defer cancel()
+	if err := b.Broker.Drain(ctx); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
