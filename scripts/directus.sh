@@ -481,7 +481,7 @@ cmd_reset() {
   else
     # Empty the schema rather than dropping the database: works for a DIRECTUS_PG_URL we did
     # not create as well.
-    psql -q -v ON_ERROR_STOP=1 "$(cat "$dir/pg-url")" \
+    PGOPTIONS="-c client_min_messages=warning" psql -q -v ON_ERROR_STOP=1 "$(cat "$dir/pg-url")" \
       -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' >&2 || die "reset: emptying the database failed"
     pg_bootstrap "$dir"
   fi

@@ -1,0 +1,106 @@
+package handlers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/config"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
+)
+
+// dx is the real Directus (11.17.4: custom permissions work without a
+// license) that every test of this package talks to. TestMain starts it with
+// a fresh database and stops it, also when tests fail.
+var dx *directustest.Instance
+
+// Tokens of the fixture users; see setupFixture.
+const (
+	adminToken  = directustest.DefaultAdminToken
+	fieldsToken = "fields-token" // reads articles without the field "secret"
+	pubToken    = "pub-token"    // reads only articles with status "published"
+	noneToken   = "none-token"   // reads nothing
+	secret      = "test-webhook-secret"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var err error
+	dx, err = directustest.Start(ctx, directustest.Options{Version: "11.17.4"})
+	if errors.Is(err, directustest.ErrDisabled) {
+		fmt.Println("DIRECTUS_TESTS=0: skipping the integration tests of package handlers")
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting Directus:", err)
+		return 1
+	}
+	defer dx.Stop()
+	if err := setupFixture(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "fixture:", err, "\n", dx.Log())
+		return 1
+	}
+	return m.Run()
+}
+
+// setupFixture creates the collection "articles" (title, status, secret)
+// and one user per permission shape, plus public read of published titles.
+func setupFixture(ctx context.Context) error {
+	fields := []directustest.Field{{Name: "title"}, {Name: "status"}, {Name: "secret"}, {Name: "body", Type: "text"}}
+	for _, c := range []string{"articles", "notes", "private"} {
+		if err := dx.CreateCollection(ctx, c, fields...); err != nil {
+			return err
+		}
+	}
+	fieldsRole, err := dx.CreateRoleWithReadPolicy(ctx, "fields", "articles", []string{"id", "title", "status"}, nil)
+	if err != nil {
+		return err
+	}
+	pubRole, err := dx.CreateRoleWithReadPolicy(ctx, "published", "articles", nil, map[string]any{"status": map[string]any{"_eq": "published"}})
+	if err != nil {
+		return err
+	}
+	noneRole, err := dx.CreateRoleWithReadPolicy(ctx, "none", "notes", nil, nil)
+	if err != nil {
+		return err
+	}
+	for email, u := range map[string][2]string{
+		"fields@example.com": {fieldsToken, fieldsRole},
+		"pub@example.com":    {pubToken, pubRole},
+		"none@example.com":   {noneToken, noneRole},
+	} {
+		if _, err := dx.CreateUser(ctx, email, u[0], u[1]); err != nil {
+			return err
+		}
+	}
+	return dx.SetPublicRead(ctx, "articles", []string{"id", "title"}, map[string]any{"status": map[string]any{"_eq": "published"}})
+}
+
+// brokerConfig is the default configuration pointed at dx.
+func brokerConfig() config.Config {
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.WebhookSecret = secret
+	return cfg
+}
+
+// createItem creates an item through the Directus REST API as admin.
+func createItem(t *testing.T, collection string, item map[string]any) float64 {
+	t.Helper()
+	var out struct {
+		Data map[string]any `json:"data"`
+	}
+	if _, err := dx.Do(t.Context(), adminToken, http.MethodPost, "/items/"+collection, item, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Data["id"].(float64)
+}
