@@ -79,7 +79,11 @@ func (c *client) evict(code int, reason string) {
 	if !c.evicted.CompareAndSwap(false, true) {
 		return
 	}
-	c.log.Warn().Int("code", code).Str("reason", reason).Msg("closing connection")
+	level := zerolog.WarnLevel
+	if code == websocket.CloseGoingAway {
+		level = zerolog.DebugLevel
+	}
+	c.log.WithLevel(level).Int("code", code).Str("reason", reason).Msg("closing connection")
 	conn := c.session.WebsocketConnection()
 	go func() {
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
