@@ -2,10 +2,359 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
+const flowUsage = `usage:
+  directus-ws-broker flow install --directus-url URL --token ADMIN_TOKEN --broker-url URL
+        [--secret S] [--secret-header X-Webhook-Secret] [--collections a,b] [--name directus-ws-broker]
+        [--check-collection C [--check-timeout 10s] [--metrics-url URL]]
+  directus-ws-broker flow remove --directus-url URL --token ADMIN_TOKEN [--name directus-ws-broker]
+
+install creates (or updates in place) an active Directus Flow that posts every item create,
+update and delete of the collections to the broker's webhook. Without --collections it watches
+every collection that exists now: run it again after adding collections.
+--check-collection creates an item in C, waits until the broker's /metrics counts an event,
+and deletes the item; exit status 3 when nothing arrives.
+
+Environment: DIRECTUS_URL, DIRECTUS_ADMIN_TOKEN, BROKER_URL, WEBHOOK_SECRET (prefer these for
+the token and the secret: command lines are visible to every user of the machine).
+`
+
+// exitError makes the process exit with a specific status.
+type exitError struct {
+	error
+	code int
+}
+
+// ExitCode is the process's exit status for this error.
+func (e exitError) ExitCode() int { return e.code }
+
+// exitCheckFailed is the status of an install whose --check-collection saw
+// no event reach the broker: the Flow exists, but does not deliver.
+const exitCheckFailed = 3
+
+// flowCommand runs `flow install` and `flow remove`.
 func flowCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return usageError{fmt.Errorf("flow: not implemented yet")}
+	if len(args) == 0 {
+		return usageError{errors.New("flow: missing subcommand: install or remove (see flow help)")}
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "install":
+		return flowInstall(ctx, args, getenv, stdout)
+	case "remove":
+		return flowRemove(ctx, args, getenv, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, flowUsage)
+		return nil
+	}
+	return usageError{fmt.Errorf("flow: unknown subcommand %q: install or remove (see flow help)", sub)}
+}
+
+// directusFlags are the flags both subcommands share.
+type directusFlags struct {
+	url, token, name string
+	timeout          time.Duration
+}
+
+func (d *directusFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&d.url, "directus-url", getenv("DIRECTUS_URL"), "Directus base URL (env DIRECTUS_URL)")
+	fs.StringVar(&d.token, "token", getenv("DIRECTUS_ADMIN_TOKEN"), "static token of a Directus admin (env DIRECTUS_ADMIN_TOKEN)")
+	fs.StringVar(&d.name, "name", directus.DefaultFlowName, "name of the Flow; install and remove find it by this name")
+	fs.DurationVar(&d.timeout, "timeout", 30*time.Second, "bound on each request to Directus")
+}
+
+// client validates the shared flags and makes the Directus client.
+func (d *directusFlags) client(cmd string) (*directus.Client, error) {
+	if d.url == "" {
+		return nil, usageError{fmt.Errorf("%s: --directus-url (or DIRECTUS_URL) is required", cmd)}
+	}
+	if d.token == "" {
+		return nil, usageError{fmt.Errorf("%s: --token (or DIRECTUS_ADMIN_TOKEN) is required", cmd)}
+	}
+	if d.name == "" {
+		return nil, usageError{fmt.Errorf("%s: --name must not be empty", cmd)}
+	}
+	c, err := directus.NewClient(d.url, d.timeout)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("%s: %w", cmd, err)}
+	}
+	return c, nil
+}
+
+// parseFlags parses args into fs, answering -h with the usage on stdout
+// (done is then true) and refusing positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (done bool, err error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, flowUsage)
+			return true, nil
+		}
+		return false, usageError{fmt.Errorf("%s: %w", fs.Name(), err)}
+	}
+	if fs.NArg() > 0 {
+		return false, usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	}
+	return false, nil
+}
+
+func flowInstall(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	const cmd = "flow install"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	var d directusFlags
+	d.register(fs, getenv)
+	brokerURL := fs.String("broker-url", getenv("BROKER_URL"), "the broker's webhook URL; /webhook is appended to a URL without a path (env BROKER_URL)")
+	secret := fs.String("secret", getenv("WEBHOOK_SECRET"), "shared secret the Flow sends to the broker (env WEBHOOK_SECRET)")
+	secretHeader := fs.String("secret-header", directus.DefaultSecretHeader, "header carrying the secret")
+	collections := fs.String("collections", "", "comma-separated collections; default: every collection that exists now")
+	checkCollection := fs.String("check-collection", "", "after install, create and delete an item in this collection and wait for the broker to count the event")
+	checkTimeout := fs.Duration("check-timeout", 10*time.Second, "how long --check-collection waits for the event")
+	metricsURL := fs.String("metrics-url", "", "the broker's /metrics, read by --check-collection (default: next to the webhook)")
+	if done, err := parseFlags(fs, args, stdout); done || err != nil {
+		return err
+	}
+	client, err := d.client(cmd)
+	if err != nil {
+		return err
+	}
+	if *brokerURL == "" {
+		return usageError{fmt.Errorf("%s: --broker-url (or BROKER_URL) is required", cmd)}
+	}
+	hook, err := webhookURL(*brokerURL)
+	if err != nil {
+		return usageError{fmt.Errorf("%s: %w", cmd, err)}
+	}
+	spec := directus.FlowSpec{
+		Name:         d.name,
+		WebhookURL:   hook.String(),
+		Secret:       *secret,
+		SecretHeader: *secretHeader,
+	}
+	if *collections != "" {
+		spec.Collections = strings.Split(*collections, ",")
+	}
+	if err := spec.Validate(); err != nil {
+		return usageError{fmt.Errorf("%s: %w", cmd, err)}
+	}
+	var metrics string
+	if *checkCollection != "" {
+		if *checkTimeout <= 0 {
+			return usageError{fmt.Errorf("%s: --check-timeout must be positive", cmd)}
+		}
+		metrics = *metricsURL
+		if metrics == "" {
+			m := *hook
+			m.Path = path.Join(path.Dir(hook.Path), "metrics")
+			m.RawPath, m.RawQuery, m.Fragment = "", "", ""
+			metrics = m.String()
+		} else if u, err := url.Parse(metrics); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageError{fmt.Errorf("%s: --metrics-url %q: must be an absolute http(s) URL", cmd, metrics)}
+		}
+	}
+
+	res, err := directus.InstallFlow(ctx, client, d.token, spec)
+	for _, id := range res.RemovedFlows {
+		fmt.Fprintf(stdout, "deleted duplicate flow %s\n", id)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Discovered {
+		fmt.Fprintf(stdout, "no --collections given: watching the %d collections that exist now (Directus needs them named; run install again after adding collections)\n", len(res.Collections))
+	}
+	verb := "updated"
+	if res.Created {
+		verb = "created"
+	}
+	fmt.Fprintf(stdout, "%s flow %s %q (active): %s on %s\n", verb, res.FlowID, d.name, strings.Join(directus.FlowScope, ", "), strings.Join(res.Collections, ", "))
+	auth := "without a secret (the broker then accepts it only from its own host)"
+	if spec.Secret != "" {
+		auth = "with the secret in " + spec.SecretHeader
+	}
+	fmt.Fprintf(stdout, "operation %s posts to %s %s\n", res.OperationID, hook.Redacted(), auth)
+	for _, id := range res.RemovedOperations {
+		fmt.Fprintf(stdout, "deleted stray operation %s\n", id)
+	}
+	if *checkCollection == "" {
+		return nil
+	}
+	if !contains(res.Collections, *checkCollection) {
+		return usageError{fmt.Errorf("%s: --check-collection %s is not among the flow's collections", cmd, *checkCollection)}
+	}
+	return checkDelivery(ctx, client, d.token, *checkCollection, metrics, *checkTimeout, stdout)
+}
+
+// webhookURL parses the broker URL, appending /webhook when it has no path.
+func webhookURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--broker-url %q: must be an absolute http(s) URL", raw)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path, u.RawPath = "/webhook", ""
+	}
+	return u, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func flowRemove(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	const cmd = "flow remove"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	var d directusFlags
+	d.register(fs, getenv)
+	if done, err := parseFlags(fs, args, stdout); done || err != nil {
+		return err
+	}
+	client, err := d.client(cmd)
+	if err != nil {
+		return err
+	}
+	removed, err := directus.RemoveFlow(ctx, client, d.token, d.name)
+	for _, f := range removed {
+		for _, op := range f.Operations {
+			fmt.Fprintf(stdout, "deleted operation %s\n", op)
+		}
+		fmt.Fprintf(stdout, "deleted flow %s %q\n", f.ID, d.name)
+	}
+	if err != nil {
+		return err
+	}
+	if len(removed) == 0 {
+		fmt.Fprintf(stdout, "no flow named %q\n", d.name)
+	}
+	return nil
+}
+
+// checkDelivery proves the Flow delivers: it creates an item in collection,
+// waits until the broker's broker_events_published_total grows, and deletes
+// the item again. It returns an exitError with exitCheckFailed when no
+// event arrives.
+func checkDelivery(ctx context.Context, client *directus.Client, token, collection, metricsURL string, timeout time.Duration, stdout io.Writer) error {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	before, err := publishedEvents(ctx, hc, metricsURL)
+	if err != nil {
+		return exitError{fmt.Errorf("check: cannot read the broker's metrics at %s: %w; is the broker running there? (--metrics-url if its /metrics is elsewhere)", metricsURL, err), exitCheckFailed}
+	}
+	pk, err := primaryKeyField(ctx, client, token, collection)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	data, err := client.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"items", collection}, Token: token, Body: map[string]any{}})
+	if err != nil {
+		return fmt.Errorf("check: create a test item in %s: %w", collection, err)
+	}
+	var item map[string]json.RawMessage
+	if err := json.Unmarshal(data, &item); err != nil || len(item[pk]) == 0 {
+		return fmt.Errorf("check: create a test item in %s: the answer has no %s", collection, pk)
+	}
+	key := string(item[pk])
+	if s, err := strconv.Unquote(key); err == nil {
+		key = s
+	}
+	defer func() {
+		// Clean up even when ctx was cancelled (Ctrl-C during the wait).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := client.Do(dctx, directus.Request{Method: http.MethodDelete, Segments: []string{"items", collection, key}, Token: token}); err != nil {
+			fmt.Fprintf(stdout, "check: could not delete test item %s/%s: %v\n", collection, key, err)
+		}
+	}()
+
+	deadline := time.Now().Add(timeout)
+	for {
+		now, err := publishedEvents(ctx, hc, metricsURL)
+		if err == nil && now > before {
+			fmt.Fprintf(stdout, "check: test item %s/%s reached the broker (broker_events_published_total %d -> %d); deleting it\n", collection, key, before, now)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return exitError{fmt.Errorf("warning: no event reached the broker within %s of creating test item %s/%s: Directus could not reach the broker: if the broker runs on the same host as Directus, set IMPORT_IP_DENY_LIST=169.254.169.254 in Directus's environment (its default 0.0.0.0 denies every local address); also check the secret", timeout, collection, key), exitCheckFailed}
+}
+
+// primaryKeyField returns the name of collection's primary key field.
+func primaryKeyField(ctx context.Context, client *directus.Client, token, collection string) (string, error) {
+	data, err := client.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
+	if err != nil {
+		return "", fmt.Errorf("read fields of %s: %w", collection, err)
+	}
+	var fields []struct {
+		Field  string `json:"field"`
+		Schema *struct {
+			IsPrimaryKey bool `json:"is_primary_key"`
+		} `json:"schema"`
+	}
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return "", fmt.Errorf("read fields of %s: %w", collection, err)
+	}
+	for _, f := range fields {
+		if f.Schema != nil && f.Schema.IsPrimaryKey {
+			return f.Field, nil
+		}
+	}
+	return "", fmt.Errorf("collection %s has no primary key field", collection)
+}
+
+// publishedEvents reads broker_events_published_total from the broker's
+// Prometheus text.
+func publishedEvents(ctx context.Context, hc *http.Client, metricsURL string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("answered %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "broker_events_published_total "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("bad broker_events_published_total %q", v)
+			}
+			return int64(n), nil
+		}
+	}
+	return 0, errors.New("no broker_events_published_total in the answer")
 }

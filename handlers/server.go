@@ -88,6 +88,9 @@ func New(d Deps) *Server {
 	return s
 }
 
+// Evicted counts the clients disconnected as slow consumers.
+func (s *Server) Evicted() int64 { return s.evicted.Load() }
+
 // Handler is the server's HTTP handler (for tests with httptest).
 func (s *Server) Handler() http.Handler { return s.echo }
 
