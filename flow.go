@@ -174,7 +174,7 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	if res.Discovered {
-		fmt.Fprintf(stdout, "no --collections given: watching the %d collections that exist now (Directus needs them named; run install again after adding collections)\n", len(res.Collections))
+		fmt.Fprintln(stdout, "no --collections given: watching every collection that exists now (Directus needs them named; run install again after adding collections)")
 	}
 	verb := "updated"
 	if res.Created {
