@@ -14,8 +14,8 @@ import (
 
 // TestUpgradeAuth checks who may connect.
 func TestUpgradeAuth(t *testing.T) {
-	private := brokertest.Start(t, brokerConfig())
-	pubCfg := brokerConfig()
+	private := brokertest.Start(t, brokerConfig(t))
+	pubCfg := brokerConfig(t)
 	pubCfg.WebsocketPublic = true
 	pubCfg.AllowedOrigins = []string{"https://app.example.com"}
 	public := brokertest.Start(t, pubCfg)
@@ -24,7 +24,7 @@ func TestUpgradeAuth(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadURL := "http://" + ln.Addr().String()
 	ln.Close()
-	downCfg := brokerConfig()
+	downCfg := brokerConfig(t)
 	downCfg.DirectusURL = deadURL
 	down := brokertest.Start(t, downCfg)
 
@@ -69,7 +69,7 @@ func TestUpgradeAuth(t *testing.T) {
 
 // TestJWTLogin: a JWT from /auth/login works like a static token.
 func TestJWTLogin(t *testing.T) {
-	b := brokertest.Start(t, brokerConfig())
+	b := brokertest.Start(t, brokerConfig(t))
 	var login struct {
 		Data struct {
 			AccessToken string `json:"access_token"`
@@ -87,7 +87,7 @@ func TestJWTLogin(t *testing.T) {
 
 // TestWebsocketDisabled: websocket_enabled=false leaves no endpoint.
 func TestWebsocketDisabled(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.WebsocketEnabled = false
 	b := brokertest.Start(t, cfg)
 	_, resp, err := brokertest.DialE(b.WSURL, adminToken, nil)
@@ -98,7 +98,7 @@ func TestWebsocketDisabled(t *testing.T) {
 
 // TestConnectionCap: connections beyond max_connections get 503.
 func TestConnectionCap(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.MaxConnections = 2
 	b := brokertest.Start(t, cfg)
 	brokertest.Dial(t, b.WSURL, adminToken)
@@ -111,7 +111,7 @@ func TestConnectionCap(t *testing.T) {
 
 // TestHeartbeat: the broker pings on its interval.
 func TestHeartbeat(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.PingPeriod = 50 * time.Millisecond
 	cfg.PongWait = 5 * time.Second
 	cfg.DirectusTimeout = 2 * time.Second
@@ -145,7 +145,7 @@ func TestHeartbeat(t *testing.T) {
 
 // TestGracefulShutdown: on shutdown, sockets are closed with 1001.
 func TestGracefulShutdown(t *testing.T) {
-	b := brokertest.Start(t, brokerConfig())
+	b := brokertest.Start(t, brokerConfig(t))
 	c := brokertest.Dial(t, b.WSURL, adminToken)
 	c.Send(t, map[string]any{"type": "subscribe", "collection": "articles"})
 	c.NextOfType(t, "SUBSCRIBED")

@@ -11,7 +11,7 @@ import (
 // TestCRUDFrames drives every CRUD frame, single and batch, through a real
 // Directus and checks the answers against what Directus holds.
 func TestCRUDFrames(t *testing.T) {
-	b := brokertest.Start(t, brokerConfig())
+	b := brokertest.Start(t, brokerConfig(t))
 	c := brokertest.Dial(t, b.WSURL, adminToken)
 
 	// post: one item, then a batch.
@@ -70,7 +70,7 @@ func TestCRUDFrames(t *testing.T) {
 // TestFrameErrors checks every error the broker answers itself, that uids
 // are echoed verbatim, and that no bad frame closes the socket.
 func TestFrameErrors(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.MaxFrameSize = 1024
 	b := brokertest.Start(t, cfg)
 	c := brokertest.Dial(t, b.WSURL, pubToken)
@@ -122,7 +122,7 @@ func TestFrameErrors(t *testing.T) {
 // TestRateLimit: frames over the per-connection rate get 429 and are not
 // executed; the socket stays open.
 func TestRateLimit(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.RateLimit = 0.001 // effectively no refill during the test
 	cfg.RateBurst = 3
 	b := brokertest.Start(t, cfg)
@@ -142,7 +142,7 @@ func TestRateLimit(t *testing.T) {
 
 // TestFrameTypeSwitches: a disabled frame type is refused clearly.
 func TestFrameTypeSwitches(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.WebsocketCorePost = false
 	b := brokertest.Start(t, cfg)
 	c := brokertest.Dial(t, b.WSURL, adminToken)

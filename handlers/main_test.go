@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,28 +29,38 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
+	code := m.Run()
+	if dx != nil {
+		_ = dx.Stop()
+	}
+	os.Exit(code)
 }
 
-func runTests(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	var err error
-	dx, err = directustest.Start(ctx, directustest.Options{Version: "11.17.4"})
-	if errors.Is(err, directustest.ErrDisabled) {
-		fmt.Println("DIRECTUS_TESTS=0: skipping the integration tests of package handlers")
-		return 0
+var (
+	dxOnce sync.Once
+	dxErr  error
+)
+
+// requireDirectus starts the shared Directus on first use (so unit tests and
+// fuzzing in this package need none) and skips when DIRECTUS_TESTS=0.
+func requireDirectus(t testing.TB) {
+	t.Helper()
+	dxOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		dx, dxErr = directustest.Start(ctx, directustest.Options{Version: "11.17.4"})
+		if dxErr == nil {
+			if dxErr = setupFixture(ctx); dxErr != nil {
+				dxErr = fmt.Errorf("fixture: %w\n%s", dxErr, dx.Log())
+			}
+		}
+	})
+	if errors.Is(dxErr, directustest.ErrDisabled) {
+		t.Skip("DIRECTUS_TESTS=0: integration test skipped")
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting Directus:", err)
-		return 1
+	if dxErr != nil {
+		t.Fatalf("starting Directus: %v", dxErr)
 	}
-	defer dx.Stop()
-	if err := setupFixture(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "fixture:", err, "\n", dx.Log())
-		return 1
-	}
-	return m.Run()
 }
 
 // setupFixture creates the collection "articles" (title, status, secret)
@@ -85,8 +96,10 @@ func setupFixture(ctx context.Context) error {
 	return dx.SetPublicRead(ctx, "articles", []string{"id", "title"}, map[string]any{"status": map[string]any{"_eq": "published"}})
 }
 
-// brokerConfig is the default configuration pointed at dx.
-func brokerConfig() config.Config {
+// brokerConfig is the default configuration pointed at dx (started if
+// needed).
+func brokerConfig(t testing.TB) config.Config {
+	requireDirectus(t)
 	cfg := config.Default()
 	cfg.DirectusURL = dx.URL
 	cfg.WebhookSecret = secret

@@ -50,7 +50,7 @@ func flowBody(action string, id any, payload string) string {
 // leaving a role's rule) and deletes each receives exactly what its token
 // reads through REST, and never the secret.
 func TestPermissionMatrix(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.WebsocketPublic = true
 	b := brokertest.Start(t, cfg)
 	viewers := []*viewer{{name: "admin", token: adminToken}, {name: "fields", token: fieldsToken}, {name: "published", token: pubToken}, {name: "public"}}
@@ -150,7 +150,7 @@ func postWebhook(t *testing.T, b *brokertest.Broker, body string) (int, string) 
 
 // TestInitSnapshot: init:true first sends what the token's query reads now.
 func TestInitSnapshot(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.WebsocketPublic = true
 	b := brokertest.Start(t, cfg)
 	createItem(t, "articles", map[string]any{"title": "init-pub", "status": "published", "secret": topSecret})
@@ -177,7 +177,7 @@ func TestInitSnapshot(t *testing.T) {
 // TestReadsFollowGroups: 40 subscribers holding 4 distinct (token, query)
 // pairs cost 4 reads per event, not 40.
 func TestReadsFollowGroups(t *testing.T) {
-	b := brokertest.Start(t, brokerConfig())
+	b := brokertest.Start(t, brokerConfig(t))
 	tokens := []string{adminToken, fieldsToken, pubToken, adminToken}
 	queries := []map[string]any{nil, nil, nil, {"fields": []string{"id", "title"}}}
 	var clients []*brokertest.Client

@@ -21,7 +21,7 @@ import (
 // TestSubscriptionOptions: several subscriptions per connection told apart
 // by uid, event filters, query filters, unsubscribe by uid and collection.
 func TestSubscriptionOptions(t *testing.T) {
-	b := brokertest.Start(t, brokerConfig())
+	b := brokertest.Start(t, brokerConfig(t))
 	c := brokertest.Dial(t, b.WSURL, adminToken)
 	subscribe := func(m map[string]any) {
 		t.Helper()
@@ -94,7 +94,7 @@ func TestSubscriptionOptions(t *testing.T) {
 
 // TestSubscribeRefused: subscribing needs read permission on the collection.
 func TestSubscribeRefused(t *testing.T) {
-	b := brokertest.Start(t, brokerConfig())
+	b := brokertest.Start(t, brokerConfig(t))
 	c := brokertest.Dial(t, b.WSURL, noneToken)
 	f := c.Request(t, map[string]any{"type": "subscribe", "collection": "articles", "uid": "s1"})
 	if f["type"] != "ERROR" || f["data"].(map[string]any)["status"] != 403.0 {
@@ -113,6 +113,7 @@ func TestSubscribeRefused(t *testing.T) {
 // subscribers get an EVENTS_MISSED error, never the unfiltered payload. A
 // proxy in front of the real Directus injects the outage.
 func TestDirectusDownDuringDelivery(t *testing.T) {
+	requireDirectus(t)
 	target, _ := url.Parse(dx.URL)
 	var down atomic.Bool
 	proxy := httputil.NewSingleHostReverseProxy(target)
@@ -124,7 +125,7 @@ func TestDirectusDownDuringDelivery(t *testing.T) {
 		proxy.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.DirectusURL = front.URL
 	b := brokertest.Start(t, cfg)
 	c := brokertest.Dial(t, b.WSURL, fieldsToken)
@@ -156,7 +157,7 @@ func TestDirectusDownDuringDelivery(t *testing.T) {
 // TestSlowConsumer: a client that stops reading is disconnected with 4008
 // while a reading client keeps receiving everything.
 func TestSlowConsumer(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.SendBuffer = 4
 	cfg.WriteWait = 2 * time.Second
 	b := brokertest.Start(t, cfg)

@@ -34,7 +34,7 @@ func post(t *testing.T, url, body string, header map[string]string) (int, string
 // TestWebhookAnswers checks every answer of the webhook and that a refused
 // request publishes nothing.
 func TestWebhookAnswers(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.WebhookMaxBody = 2048
 	b := brokertest.Start(t, cfg)
 	id := createItem(t, "articles", map[string]any{"title": "w", "status": "published"})
@@ -86,7 +86,7 @@ func TestWebhookAnswers(t *testing.T) {
 // webhook refuses senders that are not on this host. The remote address is
 // set on the request object: no traffic leaves loopback.
 func TestWebhookWithoutSecretOnlyLoopback(t *testing.T) {
-	cfg := brokerConfig()
+	cfg := brokerConfig(t)
 	cfg.WebhookSecret = ""
 	client, _ := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
 	br := broker.New(broker.NewMemoryBus(10, 60e9), &directus.Reader{Client: client}, broker.Options{}, zerolog.Nop())

@@ -1,0 +1,45 @@
+# directus-ws-broker — every habit has one entry point here.
+#   make demo    a real Directus (SQLite) + the broker + a Flow pointing at it, ready to try
+#   make test    the whole suite: lint, unit, integration (real Directus), fuzz smoke, browser
+#   make bench   the benchmark table (see README)
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/directus-ws-broker
+FUZZTIME ?= 10s
+
+.PHONY: build test lint unit fuzz demo demo-stop bench clean directus-install tools
+
+build:
+	$(GO) build -o $(BIN) .
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# Installs (once, cached outside the clone) what the integration tests start.
+directus-install:
+	scripts/directus.sh install --version 11.17.4 >/dev/null
+	scripts/directus.sh install --version 12.3.1 >/dev/null
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./handlers/
+
+test: lint directus-install unit fuzz
+	@echo "make test: all passed"
+
+demo: build
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
+bench: build
+	$(GO) run ./scripts/bench
+
+clean:
+	rm -rf bin .demo
