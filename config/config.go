@@ -67,6 +67,10 @@ type Config struct {
 	LogFormat       string        `mapstructure:"log_format"`
 	RealtimeEnabled bool          `mapstructure:"realtime_enabled"`
 	RealtimePath    string        `mapstructure:"realtime_path"`
+	// RealtimeAuthMode is public, handshake or strict, as Directus's
+	// WEBSOCKETS_REST_AUTH.
+	RealtimeAuthMode    string        `mapstructure:"realtime_auth_mode"`
+	RealtimeAuthTimeout time.Duration `mapstructure:"realtime_auth_timeout"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -108,6 +112,8 @@ func Default() Config {
 		LogFormat:              "auto",
 		RealtimeEnabled:        true,
 		RealtimePath:           "/realtime",
+		RealtimeAuthMode:       "handshake",
+		RealtimeAuthTimeout:    10 * time.Second,
 	}
 }
 
@@ -187,6 +193,14 @@ func (c Config) Validate() error {
 	case "auto", "json", "console":
 	default:
 		bad("log_format", "must be auto, json or console, got %q", c.LogFormat)
+	}
+	switch c.RealtimeAuthMode {
+	case "public", "handshake", "strict":
+	default:
+		bad("realtime_auth_mode", "must be public, handshake or strict, got %q", c.RealtimeAuthMode)
+	}
+	if c.RealtimeAuthTimeout <= 0 {
+		bad("realtime_auth_timeout", "must be a positive duration")
 	}
 	if len(c.AllowedOrigins) == 0 {
 		bad("allowed_origins", "must list at least one origin (or \"*\")")

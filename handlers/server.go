@@ -77,6 +77,9 @@ func New(d Deps) *Server {
 	} else {
 		s.log.Info().Str("path", s.cfg.WebsocketPath).Msg("websocket_enabled is false: no WebSocket endpoint (404 there)")
 	}
+	if s.cfg.RealtimeEnabled {
+		e.GET(s.cfg.RealtimePath, s.realtimeUpgrade)
+	}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", s.metrics)
