@@ -201,11 +201,27 @@ running_pid() {
   printf '%s\n' "$pid"
 }
 
-healthy() {
-  local url="$1" body
+# health_ok URL [TOKEN]: true when GET URL/server/health answers status ok.
+health_ok() {
+  local url="$1" token="${2:-}" body auth=()
+  [[ -n "$token" ]] && auth=(-H "Authorization: Bearer $token")
   # (no pipe into grep -q: with pipefail an early grep exit can fail the pipeline)
-  body="$(curl -fsS --max-time 2 "$url/server/health" 2>/dev/null)" || return 1
+  body="$(curl -fsS --max-time 2 "${auth[@]}" "$url/server/health" 2>/dev/null)" || return 1
   [[ "$body" == *'"status":"ok"'* ]]
+}
+
+# healthy D: true when D's Directus is healthy. Directus 11 answers /server/health to anyone;
+# Directus 12 only to an admin (403 otherwise), so try the admin's tokens too: the bootstrap one
+# (a fresh database before apply_admin_token) and the instance's own.
+healthy() {
+  local dir="$1" url token
+  url="$(cat "$dir/url")"
+  health_ok "$url" && return 0
+  token="$(cat "$dir/admin-token" 2>/dev/null || true)"
+  if [[ -n "$token" && "$token" != "$BOOTSTRAP_TOKEN" ]]; then
+    health_ok "$url" "$token" && return 0
+  fi
+  health_ok "$url" "$BOOTSTRAP_TOKEN"
 }
 
 # read_env D: fill the array ENV_ARGS with the KEY=VALUE lines of D/env.
@@ -229,11 +245,10 @@ set_env_port() {
 # wait_healthy D TIMEOUT: wait until D's Directus answers /server/health with ok. Returns 1 when
 # the process died (the log says why) or the time ran out.
 wait_healthy() {
-  local dir="$1" timeout="$2" url deadline
-  url="$(cat "$dir/url")"
+  local dir="$1" timeout="$2" deadline
   deadline=$((SECONDS + timeout))
   while ((SECONDS < deadline)); do
-    healthy "$url" && return 0
+    healthy "$dir" && return 0
     running_pid "$dir" >/dev/null || return 1
     sleep 0.2
   done
@@ -302,7 +317,11 @@ launch() {
     fi
     break
   done
-  log "directus did not become healthy within ${START_TIMEOUT}s; last lines of $dir/directus.log:"
+  if running_pid "$dir" >/dev/null; then
+    log "directus did not become healthy within ${START_TIMEOUT}s; last lines of $dir/directus.log:"
+  else
+    log "directus exited before it became healthy; last lines of $dir/directus.log:"
+  fi
   tail -n 40 "$dir/directus.log" >&2 || true
   kill_group "$dir"
   return 1
@@ -496,7 +515,7 @@ cmd_status() {
   local dir
   dir="$(parse_dir "$@")"
   running_pid "$dir" >/dev/null || { log "not running ($dir)"; exit 1; }
-  healthy "$(cat "$dir/url")" || { log "running but not healthy ($dir)"; exit 1; }
+  healthy "$dir" || { log "running but not healthy ($dir)"; exit 1; }
   cat "$dir/url"
 }
 
