@@ -1,0 +1,451 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/config"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
+)
+
+// These tests run `flow install|remove` through run(), as main does,
+// against one real Directus (11.17.4) shared by the package's tests.
+
+var (
+	flowDX     *directustest.Instance
+	flowDXOnce sync.Once
+	flowDXErr  error
+)
+
+// editorToken is the static token of a user whose role may read articles
+// but is not an admin.
+const editorToken = "flow-editor-token"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if flowDX != nil {
+		_ = flowDX.Stop()
+	}
+	os.Exit(code)
+}
+
+// requireFlowDirectus starts the shared Directus on first use, so tests that
+// need none do not pay for it, and skips when DIRECTUS_TESTS=0.
+func requireFlowDirectus(t *testing.T) *directustest.Instance {
+	t.Helper()
+	flowDXOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		flowDX, flowDXErr = directustest.Start(ctx, directustest.Options{Version: "11.17.4"})
+		if flowDXErr != nil {
+			return
+		}
+		for _, c := range []string{"articles", "tags"} {
+			if flowDXErr = flowDX.CreateCollection(ctx, c, directustest.Field{Name: "title"}); flowDXErr != nil {
+				return
+			}
+		}
+		role, err := flowDX.CreateRoleWithReadPolicy(ctx, "editor", "articles", nil, nil)
+		if err == nil {
+			_, err = flowDX.CreateUser(ctx, "editor@example.com", editorToken, role)
+		}
+		flowDXErr = err
+	})
+	if errors.Is(flowDXErr, directustest.ErrDisabled) {
+		t.Skip("DIRECTUS_TESTS=0: integration test skipped")
+	}
+	if flowDXErr != nil {
+		t.Fatalf("starting Directus: %v", flowDXErr)
+	}
+	return flowDX
+}
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// runCLI runs the command line args with env as the environment and
+// reports what a user would see: stdout, stderr (with the error line main
+// prints) and the exit status.
+func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, args, func(k string) string { return env[k] }, &stdout, &stderr)
+	res := cliResult{}
+	if err != nil {
+		fmt.Fprintln(&stderr, "directus-ws-broker:", err)
+		res.code = processExitCode(err)
+	}
+	res.stdout, res.stderr = stdout.String(), stderr.String()
+	t.Logf("%v -> exit %d\nstdout:\n%sstderr:\n%s", args, res.code, res.stdout, res.stderr)
+	return res
+}
+
+// processExitCode is the status the process exits with for err: main's
+// exitCode, honouring errors that carry their own status (exit 3 of a
+// failed --check-collection).
+func processExitCode(err error) int {
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitCode(err)
+}
+
+// adminEnv is the environment of an install against dx as admin.
+func adminEnv(dx *directustest.Instance) map[string]string {
+	return map[string]string{"DIRECTUS_URL": dx.URL, "DIRECTUS_ADMIN_TOKEN": dx.AdminToken}
+}
+
+type flowOperation struct {
+	ID      string         `json:"id"`
+	Key     string         `json:"key"`
+	Type    string         `json:"type"`
+	Options map[string]any `json:"options"`
+}
+
+type flowRecord struct {
+	ID             string          `json:"id"`
+	Name           string          `json:"name"`
+	Status         string          `json:"status"`
+	Trigger        string          `json:"trigger"`
+	Accountability string          `json:"accountability"`
+	Operation      *string         `json:"operation"`
+	Options        map[string]any  `json:"options"`
+	Operations     []flowOperation `json:"operations"`
+}
+
+// flowsNamed reads the Flows named name with their operations.
+func flowsNamed(t *testing.T, dx *directustest.Instance, name string) []flowRecord {
+	t.Helper()
+	q := url.Values{"filter[name][_eq]": {name}, "fields": {"*,operations.*"}, "limit": {"-1"}}
+	var out struct {
+		Data []flowRecord `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodGet, "/flows?"+q.Encode(), nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Data
+}
+
+// countOf counts the rows of a system collection or items path.
+func countOf(t *testing.T, dx *directustest.Instance, path string) int {
+	t.Helper()
+	var out struct {
+		Data []map[string]any `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodGet, path+"?fields=id&limit=-1", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Data)
+}
+
+// removeAfter removes the Flow name when the test ends, so the shared
+// Directus does not keep posting events for it.
+func removeAfter(t *testing.T, dx *directustest.Instance, name string) {
+	t.Cleanup(func() {
+		if r := runCLI(t, adminEnv(dx), "flow", "remove", "--name", name); r.code != 0 {
+			t.Errorf("cleanup: flow remove exited %d", r.code)
+		}
+	})
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func lines(s string) []string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+func TestFlowInstallCreatesActiveFlow(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name, secret = "flow-test-create", "topsecret-value"
+	removeAfter(t, dx, name)
+	env := adminEnv(dx)
+	env["BROKER_URL"] = "http://127.0.0.1:9" // no path: /webhook is appended
+	env["WEBHOOK_SECRET"] = secret
+	r := runCLI(t, env, "flow", "install", "--name", name, "--collections", "articles,tags")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if strings.Contains(r.stdout, secret) || strings.Contains(r.stdout, dx.AdminToken) {
+		t.Errorf("output shows the secret or the token:\n%s", r.stdout)
+	}
+
+	flows := flowsNamed(t, dx, name)
+	if len(flows) != 1 {
+		t.Fatalf("%d flows named %s, want 1", len(flows), name)
+	}
+	f := flows[0]
+	if f.Status != "active" || f.Trigger != "event" || f.Accountability != "all" {
+		t.Errorf("flow status %q trigger %q accountability %q, want active, event, all", f.Status, f.Trigger, f.Accountability)
+	}
+	if got := fmt.Sprint(f.Options); got != "map[collections:[articles tags] scope:[items.create items.update items.delete] type:action]" {
+		t.Errorf("flow options = %s", got)
+	}
+	if len(f.Operations) != 1 {
+		t.Fatalf("flow has %d operations, want 1", len(f.Operations))
+	}
+	op := f.Operations[0]
+	if f.Operation == nil || *f.Operation != op.ID {
+		t.Errorf("flow starts with operation %v, want %s", f.Operation, op.ID)
+	}
+	if op.Type != "request" {
+		t.Errorf("operation type %q, want request", op.Type)
+	}
+	want := "map[body:{{$trigger}} headers:[map[header:X-Webhook-Secret value:" + secret + "]] method:POST url:http://127.0.0.1:9/webhook]"
+	if got := fmt.Sprint(op.Options); got != want {
+		t.Errorf("operation options = %s\nwant %s", got, want)
+	}
+	for _, line := range []string{
+		"created flow " + f.ID + ` "` + name + `" (active): items.create, items.update, items.delete on articles, tags`,
+		"operation " + op.ID + " posts to http://127.0.0.1:9/webhook with the secret in X-Webhook-Secret",
+	} {
+		if !strings.Contains(r.stdout, line+"\n") {
+			t.Errorf("stdout lacks the line %q", line)
+		}
+	}
+}
+
+func TestFlowInstallTwiceUpdatesInPlace(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-twice"
+	removeAfter(t, dx, name)
+	r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "articles",
+		"--broker-url", "http://127.0.0.1:9/webhook", "--secret", "first-secret")
+	if r.code != 0 {
+		t.Fatalf("first install exited %d", r.code)
+	}
+	first := flowsNamed(t, dx, name)
+	if len(first) != 1 || len(first[0].Operations) != 1 {
+		t.Fatalf("after the first install: %+v", first)
+	}
+
+	// Second run: another URL, no secret, no collections (all that exist).
+	r = runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--broker-url", "http://127.0.0.1:10/hooks/directus")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("second install exited %d, stderr %q", r.code, r.stderr)
+	}
+	flows := flowsNamed(t, dx, name)
+	if len(flows) != 1 {
+		t.Fatalf("%d flows named %s after two installs, want 1", len(flows), name)
+	}
+	f := flows[0]
+	if f.ID != first[0].ID {
+		t.Errorf("flow id changed from %s to %s: not updated in place", first[0].ID, f.ID)
+	}
+	if len(f.Operations) != 1 || f.Operations[0].ID != first[0].Operations[0].ID {
+		t.Fatalf("operations %+v, want the one operation %s updated", f.Operations, first[0].Operations[0].ID)
+	}
+	if got := fmt.Sprint(f.Options["collections"]); got != "[articles tags]" {
+		t.Errorf("collections = %s, want every user collection [articles tags]", got)
+	}
+	if got := fmt.Sprint(f.Operations[0].Options); got != "map[body:{{$trigger}} headers:[] method:POST url:http://127.0.0.1:10/hooks/directus]" {
+		t.Errorf("operation options = %s", got)
+	}
+	if !strings.Contains(r.stdout, "updated flow "+f.ID) || !strings.Contains(r.stdout, "watching every collection that exists now") {
+		t.Errorf("stdout does not say it updated the flow and watches every collection:\n%s", r.stdout)
+	}
+}
+
+func TestFlowInstallBadInputChangesNothing(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-bad"
+	dead := "http://" + closedPort(t)
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		code int
+		want string // the stderr line
+	}{
+		{"Directus unreachable", map[string]string{"DIRECTUS_URL": dead, "DIRECTUS_ADMIN_TOKEN": dx.AdminToken}, nil, 1,
+			"cannot reach Directus at " + dead + ": connect: connection refused"},
+		{"token refused", map[string]string{"DIRECTUS_URL": dx.URL, "DIRECTUS_ADMIN_TOKEN": "no-such-token"}, nil, 1,
+			"token refused by Directus"},
+		{"token not admin", map[string]string{"DIRECTUS_URL": dx.URL, "DIRECTUS_ADMIN_TOKEN": editorToken}, nil, 1,
+			"token is not an admin token"},
+		{"unknown collection", adminEnv(dx), []string{"--collections", "articles,nope"}, 1,
+			"unknown collection nope"},
+		{"system collection", adminEnv(dx), []string{"--collections", "directus_users"}, 2,
+			"flow install: collection directus_users is a Directus system collection: its changes are not item events"},
+		{"no token", map[string]string{"DIRECTUS_URL": dx.URL}, nil, 2,
+			"flow install: --token (or DIRECTUS_ADMIN_TOKEN) is required"},
+		{"bad broker url", adminEnv(dx), []string{"--broker-url", "127.0.0.1:8080"}, 2,
+			`flow install: --broker-url "127.0.0.1:8080": must be an absolute http(s) URL`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := countOf(t, dx, "/flows")
+			args := append([]string{"flow", "install", "--name", name, "--broker-url", "http://127.0.0.1:9/webhook", "--secret", "s"}, tt.args...)
+			r := runCLI(t, tt.env, args...)
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d", r.code, tt.code)
+			}
+			if got := lines(r.stderr); len(got) != 1 || got[0] != "directus-ws-broker: "+tt.want {
+				t.Errorf("stderr = %q, want the one line %q", got, "directus-ws-broker: "+tt.want)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout = %q, want nothing", r.stdout)
+			}
+			if after := countOf(t, dx, "/flows"); after != before {
+				t.Errorf("%d flows before, %d after: the bad input changed Directus", before, after)
+			}
+			if n := len(flowsNamed(t, dx, name)); n != 0 {
+				t.Errorf("%d flows named %s exist", n, name)
+			}
+		})
+	}
+}
+
+func TestFlowRemove(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-remove"
+	opsBefore := countOf(t, dx, "/operations")
+	if r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "articles", "--broker-url", "http://127.0.0.1:9"); r.code != 0 {
+		t.Fatalf("install exited %d", r.code)
+	}
+	flows := flowsNamed(t, dx, name)
+	if len(flows) != 1 {
+		t.Fatalf("%d flows after install", len(flows))
+	}
+	r := runCLI(t, adminEnv(dx), "flow", "remove", "--name", name)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("remove exited %d, stderr %q", r.code, r.stderr)
+	}
+	want := "deleted operation " + flows[0].Operations[0].ID + "\ndeleted flow " + flows[0].ID + ` "` + name + `"` + "\n"
+	if r.stdout != want {
+		t.Errorf("stdout = %q, want %q", r.stdout, want)
+	}
+	if n := len(flowsNamed(t, dx, name)); n != 0 {
+		t.Errorf("%d flows named %s after remove", n, name)
+	}
+	if n := countOf(t, dx, "/operations"); n != opsBefore {
+		t.Errorf("%d operations after remove, %d before install", n, opsBefore)
+	}
+
+	r = runCLI(t, adminEnv(dx), "flow", "remove", "--name", name)
+	if r.code != 0 || r.stdout != `no flow named "`+name+`"`+"\n" {
+		t.Errorf("second remove: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+// TestFlowDeliversToBroker is the end-to-end proof: a Flow installed by the
+// command makes Directus post item events that reach a subscriber of the
+// broker.
+func TestFlowDeliversToBroker(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-e2e"
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.WebhookSecret = "s3cret"
+	b := brokertest.Start(t, cfg)
+	removeAfter(t, dx, name)
+
+	r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "articles",
+		"--broker-url", b.URL+"/webhook", "--secret", "s3cret", "--check-collection", "articles")
+	if r.code != 0 {
+		t.Fatalf("install --check-collection exited %d\n%s", r.code, dx.Log())
+	}
+	if !strings.Contains(r.stdout, "reached the broker") {
+		t.Errorf("stdout does not report the check:\n%s", r.stdout)
+	}
+
+	c := brokertest.Dial(t, b.WSURL, dx.AdminToken)
+	c.Send(t, map[string]any{"type": "subscribe", "collection": "articles"})
+	if f := c.NextOfType(t, "SUBSCRIBED"); f["collection"] != "articles" {
+		t.Fatalf("SUBSCRIBED frame %v", f)
+	}
+	var created struct {
+		Data struct {
+			ID float64 `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPost, "/items/articles", map[string]any{"title": "via the flow"}, &created); err != nil {
+		t.Fatal(err)
+	}
+	// The check's own delete may still be on its way: skip other events.
+	for {
+		f := c.NextOfType(t, "SUBSCRIPTION")
+		if f["action"] == "create" && fmt.Sprint(f["keys"]) == fmt.Sprint([]any{created.Data.ID}) {
+			if f["collection"] != "articles" {
+				t.Errorf("frame %v: wrong collection", f)
+			}
+			return
+		}
+		t.Logf("skipping %v", f)
+	}
+}
+
+func TestFlowCheckWarnsWhenNothingArrives(t *testing.T) {
+	dx := requireFlowDirectus(t)
+
+	t.Run("broker down", func(t *testing.T) {
+		const name = "flow-test-check-down"
+		removeAfter(t, dx, name)
+		dead := "http://" + closedPort(t)
+		r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "articles",
+			"--broker-url", dead+"/webhook", "--check-collection", "articles", "--check-timeout", "2s")
+		if r.code != exitCheckFailed {
+			t.Errorf("exit %d, want %d", r.code, exitCheckFailed)
+		}
+		if got := lines(r.stderr); len(got) != 1 || !strings.Contains(got[0], "cannot read the broker's metrics at "+dead+"/metrics") {
+			t.Errorf("stderr = %q, want one line naming the broker's metrics", got)
+		}
+		if !strings.Contains(r.stdout, "created flow") {
+			t.Errorf("the flow should still be installed:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("broker refuses the secret", func(t *testing.T) {
+		const name = "flow-test-check-secret"
+		cfg := config.Default()
+		cfg.DirectusURL = dx.URL
+		cfg.WebhookSecret = "s3cret"
+		b := brokertest.Start(t, cfg)
+		removeAfter(t, dx, name)
+		items := countOf(t, dx, "/items/articles")
+		r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "articles",
+			"--broker-url", b.URL+"/webhook", "--secret", "wrong-secret", "--check-collection", "articles", "--check-timeout", "3s")
+		if r.code != exitCheckFailed {
+			t.Errorf("exit %d, want %d", r.code, exitCheckFailed)
+		}
+		got := lines(r.stderr)
+		if len(got) != 1 || !strings.Contains(got[0], "set IMPORT_IP_DENY_LIST=169.254.169.254 in Directus's environment") || !strings.Contains(got[0], "check the secret") {
+			t.Errorf("stderr = %q, want the one IMPORT_IP_DENY_LIST warning line", got)
+		}
+		if strings.Contains(r.stdout+r.stderr, "wrong-secret") {
+			t.Error("output shows the secret")
+		}
+		if n := countOf(t, dx, "/items/articles"); n != items {
+			t.Errorf("%d articles before, %d after: the test item was not deleted", items, n)
+		}
+	})
+}
