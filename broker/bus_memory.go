@@ -16,10 +16,15 @@ type MemoryBus struct {
 	now    func() time.Time
 	epoch  uint64
 
-	mu      sync.Mutex
-	seq     uint64
-	handle  func(Event)
-	history map[string]*ring
+	// publishMu serializes publishers so delivery order equals ID order;
+	// mu guards the state below and is never held while handle runs, so a
+	// dispatch worker reading History can never wait on a publisher that
+	// waits on that worker's queue.
+	publishMu sync.Mutex
+	mu        sync.Mutex
+	seq       uint64
+	handle    func(Event)
+	history   map[string]*ring
 }
 
 // NewMemoryBus keeps up to maxLen events per collection, none older than maxAge.
@@ -36,12 +41,14 @@ func (b *MemoryBus) Start(handle func(Event)) error {
 	return nil
 }
 
-// Publish implements Bus. handle runs under the bus lock so that delivery
-// order equals ID order.
+// Publish implements Bus.
 func (b *MemoryBus) Publish(_ context.Context, events []Event) error {
+	b.publishMu.Lock()
+	defer b.publishMu.Unlock()
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.handle == nil {
+	handle := b.handle
+	if handle == nil {
+		b.mu.Unlock()
 		return fmt.Errorf("memory bus: %w: not started", ErrBusUnavailable)
 	}
 	now := b.now()
@@ -54,7 +61,10 @@ func (b *MemoryBus) Publish(_ context.Context, events []Event) error {
 			b.history[events[i].Collection] = r
 		}
 		r.push(stamped{at: now, event: events[i]}, b.maxLen)
-		b.handle(events[i])
+	}
+	b.mu.Unlock()
+	for _, e := range events {
+		handle(e)
 	}
 	return nil
 }

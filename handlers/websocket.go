@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/labstack/echo/v4"
 	"github.com/olahol/melody"
@@ -22,8 +23,11 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Config.PongWait = s.cfg.PongWait
 	m.Config.WriteWait = s.cfg.WriteWait
 	m.Upgrader.CheckOrigin = s.checkOrigin
-	m.Upgrader.ReadBufferSize = 1024
-	m.Upgrader.WriteBufferSize = 1024
+	// Idle connections dominate memory: a small read buffer, and write
+	// buffers borrowed from a pool only while a frame is being written.
+	m.Upgrader.ReadBufferSize = 512
+	m.Upgrader.WriteBufferSize = 4096
+	m.Upgrader.WriteBufferPool = &sync.Pool{}
 	m.HandleMessage(func(ms *melody.Session, msg []byte) { clientOf(ms).handleMessage(msg) })
 	m.HandleConnect(func(ms *melody.Session) {
 		c := clientOf(ms)
