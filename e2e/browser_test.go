@@ -132,6 +132,12 @@ func TestBrowserExamplePage(t *testing.T) {
 	}
 	t.Logf("screenshot: %s", shot)
 
+	step(t, ctx, "disconnect", steps(
+		chromedp.Click(chromedp.ID("disconnect")),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="disconnected"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#send:disabled`)),
+	))
+
 	if exc := page.exceptions(); len(exc) > 0 {
 		t.Errorf("uncaught JavaScript exceptions in the page:\n%s", strings.Join(exc, "\n"))
 	}
