@@ -7,7 +7,7 @@ GO ?= go
 BIN := bin/directus-ws-broker
 FUZZTIME ?= 10s
 
-.PHONY: build test lint unit fuzz demo demo-stop bench clean directus-install tools
+.PHONY: build test lint unit fuzz demo demo-stop bench clean directus-install chromium
 
 build:
 	$(GO) build -o $(BIN) .
@@ -22,6 +22,10 @@ directus-install:
 	scripts/directus.sh install --version 11.17.4 >/dev/null
 	scripts/directus.sh install --version 12.3.1 >/dev/null
 
+# Debian's chromium for the browser test of the example page.
+chromium:
+	scripts/ensure-chromium.sh
+
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -29,7 +33,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./handlers/
 
-test: lint directus-install unit fuzz
+test: lint directus-install chromium unit fuzz
 	@echo "make test: all passed"
 
 demo: build

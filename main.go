@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,11 @@ func main() {
 // exitCode maps an error to the process's exit status: 2 for usage and
 // configuration errors, 1 for everything else.
 func exitCode(err error) int {
-	if _, ok := err.(usageError); ok {
+	var coded interface{ ExitCode() int }
+	if errors.As(err, &coded) {
+		return coded.ExitCode()
+	}
+	if errors.As(err, new(usageError)) {
 		return 2
 	}
 	return 1
@@ -56,6 +61,7 @@ const usage = `usage:
   directus-ws-broker [serve] [--config config.yaml]   run the broker
   directus-ws-broker checkconfig [--config FILE]      validate the configuration and exit
   directus-ws-broker flow install --directus-url URL --token ADMIN_TOKEN --broker-url URL [--secret S] [--collections a,b]
+                                  [--check-collection C]   (exit 3 when no event reaches the broker)
   directus-ws-broker flow remove  --directus-url URL --token ADMIN_TOKEN
 Settings come from config.yaml and environment variables (environment wins); see README.md.
 `

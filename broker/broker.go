@@ -58,7 +58,7 @@ type Broker struct {
 
 // shard is one dispatch worker and the state only it touches.
 type shard struct {
-	tasks chan func()
+	tasks chan task
 	// last is the ID of the newest event dispatched, per collection.
 	last map[string]string
 }
@@ -74,7 +74,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 		done:    make(chan struct{}),
 	}
 	for range opts.Shards {
-		b.shards = append(b.shards, &shard{tasks: make(chan func(), opts.QueueSize), last: map[string]string{}})
+		b.shards = append(b.shards, &shard{tasks: make(chan task, opts.QueueSize), last: map[string]string{}})
 	}
 	return b
 }
@@ -88,18 +88,6 @@ func (b *Broker) Start() error {
 	return b.bus.Start(b.enqueueEvent)
 }
 
-func (b *Broker) work(s *shard) {
-	defer b.wg.Done()
-	for {
-		select {
-		case task := <-s.tasks:
-			task()
-		case <-b.done:
-			return
-		}
-	}
-}
-
 func (b *Broker) shardOf(collection string) *shard {
 	h := fnv.New32a()
 	h.Write([]byte(collection))
@@ -110,7 +98,7 @@ func (b *Broker) shardOf(collection string) *shard {
 func (b *Broker) enqueueEvent(e Event) {
 	s := b.shardOf(e.Collection)
 	select {
-	case s.tasks <- func() { b.dispatch(s, e) }:
+	case s.tasks <- task{event: e}:
 	case <-b.done:
 	}
 }
@@ -146,9 +134,9 @@ type AttachOptions struct {
 func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOptions) error {
 	sh := b.shardOf(s.Collection)
 	result := make(chan error, 1)
-	task := func() { result <- b.attach(ctx, sh, s, opts) }
+	attach := task{fn: func() { result <- b.attach(ctx, sh, s, opts) }}
 	select {
-	case sh.tasks <- task:
+	case sh.tasks <- attach:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-b.done:
@@ -210,15 +198,19 @@ func (b *Broker) replay(ctx context.Context, sh *shard, s *Subscription, since s
 			Message: "events after this id are no longer kept; refetch the collection"}))
 	}
 	last := sh.last[s.Collection]
-	solo := newGroup(s.Collection, s.Token(), s.Query)
-	solo.add(s)
+	var missed []Event
 	for _, e := range events {
 		if last == "" || CompareIDs(e.ID, last) > 0 {
 			break
 		}
 		if s.Actions.Has(e.Action) {
-			b.deliver(ctx, solo, e)
+			missed = append(missed, e)
 		}
+	}
+	if len(missed) > 0 {
+		solo := newGroup(s.Collection, s.Token(), s.Query)
+		solo.add(s)
+		b.deliver(ctx, solo, missed)
 	}
 	return nil
 }
@@ -240,7 +232,7 @@ func (b *Broker) Drain(ctx context.Context) error {
 	for _, s := range b.shards {
 		wg.Add(1)
 		select {
-		case s.tasks <- wg.Done:
+		case s.tasks <- task{fn: wg.Done}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

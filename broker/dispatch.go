@@ -7,40 +7,143 @@ import (
 	"sync"
 )
 
-// dispatch fans e out to the groups of its collection. It runs on the
-// collection's worker; reads for different groups run concurrently, and the
-// next event of the collection waits until all of them are done.
-func (b *Broker) dispatch(sh *shard, e Event) {
-	sh.last[e.Collection] = e.ID
-	b.metrics.EventsDispatched.Add(1)
-	groups := b.index.groups(e.Collection)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	for _, g := range groups {
-		if !g.wants(e.Action) {
+// maxBatch bounds how many queued events one dispatch round takes.
+const maxBatch = 256
+
+// task is one unit of a shard's queue: an event to dispatch, or work
+// (attach, drain barrier) that must run between events.
+type task struct {
+	event Event
+	fn    func()
+}
+
+// work runs a shard. Events already queued are dispatched together: each
+// group then reads the keys of the whole batch at once. A burst (an import
+// fires one POST per row) thus costs a few reads per group instead of one
+// per event, and an idle broker adds no delay waiting for a batch to fill.
+func (b *Broker) work(sh *shard) {
+	defer b.wg.Done()
+	batch := make([]Event, 0, maxBatch)
+	for {
+		var t task
+		select {
+		case t = <-sh.tasks:
+		case <-b.done:
+			return
+		}
+		if t.fn != nil {
+			t.fn()
 			continue
 		}
-		if len(groups) == 1 {
-			b.deliver(ctx, g, e)
-			break
+		batch = append(batch[:0], t.event)
+		var next *task
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case t2 := <-sh.tasks:
+				if t2.fn != nil {
+					next = &t2
+					break drain
+				}
+				batch = append(batch, t2.event)
+			default:
+				break drain
+			}
 		}
+		b.dispatchBatch(sh, batch)
+		if next != nil {
+			next.fn()
+		}
+	}
+}
+
+// dispatchBatch fans out events (in publish order) collection by
+// collection; each collection's events keep their order for every group.
+func (b *Broker) dispatchBatch(sh *shard, events []Event) {
+	for len(events) > 0 {
+		coll := events[0].Collection
+		same, rest := events[:0:0], events[:0:0]
+		for _, e := range events {
+			if e.Collection == coll {
+				same = append(same, e)
+			} else {
+				rest = append(rest, e)
+			}
+		}
+		b.dispatchCollection(sh, coll, same)
+		events = rest
+	}
+}
+
+// dispatchCollection delivers one collection's events to its groups; reads
+// for different groups run concurrently, and the next batch waits for all.
+func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
+	sh.last[coll] = events[len(events)-1].ID
+	b.metrics.EventsDispatched.Add(int64(len(events)))
+	groups := b.index.groups(coll)
+	ctx := context.Background()
+	if len(groups) == 1 {
+		b.deliver(ctx, groups[0], events)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, g := range groups {
 		b.readSem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-b.readSem; wg.Done() }()
-			b.deliver(ctx, g, e)
+			b.deliver(ctx, g, events)
 		}()
 	}
 	wg.Wait()
 }
 
-// deliver reads e's items once for g and sends the resulting frame to each
-// of g's subscriptions, encoding each distinct frame once.
-func (b *Broker) deliver(ctx context.Context, g *group, e Event) {
-	d, ok := b.view(ctx, g, e)
-	if !ok {
-		return
+// deliver reads the keys of events once for g, then sends each event, in
+// order, to g's subscriptions as g may see it.
+func (b *Broker) deliver(ctx context.Context, g *group, events []Event) {
+	var keys []string
+	seen := map[string]bool{}
+	for _, e := range events {
+		if e.Action == ActionDelete || !g.wants(e.Action) {
+			continue
+		}
+		for _, k := range e.Keys {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
 	}
+	var (
+		items map[string]json.RawMessage
+		err   error
+	)
+	if len(keys) > 0 {
+		b.metrics.Reads.Add(1)
+		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
+		items, err = b.reader.ReadItems(rctx, g.token, g.collection, keys, g.query)
+		cancel()
+		if err != nil {
+			b.metrics.ReadErrors.Add(1)
+		}
+	}
+	for _, e := range events {
+		if !g.wants(e.Action) {
+			continue
+		}
+		if e.Action != ActionDelete && err != nil {
+			b.readFailed(g, e, err)
+			continue
+		}
+		if d, ok := view(g, e, items); ok {
+			b.send(g, e.Action, d)
+		}
+	}
+}
+
+// send encodes d once per distinct (encoder, uid) and queues it for every
+// subscription of g that wants action.
+func (b *Broker) send(g *group, action Action, d *Delivery) {
 	type frameKey struct {
 		enc Encoder
 		uid string
@@ -52,7 +155,7 @@ func (b *Broker) deliver(ctx context.Context, g *group, e Event) {
 		sent      int64
 	)
 	for _, s := range g.members() {
-		if !s.Actions.Has(e.Action) || s.closed.Load() {
+		if !s.Actions.Has(action) || s.closed.Load() {
 			continue
 		}
 		k := frameKey{s.Encoder, string(s.UID)}
@@ -73,8 +176,9 @@ func (b *Broker) deliver(ctx context.Context, g *group, e Event) {
 	b.metrics.FramesSent.Add(sent)
 }
 
-// view is e as g may see it; ok is false when g sees nothing of it.
-func (b *Broker) view(ctx context.Context, g *group, e Event) (*Delivery, bool) {
+// view is e as g may see it, given what g's read returned; ok is false
+// when g sees nothing of it.
+func view(g *group, e Event, items map[string]json.RawMessage) (*Delivery, bool) {
 	d := &Delivery{Event: e}
 	if e.Action == ActionDelete {
 		for _, k := range e.Keys {
@@ -90,15 +194,7 @@ func (b *Broker) view(ctx context.Context, g *group, e Event) (*Delivery, bool) 
 		d.Data = d.Payload
 		return d, true
 	}
-	b.metrics.Reads.Add(1)
-	rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
-	items, err := b.reader.ReadItems(rctx, g.token, e.Collection, e.Keys, g.query)
-	cancel()
-	if err != nil {
-		b.readFailed(g, e, err)
-		return nil, false
-	}
-	data := make([]json.RawMessage, 0, len(items))
+	data := make([]json.RawMessage, 0, len(e.Keys))
 	for _, k := range e.Keys {
 		item, visible := items[k]
 		g.known.record(k, visible)
@@ -143,7 +239,6 @@ func restrictPayload(e Event, data []json.RawMessage) json.RawMessage {
 // readFailed tells g's subscribers they missed e: nothing unfiltered is ever
 // sent in place of a failed read.
 func (b *Broker) readFailed(g *group, e Event, err error) {
-	b.metrics.ReadErrors.Add(1)
 	members := g.members()
 	b.metrics.EventsMissed.Add(int64(len(members)))
 	expired := errors.Is(err, ErrTokenExpired)
@@ -154,7 +249,7 @@ func (b *Broker) readFailed(g *group, e Event, err error) {
 		n.Message = "an event was not delivered because your token expired"
 	}
 	for _, s := range members {
-		if s.closed.Load() {
+		if s.closed.Load() || !s.Actions.Has(e.Action) {
 			continue
 		}
 		s.Sink.Send(s.Encoder.Notice(s, n))
