@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
@@ -14,14 +16,42 @@ import (
 // Reader implements broker.Reader over the items API.
 type Reader struct {
 	Client *Client
+
+	// primaryKeys caches each collection's primary key field, learned from
+	// GET /fields/<collection>: it lets several keys be read in one request.
+	primaryKeys sync.Map // collection → pkEntry
 }
+
+type pkEntry struct {
+	field string // "" when unknown (not readable with the token used)
+	at    time.Time
+}
+
+// pkTTL bounds how long a learned primary key is trusted.
+const pkTTL = 5 * time.Minute
 
 var _ broker.Reader = (*Reader)(nil)
 
-// ReadItems implements broker.Reader: one GET /items/<collection>/<key> per
-// key (Directus applies the query's filter to single-item reads and answers
-// 403 for an item the token may not read or the filter excludes).
+// ReadItems implements broker.Reader. Several keys are read in one request
+// (filter primary key _in keys, combined with the query's own filter); one
+// key, or a collection whose primary key the token cannot see, is read with
+// GET /items/<collection>/<key> per key (Directus applies the query's filter
+// to single-item reads and answers 403 for an item the token may not read).
 func (r *Reader) ReadItems(ctx context.Context, token, collection string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
+	if len(keys) > 1 {
+		if pk := r.primaryKey(ctx, token, collection); pk != "" {
+			items, err := r.readBatch(ctx, token, collection, pk, keys, q)
+			// 403: this token may not filter on the primary key (a field
+			// permission without it); reading item by item still works.
+			if err == nil || !hidden(err) {
+				return items, err
+			}
+		}
+	}
+	return r.readEach(ctx, token, collection, keys, q)
+}
+
+func (r *Reader) readEach(ctx context.Context, token, collection string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
 	params, err := QueryValues(q)
 	if err != nil {
 		return nil, err
@@ -64,6 +94,123 @@ func (r *Reader) ReadItems(ctx context.Context, token, collection string, keys [
 		return nil, readError(collection, firstErr)
 	}
 	return out, nil
+}
+
+// readBatch reads keys in one request and maps the items back to their keys
+// by the primary key, which is added to the fields when the query leaves it
+// out (and removed again from what is returned).
+func (r *Reader) readBatch(ctx context.Context, token, collection, pk string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
+	bq := broker.Query{}
+	for k, v := range q {
+		switch k {
+		case "limit", "offset", "page", "meta", "search", "sort", "groupBy", "aggregate":
+		default:
+			bq[k] = v
+		}
+	}
+	inKeys := make([]any, len(keys))
+	for i, k := range keys {
+		inKeys[i] = k
+	}
+	keyFilter := map[string]any{pk: map[string]any{"_in": inKeys}}
+	if f, ok := q["filter"]; ok && f != nil {
+		bq["filter"] = map[string]any{"_and": []any{keyFilter, f}}
+	} else {
+		bq["filter"] = keyFilter
+	}
+	strip := false
+	if fields, ok := q["fields"].([]any); ok && !hasField(fields, pk) {
+		bq["fields"] = append(append([]any{}, fields...), pk)
+		strip = true
+	} else if s, ok := q["fields"].(string); ok && !hasField(splitFields(s), pk) {
+		bq["fields"] = s + "," + pk
+		strip = true
+	}
+	bq["limit"] = len(keys)
+	data, err := r.ReadSnapshot(ctx, token, collection, bq)
+	if err != nil {
+		return nil, err
+	}
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(data, &items); err != nil {
+		return nil, fmt.Errorf("read %s: unexpected answer: %w", collection, err)
+	}
+	out := make(map[string]json.RawMessage, len(items))
+	for _, item := range items {
+		key, ok := keyText(item[pk])
+		if !ok {
+			continue
+		}
+		if strip {
+			delete(item, pk)
+		}
+		raw, _ := json.Marshal(item)
+		out[key] = raw
+	}
+	return out, nil
+}
+
+func hasField(fields []any, pk string) bool {
+	for _, f := range fields {
+		if s, _ := f.(string); s == pk || s == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func splitFields(s string) []any {
+	var out []any
+	for _, f := range strings.Split(s, ",") {
+		out = append(out, strings.TrimSpace(f))
+	}
+	return out
+}
+
+// keyText renders a primary key value as the event keys are written.
+func keyText(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", false
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		return s, true
+	}
+	return string(raw), true
+}
+
+// primaryKey returns collection's primary key field, or "" when the token
+// cannot tell (then keys are read one by one).
+func (r *Reader) primaryKey(ctx context.Context, token, collection string) string {
+	if v, ok := r.primaryKeys.Load(collection); ok {
+		e := v.(pkEntry)
+		if time.Since(e.at) < pkTTL && e.field != "" {
+			return e.field
+		}
+	}
+	data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
+	if err != nil {
+		return ""
+	}
+	var fields []struct {
+		Field  string `json:"field"`
+		Schema *struct {
+			IsPrimaryKey bool `json:"is_primary_key"`
+		} `json:"schema"`
+	}
+	if json.Unmarshal(data, &fields) != nil {
+		return ""
+	}
+	for _, f := range fields {
+		if f.Schema != nil && f.Schema.IsPrimaryKey {
+			r.primaryKeys.Store(collection, pkEntry{field: f.Field, at: time.Now()})
+			return f.Field
+		}
+	}
+	return ""
 }
 
 // ReadSnapshot implements broker.Reader.
