@@ -7,7 +7,7 @@ GO ?= go
 BIN := bin/directus-ws-broker
 FUZZTIME ?= 10s
 
-.PHONY: build test lint unit fuzz demo demo-stop bench clean directus-install chromium
+.PHONY: build test lint unit fuzz demo demo-check bench clean directus-install chromium
 
 build:
 	$(GO) build -o $(BIN) .
@@ -33,14 +33,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./handlers/
 
-test: lint directus-install chromium unit fuzz
+test: lint directus-install chromium unit fuzz demo-check
 	@echo "make test: all passed"
 
 demo: build
 	scripts/demo.sh
 
-demo-stop:
-	scripts/demo.sh stop
+# The README's demo command, run to completion and checked (DEMO_EXIT=1).
+demo-check: build
+	DEMO_EXIT=1 DEMO_DIR=$$(mktemp -d) scripts/demo.sh
 
 bench: build
 	$(GO) run ./scripts/bench
