@@ -41,7 +41,7 @@ demo: build
 
 # The README's demo command, run to completion and checked (DEMO_EXIT=1).
 demo-check: build
-	DEMO_EXIT=1 DEMO_DIR=$$(mktemp -d) scripts/demo.sh
+	d=$$(mktemp -d); DEMO_EXIT=1 DEMO_DIR=$$d scripts/demo.sh; rc=$$?; rm -rf $$d; exit $$rc
 
 bench: build
 	$(GO) run ./scripts/bench

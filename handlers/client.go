@@ -21,10 +21,28 @@ const (
 	closeTokenExpired = 4001 // the token expired and no new one came in time
 )
 
+// protocol is what differs between the WebSocket protocols the broker
+// speaks: the extension's (websocket_path) and Directus's own realtime
+// protocol (realtime_path). Everything else about a connection (token,
+// subscriptions, limits, expiry, eviction) is the client's.
+type protocol interface {
+	// connected runs once the WebSocket is open, before any frame is read.
+	connected(c *client)
+	// handleMessage handles one client frame; it runs on the read loop.
+	handleMessage(c *client, msg []byte)
+	// tokenExpiredFrame tells the client its token expired.
+	tokenExpiredFrame() []byte
+	// authGrace is how long an expired client has to send a new token.
+	authGrace(c *client) time.Duration
+	// graceOver runs when that time passed without a new token.
+	graceOver(c *client)
+}
+
 // client is one WebSocket connection: its token, its subscriptions and its
 // limits. It is the broker.Sink of its subscriptions.
 type client struct {
 	srv     *Server
+	proto   protocol
 	session *melody.Session
 	log     zerolog.Logger
 	limiter *rate.Limiter
@@ -45,10 +63,10 @@ type client struct {
 	expired bool
 }
 
-func newClient(srv *Server, token string, log zerolog.Logger) *client {
+func newClient(srv *Server, proto protocol, token string, log zerolog.Logger) *client {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &client{
-		srv: srv, log: log, ctx: ctx, cancel: cancel,
+		srv: srv, proto: proto, log: log, ctx: ctx, cancel: cancel,
 		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.RateLimit), srv.cfg.RateBurst),
 		inflight: make(chan struct{}, srv.cfg.MaxInFlight),
 		subs:     map[string]*broker.Subscription{},
@@ -109,9 +127,8 @@ func (c *client) watchExpiry(expires time.Time) {
 	c.expiry = time.AfterFunc(time.Until(expires), c.expire)
 }
 
-// expire tells the client its token no longer works and gives it AuthGrace
-// to send {"type":"auth","access_token":...}. Without one it is closed, or
-// continues as the public role when public access is on.
+// expire tells the client its token no longer works and gives it the
+// protocol's grace to send a new one.
 func (c *client) expire() {
 	c.mu.Lock()
 	if c.expired || c.Token() == "" {
@@ -119,19 +136,38 @@ func (c *client) expire() {
 		return
 	}
 	c.expired = true
-	c.grace = time.AfterFunc(c.srv.cfg.AuthGrace, c.graceOver)
+	c.grace = time.AfterFunc(c.proto.authGrace(c), c.graceOver)
 	c.mu.Unlock()
-	c.Send(errorFrame(&apiError{Status: 401, Code: "TOKEN_EXPIRED",
-		Message: "token expired: send {\"type\":\"auth\",\"access_token\":\"...\"} to continue"}, nil))
+	c.Send(c.proto.tokenExpiredFrame())
 }
 
 func (c *client) graceOver() {
 	c.mu.Lock()
 	still := c.expired
 	c.mu.Unlock()
-	if !still {
-		return
+	if still {
+		c.proto.graceOver(c)
 	}
+}
+
+// extensionProtocol is the protocol of the original Directus extension
+// (messages.go, frames.go).
+type extensionProtocol struct{}
+
+func (extensionProtocol) connected(*client) {}
+
+func (extensionProtocol) handleMessage(c *client, msg []byte) { c.handleMessage(msg) }
+
+func (extensionProtocol) tokenExpiredFrame() []byte {
+	return errorFrame(&apiError{Status: 401, Code: "TOKEN_EXPIRED",
+		Message: "token expired: send {\"type\":\"auth\",\"access_token\":\"...\"} to continue"}, nil)
+}
+
+func (extensionProtocol) authGrace(c *client) time.Duration { return c.srv.cfg.AuthGrace }
+
+// graceOver closes the connection, or continues it as the public role when
+// public access is on.
+func (extensionProtocol) graceOver(c *client) {
 	if c.srv.cfg.WebsocketPublic {
 		c.setToken("")
 		c.Send(typedFrame("AUTH", map[string]any{"status": "public", "message": "token expired; continuing as the public role"}, nil))

@@ -28,7 +28,10 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Upgrader.ReadBufferSize = 512
 	m.Upgrader.WriteBufferSize = 4096
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
-	m.HandleMessage(func(ms *melody.Session, msg []byte) { clientOf(ms).handleMessage(msg) })
+	m.HandleMessage(func(ms *melody.Session, msg []byte) {
+		c := clientOf(ms)
+		c.proto.handleMessage(c, msg)
+	})
 	m.HandleConnect(func(ms *melody.Session) {
 		c := clientOf(ms)
 		c.session = ms
@@ -36,6 +39,7 @@ func (s *Server) newMelody() *melody.Melody {
 		s.clientMu.Lock()
 		s.clients[c] = struct{}{}
 		s.clientMu.Unlock()
+		c.proto.connected(c)
 	})
 	m.HandleDisconnect(func(ms *melody.Session) {
 		c := clientOf(ms)
@@ -68,6 +72,17 @@ func clientOf(ms *melody.Session) *client {
 // the public role only when websocket_public is on, and an unreachable
 // Directus is a 503.
 func (s *Server) upgrade(c echo.Context) error {
+	refuse := ""
+	if !s.cfg.WebsocketPublic {
+		refuse = "a token is required (websocket_public is off)"
+	}
+	return s.accept(c, requestToken(c.Request()), refuse, extensionProtocol{})
+}
+
+// accept authenticates token (when not empty) and upgrades the request to a
+// connection speaking proto. Without a token it answers 401 with the reason
+// refuseAnonymous, unless that is empty.
+func (s *Server) accept(c echo.Context, token, refuseAnonymous string, proto protocol) error {
 	r := c.Request()
 	if s.closing.Load() {
 		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SHUTTING_DOWN", Message: "broker is shutting down"}))
@@ -82,12 +97,11 @@ func (s *Server) upgrade(c echo.Context) error {
 			s.conns.Add(-1)
 		}
 	}()
-	token := requestToken(r)
 	log := s.log.With().Str("remote", r.RemoteAddr).Bool("public", token == "").Logger()
 	var id directus.Identity
 	if token == "" {
-		if !s.cfg.WebsocketPublic {
-			return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "UNAUTHORIZED", Message: "a token is required (websocket_public is off)"}))
+		if refuseAnonymous != "" {
+			return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "UNAUTHORIZED", Message: refuseAnonymous}))
 		}
 	} else {
 		var err error
@@ -105,7 +119,7 @@ func (s *Server) upgrade(c echo.Context) error {
 	if !websocketRequest(r) {
 		return c.JSON(http.StatusBadRequest, errorBody(badRequest("expected a WebSocket upgrade request")))
 	}
-	cl := newClient(s, token, log)
+	cl := newClient(s, proto, token, log)
 	cl.expires = id.Expires
 	upgraded = true
 	if err := s.melody.HandleRequestWithKeys(c.Response(), r, map[string]any{"client": cl}); err != nil {
