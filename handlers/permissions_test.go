@@ -208,3 +208,42 @@ func TestReadsFollowGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestPermissionChangeAppliesNextEvent: a permission changed in Directus
+// applies from the next event on, without reconnecting.
+func TestPermissionChangeAppliesNextEvent(t *testing.T) {
+	b := brokertest.Start(t, brokerConfig(t))
+	ctx := t.Context()
+	role, err := dx.CreateRoleWithReadPolicy(ctx, "changing", "articles", []string{"id", "title"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dx.CreateUser(ctx, "changing@example.com", "changing-token", role); err != nil {
+		t.Fatal(err)
+	}
+	c := brokertest.Dial(t, b.WSURL, "changing-token")
+	c.Send(t, map[string]any{"type": "subscribe", "collection": "articles"})
+	c.NextOfType(t, "SUBSCRIBED")
+	id := createItem(t, "articles", map[string]any{"title": "perm", "status": "draft", "secret": topSecret})
+	postWebhook(t, b, flowBody("create", id, `{"title":"perm"}`))
+	if f := c.NextOfType(t, "SUBSCRIPTION"); strings.Contains(fmt.Sprint(f), topSecret) {
+		t.Fatalf("secret before the permission allows it: %v", f)
+	}
+	// Widen the role's read permission to every field.
+	var perms struct {
+		Data []struct {
+			ID float64 `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(ctx, adminToken, http.MethodGet, "/permissions?filter[policy][roles][role][_eq]="+role+"&filter[collection][_eq]=articles&fields=id", nil, &perms); err != nil || len(perms.Data) != 1 {
+		t.Fatalf("permission lookup: %v %+v", err, perms)
+	}
+	if _, err := dx.Do(ctx, adminToken, http.MethodPatch, fmt.Sprintf("/permissions/%v", perms.Data[0].ID), map[string]any{"fields": []string{"*"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	postWebhook(t, b, flowBody("update", id, `{"secret":"x"}`))
+	f := c.NextOfType(t, "SUBSCRIPTION")
+	if f["payload"].(map[string]any)["secret"] != topSecret {
+		t.Fatalf("widened permission not applied to the next event: %v", f)
+	}
+}
