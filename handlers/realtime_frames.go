@@ -1,0 +1,291 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+)
+
+// realtimeFrame is a client frame of Directus's realtime protocol. Only type
+// and uid are common to all; the rest is read by the handler of the type.
+type realtimeFrame struct {
+	Type string
+	// UID is the client's identifier as sent (a JSON string or number).
+	UID json.RawMessage
+	// raw is the whole frame, decoded again by the type's handler.
+	raw []byte
+
+	// auth
+	AccessToken, RefreshToken, Email, Password, OTP *string
+}
+
+// parseRealtimeFrame checks what Directus checks of every frame: JSON, an
+// object, a string type, a uid that is a string or a number. Its errors are
+// ready-made frames of type "server".
+func parseRealtimeFrame(msg []byte) (realtimeFrame, []byte) {
+	var head map[string]json.RawMessage
+	if err := json.Unmarshal(msg, &head); err != nil {
+		if json.Valid(msg) {
+			return realtimeFrame{}, rtError("server", "INVALID_PAYLOAD", "Validation error: the message must be an object with a string \"type\".", nil)
+		}
+		return realtimeFrame{}, rtError("server", "INVALID_PAYLOAD", "Unable to parse the incoming message.", nil)
+	}
+	f := realtimeFrame{raw: msg}
+	if err := json.Unmarshal(head["type"], &f.Type); err != nil || head["type"] == nil {
+		return f, rtError("server", "INVALID_PAYLOAD", "Validation error: \"type\" must be a string.", nil)
+	}
+	if uid, ok := head["uid"]; ok {
+		uid = bytes.TrimSpace(uid)
+		if _, valid := uidString(uid); !valid {
+			return f, rtError("server", "INVALID_PAYLOAD", "Validation error: \"uid\" must be a string or a number.", nil)
+		}
+		f.UID = uid
+	}
+	if f.Type == "auth" {
+		for key, dst := range map[string]**string{"access_token": &f.AccessToken, "refresh_token": &f.RefreshToken, "email": &f.Email, "password": &f.Password, "otp": &f.OTP} {
+			var s string
+			if v, ok := head[key]; ok && json.Unmarshal(v, &s) == nil {
+				*dst = &s
+			}
+		}
+	}
+	return f, nil
+}
+
+// uidString is the uid as Directus keys subscriptions by it: String(uid).
+func uidString(uid json.RawMessage) (string, bool) {
+	if len(uid) == 0 {
+		return "", false
+	}
+	if uid[0] == '"' {
+		var s string
+		err := json.Unmarshal(uid, &s)
+		return s, err == nil
+	}
+	v, err := strconv.ParseFloat(string(uid), 64)
+	if err != nil {
+		return "", false
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64), true
+}
+
+// rtError is Directus's error frame: {"type","status":"error","error":{"code","message"},"uid"?}.
+func rtError(typ, code, message string, uid json.RawMessage) []byte {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Status string `json:"status"`
+		Error  struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+		UID json.RawMessage `json:"uid,omitempty"`
+	}{Type: typ, Status: "error", Error: struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{code, message}, UID: uid})
+	return b
+}
+
+// rtAPIError is an error frame for an error from Directus (or the broker's
+// own checks), keeping Directus's code and message.
+func rtAPIError(typ string, err error, uid json.RawMessage) []byte {
+	ae := toAPIError(err)
+	return rtError(typ, ae.Code, ae.Message, uid)
+}
+
+func rtPong(uid json.RawMessage) []byte {
+	return closeWithUID([]byte(`{"type":"pong"`), uid)
+}
+
+func rtAuthOK(uid json.RawMessage, refresh string) []byte {
+	b, _ := json.Marshal(struct {
+		Type         string          `json:"type"`
+		Status       string          `json:"status"`
+		UID          json.RawMessage `json:"uid,omitempty"`
+		RefreshToken string          `json:"refresh_token,omitempty"`
+	}{"auth", "ok", uid, refresh})
+	return b
+}
+
+// rtSubscription is a {"type":"subscription","event",...} frame; data is
+// left out when nil, uid when empty.
+func rtSubscription(event string, data json.RawMessage, uid json.RawMessage) []byte {
+	b := make([]byte, 0, 64+len(data)+len(uid))
+	b = append(b, `{"type":"subscription","event":"`...)
+	b = append(b, event...) // init, create, update, delete, unsubscribe
+	b = append(b, '"')
+	if data != nil {
+		b = append(b, `,"data":`...)
+		b = append(b, data...)
+	}
+	return closeWithUID(b, uid)
+}
+
+// rtItems is the answer to an items frame.
+func rtItems(data, meta json.RawMessage, uid json.RawMessage) []byte {
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	b := make([]byte, 0, 48+len(data)+len(meta)+len(uid))
+	b = append(b, `{"type":"items","data":`...)
+	b = append(b, data...)
+	if len(meta) > 0 && string(meta) != "null" {
+		b = append(b, `,"meta":`...)
+		b = append(b, meta...)
+	}
+	return closeWithUID(b, uid)
+}
+
+// listQueryParams are the query keys the SDK sends comma-joined.
+var listQueryParams = map[string]bool{"fields": true, "sort": true, "groupBy": true}
+
+// jsonQueryParams are the query keys the SDK sends as JSON text.
+var jsonQueryParams = map[string]bool{"filter": true, "deep": true, "alias": true, "aggregate": true}
+
+// numberQueryParams are the query keys the SDK sends as decimal strings.
+var numberQueryParams = map[string]bool{"limit": true, "offset": true, "page": true}
+
+// normalizeQuery turns a query given as an object or in the SDK's REST form
+// ({"fields":"id,title","filter":"{...}","limit":"10"}) into one canonical
+// object, so both forms share a group (one read per event) and a Directus
+// query string.
+func normalizeQuery(raw json.RawMessage) (broker.Query, *apiError) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var q broker.Query
+	if err := json.Unmarshal(raw, &q); err != nil {
+		return nil, badRequest(`"query" must be an object`)
+	}
+	for key, v := range q {
+		s, isString := v.(string)
+		if !isString {
+			continue
+		}
+		switch {
+		case listQueryParams[key]:
+			var parts []any
+			for _, p := range strings.Split(s, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					parts = append(parts, p)
+				}
+			}
+			q[key] = parts
+		case jsonQueryParams[key]:
+			var parsed any
+			if err := json.Unmarshal([]byte(s), &parsed); err != nil {
+				return nil, badRequest(`"query.` + key + `" must be an object or its JSON text`)
+			}
+			q[key] = parsed
+		case numberQueryParams[key]:
+			n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if err != nil {
+				return nil, badRequest(`"query.` + key + `" must be a number`)
+			}
+			q[key] = n
+		}
+	}
+	if len(q) == 0 {
+		return nil, nil
+	}
+	return q, nil
+}
+
+// realtimeEncoder encodes deliveries as Directus's subscription frames. Its
+// uid is the subscription's uid as a JSON string (Directus stringifies it).
+// item, when set, restricts a subscription to one item, as Directus's
+// subscribe {"item"}: its data is then that item's object (its key for
+// deletes), not an array.
+type realtimeEncoder struct {
+	item string
+}
+
+var _ broker.Encoder = realtimeEncoder{}
+
+// Event implements broker.Encoder. The broker's event id rides along as
+// "event_id" (an addition to Directus's frame), for resuming with "since".
+// It returns nil when an item subscription's item is not in d.
+func (e realtimeEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
+	data := d.Data
+	if e.item != "" {
+		data = itemOf(d, e.item)
+		if data == nil {
+			return nil
+		}
+	}
+	b := make([]byte, 0, 96+len(data)+len(uid))
+	b = append(b, `{"type":"subscription","event":"`...)
+	b = append(b, d.Event.Action...)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	if d.Event.ID != "" {
+		b = append(b, `,"event_id":"`...)
+		b = append(b, d.Event.ID...) // "<ms>-<seq>": no escaping needed
+		b = append(b, '"')
+	}
+	return closeWithUID(b, uid)
+}
+
+// itemOf is item's part of d: its object, or its key (a JSON string) for a
+// delete; nil when d does not concern it.
+func itemOf(d *broker.Delivery, item string) json.RawMessage {
+	idx := -1
+	for i, k := range d.Keys {
+		if k == item {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return nil
+	}
+	if d.Event.Action == broker.ActionDelete {
+		b, _ := json.Marshal(item)
+		return b
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(d.Data, &items) != nil || idx >= len(items) {
+		return nil
+	}
+	return items[idx]
+}
+
+// Init implements broker.Encoder.
+func (e realtimeEncoder) Init(s *broker.Subscription, data json.RawMessage) []byte {
+	if len(data) == 0 || string(data) == "null" {
+		data = json.RawMessage("[]")
+	}
+	return rtSubscription("init", data, s.UID)
+}
+
+// Notice implements broker.Encoder. Directus has no such frame; a type of
+// its own keeps the SDK's subscription loops (which throw on
+// {"type":"subscribe","status":"error"}) alive, while clients that resume
+// with "since" can listen for it.
+func (e realtimeEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
+	b, _ := json.Marshal(struct {
+		Type       string          `json:"type"`
+		Code       string          `json:"code"`
+		Message    string          `json:"message"`
+		Collection string          `json:"collection"`
+		EventID    string          `json:"event_id,omitempty"`
+		Count      int             `json:"count,omitempty"`
+		UID        json.RawMessage `json:"uid,omitempty"`
+	}{"notice", n.Code, n.Message, s.Collection, n.EventID, n.Count, s.UID})
+	return b
+}
+
+// realtimeSink is a client as the sink of its realtime subscriptions: it
+// drops the empty frames an item subscription's encoder makes for events
+// about other items.
+type realtimeSink struct{ *client }
+
+// Send implements broker.Sink.
+func (s realtimeSink) Send(frame []byte) {
+	if len(frame) > 0 {
+		s.client.Send(frame)
+	}
+}
