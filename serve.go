@@ -105,7 +105,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 func newBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
 	switch cfg.Bus {
 	case "redis":
-		return nil, fmt.Errorf("bus: redis is not available in this build yet")
+		broker.RouteRedisLogs(log)
+		bus, err := broker.NewRedisBus(broker.RedisOptions{
+			URL: cfg.RedisURL, HistorySize: cfg.HistorySize, HistoryMaxAge: cfg.HistoryMaxAge,
+		}, log)
+		if err != nil {
+			return nil, err
+		}
+		return bus, nil
 	default:
 		return broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge), nil
 	}
