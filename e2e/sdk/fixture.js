@@ -1,0 +1,62 @@
+// Creates what the suite needs in a Directus (idempotent), through its REST API as admin:
+//   sdk_articles  (id, title, status, secret, tag)  the collection the tests write and watch
+//   sdk_private   (id, title)                       a collection the restricted role may not read
+//   a role "sdk-published" reading only published sdk_articles, without "secret", and a user of
+//   that role with the static token RESTRICTED_TOKEN.
+// Run as a script (node fixture.js) before the Flow is installed: the Flow names its collections.
+import { env } from './lib.js';
+
+export const COLLECTION = 'sdk_articles';
+export const PRIVATE_COLLECTION = 'sdk_private';
+export const RESTRICTED_TOKEN = 'sdk-restricted-token';
+
+async function api(method, path, body, token = env.adminToken) {
+  const res = await fetch(env.directusUrl + path, {
+    method,
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function must(method, path, body) {
+  const r = await api(method, path, body);
+  if (r.status >= 300) throw new Error(`${method} ${path}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body?.data;
+}
+
+async function ensureCollection(name, fields) {
+  if ((await api('GET', `/collections/${name}`)).status === 200) return;
+  await must('POST', '/collections', {
+    collection: name,
+    schema: {},
+    meta: {},
+    fields: [
+      { field: 'id', type: 'integer', schema: { is_primary_key: true, has_auto_increment: true }, meta: { hidden: true } },
+      ...fields.map((field) => ({ field, type: 'string', schema: {}, meta: {} })),
+    ],
+  });
+}
+
+export async function ensureFixture() {
+  await ensureCollection(COLLECTION, ['title', 'status', 'secret', 'tag']);
+  await ensureCollection(PRIVATE_COLLECTION, ['title']);
+  if ((await api('GET', '/users/me', undefined, RESTRICTED_TOKEN)).status === 200) return;
+  const policy = await must('POST', '/policies', { name: 'sdk-published', app_access: false, admin_access: false });
+  await must('POST', '/permissions', {
+    policy: policy.id,
+    collection: COLLECTION,
+    action: 'read',
+    fields: ['id', 'title', 'status', 'tag'],
+    permissions: { status: { _eq: 'published' } },
+  });
+  const role = await must('POST', '/roles', { name: 'sdk-published' });
+  await must('POST', '/access', { role: role.id, policy: policy.id });
+  await must('POST', '/users', { email: 'sdk-restricted@example.com', role: role.id, token: RESTRICTED_TOKEN });
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await ensureFixture();
+  console.log(`fixture ready: ${COLLECTION}, ${PRIVATE_COLLECTION}, restricted user`);
+}
