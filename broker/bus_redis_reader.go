@@ -200,8 +200,9 @@ func (r *reader) catchUp(ctx context.Context) error {
 			}
 			return nil
 		case g != r.gen:
-			b.log.Error().Str("last_event", r.last).Msg("redis lost its data (restarted without persistence, or flushed): " +
-				"events acknowledged before that which this instance had not received yet are lost for its subscribers; resumes across it report a gap")
+			b.log.Warn().Str("last_event", r.last).Msg("redis lost its data (restarted without persistence, or flushed): " +
+				"an event published before that which this instance had not received yet is lost for its subscribers " +
+				"(normally none: Redis writes events to every subscribed instance before acknowledging them); resumes from before it report a gap")
 			r.gen, r.last, first = g, "0-0", true
 			continue
 		}

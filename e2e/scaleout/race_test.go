@@ -1,0 +1,5 @@
+//go:build linux && race
+
+package scaleout
+
+func init() { raceEnabled = true }
