@@ -20,13 +20,14 @@ import (
 // RedisBus carries events between broker instances through Redis, so a
 // webhook received by any instance reaches the subscribers of all of them.
 //
-// Keys (all under Options.Prefix, default "directus-ws-broker:"):
+// Keys (all under RedisOptions.Prefix, default "directus-ws-broker:"):
 //
 //	<prefix>events              stream of every event, in publish order: what an instance
 //	                            reads to catch up after its subscription broke (approximately
 //	                            LiveSize entries kept)
 //	<prefix>history:<coll>      stream of one collection's events, for resumes: exactly
-//	                            HistorySize entries kept, none older than HistoryMaxAge
+//	                            HistorySize entries kept; older than HistoryMaxAge are
+//	                            dropped when History reads them
 //	<prefix>dropped             hash: collection → ID of its newest event no longer kept
 //	<prefix>generation          hash {id, start}: which incarnation of the Redis data this is
 //	channel <prefix>events      pub/sub: every event once per subscribed instance
@@ -43,31 +44,38 @@ import (
 //     partial write is a history stream whose last ID is above the events
 //     stream's (someone deleted or rewrote the keys), which the script
 //     reports as an error.
-//   - When Publish returns nil, every instance whose subscription was
-//     established had the events written to its socket by Redis, in the same
-//     event-loop pass as the reply to Publish: Redis fills subscribers'
-//     output buffers while executing PUBLISH, before the script's reply. So an
-//     acknowledged event survives a Redis restart for every instance that was
-//     connected at that moment; a restart can only lose it if Redis dies (is
-//     SIGKILLed) within that single write pass, or when an instance's socket
-//     buffer was full (it lags by megabytes).
+//   - Across a Redis restart: when Publish returns nil (the webhook answers
+//     202), Redis has already written the events to the socket of every
+//     instance whose subscription was established: it fills subscribers'
+//     output buffers while executing PUBLISH, and flushes them in the same
+//     event-loop pass as the reply to Publish. What reached an instance's
+//     socket is read even if Redis dies right after, so a restart, graceful
+//     or not, does not take acknowledged events from connected instances.
+//     The exceptions: Redis killed within that one write pass, and an
+//     instance so far behind that its socket buffer was full (it is then
+//     over Redis's pub/sub output limit and disconnected anyway).
 //   - An instance whose subscription broke catches up from the events stream
 //     after it resubscribes, skipping what it already handed on (IDs only
-//     grow), so it misses nothing Redis still holds. What Redis lost meanwhile
-//     (a restart without persistence, or LiveSize exceeded) is logged as lost
-//     for that instance; Bus has no way to tell its subscribers yet.
-//   - Publish returning an error wrapping ErrBusUnavailable means the events
-//     were not acknowledged; when the connection broke after the script ran
-//     they may still have been delivered (the webhook's sender retries: at
-//     least once). Commands are never retried by the client, so an
-//     acknowledged publish is never duplicated.
+//     grow), so it misses nothing Redis still holds. What Redis lost
+//     meanwhile (a restart without persistence while this instance was
+//     disconnected, or more than LiveSize events) is lost for that
+//     instance's subscribers, and logged; Bus has no way to tell the
+//     subscribers yet. Clients resuming later with an ID from before a
+//     restart are told of a gap (below).
+//   - Publish returning an error (always wrapping ErrBusUnavailable) means
+//     the events were not acknowledged; when the connection broke after the
+//     script ran they may still have been delivered (the webhook's sender
+//     retries: at least once). Commands are never retried by the client, so
+//     an acknowledged publish is never duplicated.
 //   - History detects gaps exactly: events dropped by count or age (the
 //     scripts record each collection's newest dropped ID), and an ID from
-//     before the data generation started (Redis restarted without persistence, or was
-//     flushed). An ID from an earlier generation that is not older than the
-//     new generation's start (the server clock went backwards) is not
-//     detected. The generation key must not be evicted: run Redis with
-//     maxmemory-policy noeviction (as Directus requires too).
+//     before the data generation started (Redis restarted without
+//     persistence, or was flushed). An ID from an earlier generation that is
+//     not older than the new generation's start (the server clock went
+//     backwards) is not detected. The generation key must not be evicted:
+//     run Redis with maxmemory-policy noeviction.
+//
+// Needs Redis 6.2 or newer (XTRIM MINID, exclusive XRANGE bounds).
 //
 // Redis Cluster: the script touches several keys, so all must hash to one
 // slot; put a hash tag in the prefix ("{dwb}:").

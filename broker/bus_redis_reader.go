@@ -163,6 +163,12 @@ func (r *reader) receive(ctx context.Context, payload string) error {
 func (r *reader) catchUp(ctx context.Context) error {
 	b := r.bus
 	first := true
+	caught := 0
+	defer func() {
+		if caught > 0 {
+			b.log.Info().Int("events", caught).Str("last_event", r.last).Msg("caught up with events published while the subscription was down")
+		}
+	}()
 	for {
 		var (
 			gen  *redis.StringCmd
@@ -223,6 +229,7 @@ func (r *reader) catchUp(ctx context.Context) error {
 				continue
 			}
 			r.handle(e)
+			caught++
 		}
 		if len(rng.Val()) < catchUpPage {
 			return nil

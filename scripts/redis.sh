@@ -12,7 +12,7 @@
 # --watch-pid PID: the server is stopped as soon as PID exits (test binaries pass their own pid,
 # so a killed `go test` leaves no Redis behind).
 #
-# Needs redis-server (7.0 or newer: gap detection uses XINFO STREAM's max-deleted-entry-id).
+# Needs redis-server 6.2 or newer (the broker's Redis bus uses XTRIM MINID).
 # When it is missing and we are root with apt-get, it is installed; otherwise the script says
 # how to install it. REDIS_SERVER=/path/to/redis-server overrides the lookup.
 set -euo pipefail
