@@ -92,6 +92,9 @@ do_install() {
     return 0
   fi
 
+  # Holding the lock, any build dir of this version is a leftover of an install that was killed.
+  rm -rf "$CACHE_ROOT/.tmp-directus-$version-"*
+
   local started=$SECONDS
   # Build beside the final place (same filesystem, so the final mv is an atomic rename) and
   # remove it on any failure: an interrupted install must never look done.
