@@ -5,7 +5,10 @@ package scaleout
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/redistest"
@@ -48,6 +51,12 @@ func TestScaleOutRedis(t *testing.T) {
 		// The restricted user sees only the published item's event.
 		expectEvents(t, restricted, "published-only user on broker 3", []string{visible})
 		restricted.Quiet(t, "fanout-restricted-quiet")
+
+		// Redis carries events once per instance: one subscription each,
+		// however many WebSocket subscribers there are.
+		if n := pubsubClients(t, r.URL); n != len(brokers) {
+			t.Fatalf("want %d pub/sub connections to Redis (one per instance), got %d", len(brokers), n)
+		}
 	})
 
 	// A client that disconnects, misses events and resumes with since gets
@@ -172,6 +181,22 @@ func TestScaleOutRedis(t *testing.T) {
 		expectEvents(t, c, "resumed on the fresh broker 4", missed)
 		c.Quiet(t, "fresh-quiet")
 	})
+}
+
+// pubsubClients counts the pub/sub connections Redis has.
+func pubsubClients(t testing.TB, url string) int {
+	t.Helper()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	list, err := c.Do(t.Context(), "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(list, "cmd=")
 }
 
 // TestRedisOutageWebhook: while Redis is down the webhook answers 503 (the
