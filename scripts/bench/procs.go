@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is a child process that prints "listening on ADDR" once it serves:
+// the broker, or this program re-run as the Directus stub.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+	pid  int
+	tail *tailBuffer
+	done chan struct{}
+}
+
+// startProc starts path with args and env (added to this process's
+// environment) in dir, and waits for its "listening on" line.
+func startProc(ctx context.Context, name, path string, args, env []string, dir string) (*proc, error) {
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
+	// The child dies with this process, even when it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{name: name, cmd: cmd, tail: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
+	cmd.Stderr = p.tail
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p.pid = cmd.Process.Pid
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				select {
+				case addr <- strings.TrimSpace(a):
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case p.addr = <-addr:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("%s exited before listening: %s\n%s", name, cmd.ProcessState, p.tail)
+	case <-time.After(30 * time.Second):
+		p.stop()
+		return nil, fmt.Errorf("%s did not print its address within 30s:\n%s", name, p.tail)
+	case <-ctx.Done():
+		p.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop ends the process: SIGTERM, then SIGKILL after two seconds. Callers
+// close their connections first, so the broker's graceful shutdown is quick.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(2 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// alive reports an error when the process has exited.
+func (p *proc) alive() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited: %s\n%s", p.name, p.cmd.ProcessState, p.tail)
+	default:
+		return nil
+	}
+}
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat: USER_HZ,
+// which the Linux ABI fixes at 100 on every architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// cpuTime is the user+system CPU time the process has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(b)
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) from a
+// /proc/<pid>/stat line. The command name (field 2) may contain spaces and
+// parentheses, so counting starts after its last ')'.
+func parseStatCPU(stat []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// f[0] is field 3 (state): utime is field 14, f[11]; stime f[12].
+	if len(f) < 13 {
+		return 0, errors.New("stat: too few fields")
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("stat: bad utime/stime %q %q", f[11], f[12])
+	}
+	return time.Duration(u+s) * clockTick, nil
+}
+
+// rss is the resident set size of the process in bytes (VmRSS).
+func rss(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("status: no VmRSS")
+}
+
+// settledRSS samples the RSS every 250ms until two samples a second apart
+// differ by less than 1% (or 8s pass) and returns the last one: right
+// after a burst of handshakes the Go heap is still shrinking.
+func settledRSS(pid int) (int64, error) {
+	prev, err := rss(pid)
+	if err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		cur, err := rss(pid)
+		if err != nil {
+			return 0, err
+		}
+		if d := cur - prev; d < 0 && -d < prev/100 || d >= 0 && d < prev/100 {
+			return cur, nil
+		}
+		prev = cur
+	}
+	return prev, nil
+}
+
+// metrics fetches the broker's /metrics and returns its samples by name.
+func metrics(addr string) (map[string]float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: HTTP %d", resp.StatusCode)
+	}
+	return parseMetrics(b), nil
+}
+
+// parseMetrics reads the Prometheus text format's unlabelled samples.
+func parseMetrics(b []byte) map[string]float64 {
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			out[f[0]] = v
+		}
+	}
+	return out
+}
+
+// tailBuffer keeps the last max bytes written to it (a child's stderr).
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// cpuMeter measures the CPU the broker, the stub and this process use over
+// an interval, to show which of them a scenario saturates.
+type cpuMeter struct {
+	pids  [3]int
+	start [3]time.Duration
+	at    time.Time
+}
+
+func newCPUMeter(r *rig) *cpuMeter {
+	m := &cpuMeter{pids: [3]int{r.broker.pid, r.stub.pid, os.Getpid()}, at: time.Now()}
+	for i, pid := range m.pids {
+		m.start[i], _ = cpuTime(pid)
+	}
+	return m
+}
+
+// shares returns the CPU of broker, stub and bench since the meter was made,
+// in percent of one core.
+func (m *cpuMeter) shares() (broker, stub, bench float64) {
+	wall := time.Since(m.at)
+	var out [3]float64
+	for i, pid := range m.pids {
+		cur, _ := cpuTime(pid)
+		out[i] = 100 * float64(cur-m.start[i]) / float64(wall)
+	}
+	return out[0], out[1], out[2]
+}

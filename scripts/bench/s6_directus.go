@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// versusDirectus is scenario 6: the same REST write in Directus timed to
+// the last of N subscribers of the broker and of Directus's own realtime
+// endpoint, both connected at once. For the broker the path is
+// write → Directus Flow (Connection: close) → webhook → one read of the
+// item from Directus (through the stub, which proxies item reads; it only
+// answers the subscribe probes and token checks itself) → fan-out. Directus
+// re-reads the item for every one of its subscribers.
+//
+// The Flow runs in the same Node process as Directus's realtime, so in the
+// side-by-side writes the broker's path waits behind Directus's own
+// per-subscriber re-reads. Each size therefore also times writes before
+// Directus's subscribers connect: the broker's path with Directus idle.
+func (b *bench) versusDirectus(ctx context.Context) error {
+	const scen = "6"
+	if b.dx == nil {
+		b.rep.skip(scen, "broker vs Directus realtime", "no Directus (-no-directus, or it did not start)")
+		return nil
+	}
+	sz := b.sz
+	const coll = "bench_realtime"
+	keys := 4
+	for _, w := range sz.vsWrites {
+		keys += 2*w + 1
+	}
+	first, err := prepareCollection(ctx, b.dx, coll, keys)
+	if err != nil {
+		return err
+	}
+	r, err := b.startRig(ctx, []string{"-upstream", b.dx.URL, "-proxy"})
+	if err != nil {
+		return err
+	}
+	defer r.stop()
+	if err := b.installFlow(ctx, r, coll); err != nil {
+		return err
+	}
+	trB := newTracker(first, keys)
+	trD := trB.sibling()
+	pB := newPool(r.wsURL(), subscriberToken, brokerProtocol, trB)
+	defer pB.close()
+	pD := newPool(strings.Replace(b.dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(b.dx.AdminToken), trD)
+	defer pD.close()
+	next := first
+	// write times one PATCH of the next item to the last receipt of the nB
+	// broker and nD Directus subscribers.
+	write := func(nB, nD int) (broker, dx time.Duration, err error) {
+		key := next
+		next++
+		trB.arm(key, nB)
+		trD.arm(key, nD)
+		at := trB.now()
+		trB.markSent(key, at)
+		trD.markSent(key, at)
+		if _, err := b.dx.Do(ctx, b.dx.AdminToken, http.MethodPatch, "/items/"+coll+"/"+strconv.Itoa(key), map[string]any{"title": "write " + strconv.Itoa(key)}, nil); err != nil {
+			return 0, 0, err
+		}
+		broker, okB := trB.wait(key, 2*time.Minute)
+		dx, okD := trD.wait(key, 2*time.Minute)
+		if nD == 0 {
+			okD = true
+		}
+		if !okB || !okD {
+			wantB, gotB := trB.counts(key, key+1)
+			wantD, gotD := trD.counts(key, key+1)
+			return broker, dx, fmt.Errorf("write %d: broker subscribers got %d of %d, Directus's %d of %d within 2 minutes", key, gotB, wantB, gotD, wantD)
+		}
+		return broker, dx, nil
+	}
+	for i, n := range sz.vsSubs {
+		start := time.Now()
+		if err := pB.grow(ctx, n, 64, func(int) string { return coll }); err != nil {
+			return err
+		}
+		b.log.printf("  %d broker subscribers in %.1fs", n, time.Since(start).Seconds())
+		// Broker alone: Directus has no realtime subscribers of these yet
+		// (the first write of all also proves the Flow delivers).
+		var alone []float64
+		for w := range sz.vsWrites[i] + 1 {
+			bt, _, err := write(n, pD.size())
+			if err != nil {
+				return fmt.Errorf("broker alone (is the Flow delivering to the broker?): %w", err)
+			}
+			if w > 0 {
+				alone = append(alone, ms(bt))
+			}
+		}
+		start = time.Now()
+		if err := pD.grow(ctx, n, 16, func(int) string { return coll }); err != nil {
+			return fmt.Errorf("subscribing to Directus realtime: %w", err)
+		}
+		b.log.printf("  %d Directus realtime subscribers in %.1fs", n, time.Since(start).Seconds())
+		var brokerMs, dxMs, ratios []float64
+		for w := range sz.vsWrites[i] {
+			bt, dt, err := write(n, n)
+			if err != nil {
+				return err
+			}
+			brokerMs = append(brokerMs, ms(bt))
+			dxMs = append(dxMs, ms(dt))
+			ratios = append(ratios, float64(dt)/float64(bt))
+			b.log.printf("  %d subs, write %d: broker %.1f ms, Directus %.1f ms (×%.1f)", n, w+1, ms(bt), ms(dt), ratios[w])
+		}
+		N := thousands(n)
+		b.rep.add(scen, fmt.Sprintf("REST write → last of %s broker subs, Directus realtime idle", N), "ms", nil, alone...)
+		b.rep.add(scen, fmt.Sprintf("REST write → last of %s broker subs (Flow → webhook → read → fan-out)", N), "ms", nil, brokerMs...)
+		b.rep.add(scen, fmt.Sprintf("REST write → last of %s Directus realtime subs", N), "ms", nil, dxMs...)
+		var tgt *target
+		switch n {
+		case 1000:
+			tgt = atLeast(10)
+		case 5000:
+			tgt = atLeast(25)
+		}
+		// The ratio of the medians, not the median of the ratios.
+		ratio := median(dxMs) / median(brokerMs)
+		b.rep.add(scen, fmt.Sprintf("Directus ÷ broker at %s subs", N), "×", tgt, ratio)
+		if err := r.broker.alive(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// installFlow makes Directus post every item event of collection to the
+// broker's webhook: with the broker's own `flow install` command, or, when
+// that fails, with the three REST calls it stands for.
+func (b *bench) installFlow(ctx context.Context, r *rig, collection string) error {
+	cmd := exec.CommandContext(ctx, b.broker, "flow", "install", "--directus-url", b.dx.URL, "--broker-url", r.webhookURL(), "--collections", collection)
+	cmd.Env = append(cmd.Environ(), "DIRECTUS_ADMIN_TOKEN="+b.dx.AdminToken, "WEBHOOK_SECRET="+webhookSecret)
+	cmd.Dir = b.work
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	b.log.printf("  flow install failed (%v: %s); creating the Flow over REST", err, strings.TrimSpace(string(out)))
+	var flow, op struct {
+		Data struct {
+			ID any `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := b.dx.Do(ctx, b.dx.AdminToken, http.MethodPost, "/flows", map[string]any{
+		"name": "bench broker", "status": "active", "trigger": "event", "accountability": "all",
+		"options": map[string]any{"type": "action", "scope": []string{"items.create", "items.update", "items.delete"}, "collections": []string{collection}},
+	}, &flow); err != nil {
+		return fmt.Errorf("create flow: %w", err)
+	}
+	if _, err := b.dx.Do(ctx, b.dx.AdminToken, http.MethodPost, "/operations", map[string]any{
+		"name": "to broker", "key": "to_broker", "type": "request", "position_x": 19, "position_y": 1, "flow": flow.Data.ID,
+		"options": map[string]any{"method": "POST", "url": r.webhookURL(), "body": "{{$trigger}}",
+			"headers": []map[string]string{{"header": "X-Webhook-Secret", "value": webhookSecret}}},
+	}, &op); err != nil {
+		return fmt.Errorf("create operation: %w", err)
+	}
+	if flow.Data.ID == nil || op.Data.ID == nil {
+		return errors.New("create flow: Directus returned no ids")
+	}
+	if _, err := b.dx.Do(ctx, b.dx.AdminToken, http.MethodPatch, fmt.Sprintf("/flows/%v", flow.Data.ID), map[string]any{"operation": op.Data.ID}, nil); err != nil {
+		return fmt.Errorf("attach operation: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// The Directus stub stands in for Directus where the real one would only
+// measure Directus: it accepts every token (GET /users/me), answers the
+// broker's subscribe probes (GET /items/<c>?limit=0) with no items, and
+// answers item reads (GET /items/<c>/<key>) with a fixed-size item at once.
+// With -upstream, item reads can be proxied to a real Directus instead
+// (POST /_bench/proxy?on=1|0), so a scenario can time deliveries "read
+// included" while its thousands of subscribe probes stay cheap.
+//
+// It runs as a separate process (this program with the first argument
+// "stub"), so its CPU and file descriptors are its own.
+
+// stubMain is the entry point of the stub process.
+func stubMain(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("stub", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	upstream := fs.String("upstream", "", "real Directus to proxy item reads to when proxying is on")
+	proxyOn := fs.Bool("proxy", false, "proxy item reads from the start")
+	itemBytes := fs.Int("item-bytes", 64, "size of the title of the items it answers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s := &stub{title: strings.Repeat("x", *itemBytes)}
+	if *upstream != "" {
+		u, err := url.Parse(*upstream)
+		if err != nil {
+			return fmt.Errorf("stub: -upstream: %w", err)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 64
+		s.upstream = &httputil.ReverseProxy{
+			Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = u.Host },
+			Transport: tr,
+		}
+		s.proxy.Store(*proxyOn)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.Serve(ln); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+type stub struct {
+	title    string
+	upstream *httputil.ReverseProxy
+	proxy    atomic.Bool
+}
+
+func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	switch {
+	case path == "/_bench/proxy" && r.Method == http.MethodPost:
+		s.proxy.Store(r.URL.Query().Get("on") == "1" && s.upstream != nil)
+		_, _ = io.WriteString(w, `{"proxy":`+strconv.FormatBool(s.proxy.Load())+`}`)
+	case path == "/users/me":
+		_, _ = io.WriteString(w, `{"data":{"id":"00000000-0000-4000-8000-000000000001"}}`)
+	case path == "/server/health" || path == "/server/ping":
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	case strings.HasPrefix(path, "/items/") && r.Method == http.MethodGet:
+		parts := strings.Split(strings.TrimPrefix(path, "/items/"), "/")
+		switch {
+		case len(parts) == 1:
+			_, _ = io.WriteString(w, `{"data":[]}`)
+		case len(parts) == 2 && s.proxy.Load():
+			s.upstream.ServeHTTP(w, r)
+		case len(parts) == 2:
+			s.item(w, parts[1])
+		default:
+			http.NotFound(w, r)
+		}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"errors":[{"message":"not served by the bench's Directus stub","extensions":{"code":"ROUTE_NOT_FOUND"}}]}`)
+	}
+}
+
+// item answers {"data":{"id":<key>,"title":"xxx..."}}; numeric keys are
+// numbers, as Directus answers for integer primary keys.
+func (s *stub) item(w http.ResponseWriter, key string) {
+	id := strconv.Quote(key)
+	if _, err := strconv.ParseUint(key, 10, 63); err == nil {
+		id = key
+	}
+	b := make([]byte, 0, 48+len(id)+len(s.title))
+	b = append(b, `{"data":{"id":`...)
+	b = append(b, id...)
+	b = append(b, `,"title":"`...)
+	b = append(b, s.title...)
+	b = append(b, `"}}`...)
+	_, _ = w.Write(b)
+}
