@@ -13,14 +13,43 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
-// Directus's own realtime protocol (the one it serves at /websocket and the
-// official @directus/sdk's realtime() speaks) on realtime_path. Connections
-// are ordinary clients (client.go) with a realtimeConn as their protocol:
-// the fan-out, permission filtering, expiry and eviction are shared with the
-// extension protocol; only the framing and the authentication dance differ.
+// Directus's own realtime protocol (the one Directus serves at /websocket and
+// the official @directus/sdk's realtime() speaks) on realtime_path.
+// Connections are ordinary clients (client.go) whose protocol is a
+// realtimeConn: fan-out, permission filtering, token expiry and eviction are
+// shared with the extension protocol; only the framing and the
+// authentication dance differ. e2e/sdk runs the SDK against this endpoint
+// and against Directus itself (scripts/sdk-test.sh).
 //
-// Where the broker differs from Directus on purpose, see docs in README
-// ("Directus realtime protocol") and the comments marked "Directus:".
+// Where the broker deliberately differs from Directus 11/12:
+//   - Deletes reach only subscribers that could read the item (Directus
+//     sends every subscriber the keys).
+//   - Events carry "event_id" (the broker's event id); subscribe takes an
+//     optional "since" to resume after one: init then carries no data and the
+//     kept events after it are replayed. Events a subscriber could not be
+//     given (a failed read, an expired token) are reported with
+//     {"type":"notice","code":"EVENTS_MISSED",...} rather than Directus's
+//     {"type":"subscribe","status":"error"}, which the SDK throws on.
+//   - Errors always carry the request's uid when it had one.
+//   - The answer to an auth frame comes before the answers to later frames,
+//     and in handshake mode nothing (not even a ping) precedes it.
+//   - A subscribe with an event filter still checks read access at once
+//     (Directus answers init and fails later, at the first event).
+//   - No first frame within realtime_auth_timeout is AUTH_TIMEOUT (Directus
+//     says AUTH_FAILED).
+//   - After TOKEN_EXPIRED the connection keeps its token until a new auth
+//     or realtime_auth_timeout (Directus switches to the public role at once);
+//     events in between are reported as missed.
+//   - System collections (directus_*) are refused with INVALID_COLLECTION:
+//     their events do not reach the broker. Errors from Directus keep its REST
+//     codes: a collection the token may not read is FORBIDDEN (Directus's
+//     websocket says INVALID_COLLECTION for an unknown one).
+//   - The query option "meta" is not answered in subscriptions; items reads
+//     pass through what the REST API answers. A delete by query answers
+//     data null (the REST API does not name the deleted keys). An update
+//     without id, ids or query is sent as a singleton update.
+//   - Logins and refreshes are made by the broker (one IP for Directus's
+//     rate limiter); the session cookie is accepted at the upgrade.
 
 // Auth modes, as Directus's WEBSOCKETS_REST_AUTH.
 const (
@@ -65,6 +94,9 @@ type realtimeConn struct {
 	mode string
 	// authed is false until a handshake-mode connection sent a valid auth.
 	authed atomic.Bool
+	// spoke is set by the first frame: realtime_auth_timeout bounds the
+	// wait for it (its validation is bounded by directus_timeout).
+	spoke atomic.Bool
 	// lastSeen is when the client last sent a frame (unix nanoseconds).
 	lastSeen atomic.Int64
 	// ops runs subscribe and unsubscribe frames one at a time in arrival
@@ -124,7 +156,7 @@ func (r *realtimeConn) heartbeat(c *client) {
 		case <-c.ctx.Done():
 			return
 		case <-handshake:
-			if !r.authed.Load() {
+			if !r.spoke.Load() {
 				c.Send(rtError("auth", "AUTH_TIMEOUT", "Authentication timed out.", nil))
 				r.closeAfterQueued(c, websocket.ClosePolicyViolation, "authentication timed out")
 				return
@@ -164,6 +196,7 @@ func (r *realtimeConn) closeAfterQueued(c *client, code int, reason string) {
 func (r *realtimeConn) handleMessage(c *client, msg []byte) {
 	r.lastSeen.Store(time.Now().UnixNano())
 	if !r.authed.Load() {
+		r.spoke.Store(true)
 		r.handshake(c, msg)
 		return
 	}

@@ -79,21 +79,6 @@ func titles(data any) []string {
 	return out
 }
 
-// login returns an access and a refresh token of the admin (JSON mode).
-func login(t *testing.T) (access, refresh string) {
-	t.Helper()
-	var out struct {
-		Data struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-		} `json:"data"`
-	}
-	if _, err := dx.Do(t.Context(), "", http.MethodPost, "/auth/login", map[string]any{"email": "admin@example.com", "password": "admin-password", "mode": "json"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Data.AccessToken, out.Data.RefreshToken
-}
-
 func TestRealtimeHandshake(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.RealtimeAuthTimeout = 700 * time.Millisecond
