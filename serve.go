@@ -107,7 +107,7 @@ func newBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
 	case "redis":
 		broker.RouteRedisLogs(log)
 		bus, err := broker.NewRedisBus(broker.RedisOptions{
-			URL: cfg.RedisURL, HistorySize: cfg.HistorySize, HistoryMaxAge: cfg.HistoryMaxAge,
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, HistorySize: cfg.HistorySize, HistoryMaxAge: cfg.HistoryMaxAge,
 		}, log)
 		if err != nil {
 			return nil, err

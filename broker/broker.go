@@ -107,7 +107,7 @@ func (b *Broker) enqueueEvent(e Event) {
 func (b *Broker) Publish(ctx context.Context, events []Event) error {
 	for i, e := range events {
 		if err := e.Validate(); err != nil {
-			return fmt.Errorf("event %d: %w", i, err)
+			return fmt.Errorf("%w: event %d: %w", ErrInvalidEvent, i, err)
 		}
 	}
 	if err := b.bus.Publish(ctx, events); err != nil {
@@ -116,6 +116,10 @@ func (b *Broker) Publish(ctx context.Context, events []Event) error {
 	b.metrics.EventsPublished.Add(int64(len(events)))
 	return nil
 }
+
+// ErrInvalidEvent is wrapped by Publish errors for events that fail
+// validation.
+var ErrInvalidEvent = errors.New("invalid event")
 
 // AttachOptions say what a new subscription receives before live events.
 type AttachOptions struct {
@@ -197,7 +201,13 @@ func (b *Broker) replay(ctx context.Context, sh *shard, s *Subscription, since s
 		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "HISTORY_GAP", EventID: since,
 			Message: "events after this id are no longer kept; refetch the collection"}))
 	}
+	// Kept events up to what this worker dispatched, or up to the bus's
+	// horizon (events from before this instance started, which never come
+	// live), are replayed; later ones reach s live once it is attached.
 	last := sh.last[s.Collection]
+	if h := b.bus.Horizon(); CompareIDs(h, last) > 0 {
+		last = h
+	}
 	var missed []Event
 	for _, e := range events {
 		if last == "" || CompareIDs(e.ID, last) > 0 {

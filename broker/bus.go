@@ -20,6 +20,10 @@ type Bus interface {
 	// History returns the events of collection published after since, in
 	// order. gap is true when events after since may no longer be kept.
 	History(ctx context.Context, collection, since string) (events []Event, gap bool, err error)
+	// Horizon is the ID of the newest event published before this instance
+	// began receiving events ("" if none): such events never arrive live
+	// here, so a resume may replay kept events up to it.
+	Horizon() string
 	// Ready reports whether the bus can publish now.
 	Ready(ctx context.Context) error
 	Close() error

@@ -95,6 +95,9 @@ func (b *MemoryBus) History(_ context.Context, collection, since string) ([]Even
 	return out, gap, nil
 }
 
+// Horizon implements Bus: a memory bus sees every event of its process.
+func (b *MemoryBus) Horizon() string { return "" }
+
 // Ready implements Bus.
 func (b *MemoryBus) Ready(context.Context) error { return nil }
 

@@ -90,8 +90,9 @@ type RedisBus struct {
 	keyDropped string
 	channel    string
 
-	live      atomic.Bool   // the subscription is established and caught up
-	firstLive chan struct{} // closed when live is first true
+	horizon   atomic.Pointer[string] // see Horizon; set at the first subscription
+	live      atomic.Bool            // the subscription is established and caught up
+	firstLive chan struct{}          // closed when live is first true
 
 	mu      sync.Mutex
 	started bool
@@ -415,4 +416,13 @@ func decodeEvent(id string, data any) (Event, error) {
 
 func isNoSuchKey(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "no such key")
+}
+
+// Horizon implements Bus: the events stream's newest ID when this instance
+// first subscribed.
+func (b *RedisBus) Horizon() string {
+	if h := b.horizon.Load(); h != nil {
+		return *h
+	}
+	return ""
 }

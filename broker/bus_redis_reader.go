@@ -204,6 +204,8 @@ func (r *reader) catchUp(ctx context.Context) error {
 			if info.Err() == nil {
 				r.last = info.Val().LastGeneratedID
 			}
+			horizon := r.last
+			b.horizon.Store(&horizon)
 			return nil
 		case g != r.gen:
 			b.log.Warn().Str("last_event", r.last).Msg("redis lost its data (restarted without persistence, or flushed): " +

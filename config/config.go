@@ -58,8 +58,11 @@ type Config struct {
 	ReadConcurrency int           `mapstructure:"read_concurrency"`
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 
-	Bus             string        `mapstructure:"bus"`
-	RedisURL        string        `mapstructure:"redis_url"`
+	Bus      string `mapstructure:"bus"`
+	RedisURL string `mapstructure:"redis_url"`
+	// RedisPrefix starts every Redis key and channel of this deployment, so
+	// several deployments can share one Redis database.
+	RedisPrefix     string        `mapstructure:"redis_prefix"`
 	HistorySize     int           `mapstructure:"history_size"`
 	HistoryMaxAge   time.Duration `mapstructure:"history_max_age"`
 	ExampleEnabled  bool          `mapstructure:"example_enabled"`
@@ -105,6 +108,7 @@ func Default() Config {
 		ShutdownTimeout:        15 * time.Second,
 		Bus:                    "memory",
 		RedisURL:               "redis://127.0.0.1:6379/0",
+		RedisPrefix:            "directus-ws-broker:",
 		HistorySize:            1000,
 		HistoryMaxAge:          time.Hour,
 		ExampleEnabled:         true,
@@ -178,6 +182,9 @@ func (c Config) Validate() error {
 	switch c.Bus {
 	case "memory":
 	case "redis":
+		if c.RedisPrefix == "" {
+			bad("redis_prefix", "must not be empty")
+		}
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			bad("redis_url", "must be a redis:// or rediss:// URL, got %q", c.RedisURL)
 		}

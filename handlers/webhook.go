@@ -43,11 +43,13 @@ func (s *Server) webhook(c echo.Context) error {
 		return err
 	}
 	if err := s.broker.Publish(r.Context(), events); err != nil {
-		if errors.Is(err, broker.ErrBusUnavailable) || errors.Is(err, r.Context().Err()) {
-			s.log.Error().Err(err).Int("events", len(events)).Msg("webhook events not published")
-			return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SERVICE_UNAVAILABLE", Message: "events could not be published; retry"}))
+		if errors.Is(err, broker.ErrInvalidEvent) {
+			return c.JSON(http.StatusUnprocessableEntity, errorBody(&apiError{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: err.Error()}))
 		}
-		return c.JSON(http.StatusUnprocessableEntity, errorBody(&apiError{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: err.Error()}))
+		// Bus trouble (Redis down) or the sender gave up: nothing internal
+		// goes into the answer; the Flow logs the 503.
+		s.log.Error().Err(err).Int("events", len(events)).Msg("webhook events not published")
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SERVICE_UNAVAILABLE", Message: "events could not be published; retry"}))
 	}
 	ids := make([]string, len(events))
 	for i, e := range events {
