@@ -5,11 +5,13 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { exec } from 'node:child_process';
+import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { createItem, deleteItem, updateItem } from '@directus/sdk';
+import WebSocket from 'ws';
 
 import { COLLECTION, PRIVATE_COLLECTION, RESTRICTED_TOKEN, ensureFixture } from '../fixture.js';
-import { admin, drain, env, listen, sessionClient, staticClient, tag } from '../lib.js';
+import { Inbox, admin, drain, env, listen, sessionClient, staticClient, tag } from '../lib.js';
 
 const isInit = (m) => m.type === 'subscription' && m.event === 'init';
 const ofEvent = (event, uid) => (m) => m.type === 'subscription' && m.event === event && (uid === undefined || m.uid === uid);
@@ -28,6 +30,54 @@ test('handshake auth with a static token', async (t) => {
   assert.equal(await client.isConnected(), true);
   client.sendMessage({ type: 'ping', uid: 'p1' });
   await socket.take((m) => m.type === 'pong' && m.uid === 'p1', 5000, 'the pong');
+});
+
+// The auth frames the SDK does not send itself, on a plain socket: a login and a refresh answer
+// with the new refresh token (and nothing else), a refused token closes the socket.
+test('auth frames with email/password and refresh_token', async (t) => {
+  const ws = new WebSocket(env.realtimeUrl);
+  t.after(() => ws.close());
+  const inbox = new Inbox('socket');
+  ws.on('message', (data) => inbox.push(JSON.parse(data.toString())));
+  await once(ws, 'open');
+  const send = (m) => ws.send(JSON.stringify(m));
+  const auth = (uid) => inbox.take((m) => m.type === 'auth' && m.uid === uid, 10000, `the auth answer ${uid}`);
+
+  send({ type: 'auth', email: env.adminEmail, password: env.adminPassword, uid: 'login' });
+  const login = await auth('login');
+  assert.deepEqual(Object.keys(login).sort(), ['refresh_token', 'status', 'type', 'uid']);
+  assert.equal(login.status, 'ok');
+
+  send({ type: 'auth', refresh_token: login.refresh_token, uid: 'refresh' });
+  const refreshed = await auth('refresh');
+  assert.equal(refreshed.status, 'ok');
+  assert.equal(typeof refreshed.refresh_token, 'string');
+  assert.notEqual(refreshed.refresh_token, login.refresh_token);
+
+  send({ type: 'ping', uid: 7 });
+  send({ type: 'no-such-type', uid: 'ignored' });
+  send({ type: 'ping' });
+  assert.deepEqual(await inbox.take((m) => m.type === 'pong'), { type: 'pong', uid: 7 });
+  assert.deepEqual(await inbox.take((m) => m.type === 'pong'), { type: 'pong' });
+  assert.equal(inbox.messages.length, 0, `unknown types get no answer: ${JSON.stringify(inbox.messages)}`);
+
+  send({ type: 'auth', access_token: 'not-a-token', uid: 'bad' });
+  const bad = await auth('bad');
+  assert.equal(bad.status, 'error');
+  assert.equal(bad.error.code, 'AUTH_FAILED');
+  await once(ws, 'close');
+});
+
+test('handshake: a first frame that is not auth fails the handshake', async (t) => {
+  const ws = new WebSocket(env.realtimeUrl);
+  t.after(() => ws.close());
+  const inbox = new Inbox('socket');
+  ws.on('message', (data) => inbox.push(JSON.parse(data.toString())));
+  await once(ws, 'open');
+  ws.send(JSON.stringify({ type: 'subscribe', collection: COLLECTION, uid: 's' }));
+  const f = await inbox.take(() => true, 10000, 'the handshake failure');
+  assert.deepEqual([f.type, f.status, f.error.code], ['auth', 'error', 'AUTH_FAILED']);
+  await once(ws, 'close');
 });
 
 test('subscribe() with a query: init, then create, update and delete from REST writes', async (t) => {
