@@ -103,8 +103,7 @@ cmd_run() {
   local state="$STATE"
   echo $$ >"$state/main-pid"
   cleanup() {
-    local state="$STATE"
-    local rc=$?
+    local rc=$? state="$STATE"
     trap - EXIT INT TERM
     stop_broker "$state"
     "$ROOT/scripts/directus.sh" stop --dir "$state/directus" 2>/dev/null || true
