@@ -7,7 +7,7 @@ GO ?= go
 BIN := bin/directus-ws-broker
 FUZZTIME ?= 10s
 
-.PHONY: build test lint unit fuzz demo demo-check bench clean directus-install chromium
+.PHONY: build test lint unit fuzz sdk demo demo-check bench clean directus-install chromium
 
 build:
 	$(GO) build -o $(BIN) .
@@ -32,8 +32,13 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./handlers/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRealtimeFrame$$' -fuzztime $(FUZZTIME) ./handlers/
 
-test: lint directus-install chromium unit fuzz demo-check
+# The official @directus/sdk realtime client against the broker and against Directus itself.
+sdk:
+	scripts/sdk-test.sh
+
+test: lint directus-install chromium unit fuzz sdk demo-check
 	@echo "make test: all passed"
 
 demo: build

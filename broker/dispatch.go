@@ -103,8 +103,20 @@ func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 func (b *Broker) deliver(ctx context.Context, g *group, events []Event) {
 	var keys []string
 	seen := map[string]bool{}
+	// Keys deleted within the batch read as missing; that must not count as
+	// "this group could not see it", or the delete itself would be withheld.
+	var deleted map[string]bool
 	for _, e := range events {
-		if e.Action == ActionDelete || !g.wants(e.Action) {
+		if e.Action == ActionDelete {
+			if deleted == nil {
+				deleted = map[string]bool{}
+			}
+			for _, k := range e.Keys {
+				deleted[k] = true
+			}
+			continue
+		}
+		if !g.wants(e.Action) {
 			continue
 		}
 		for _, k := range e.Keys {
@@ -135,7 +147,7 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) {
 			b.readFailed(g, e, err)
 			continue
 		}
-		if d, ok := view(g, e, items); ok {
+		if d, ok := view(g, e, items, deleted); ok {
 			b.send(g, e.Action, d)
 		}
 	}
@@ -178,7 +190,7 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 
 // view is e as g may see it, given what g's read returned; ok is false
 // when g sees nothing of it.
-func view(g *group, e Event, items map[string]json.RawMessage) (*Delivery, bool) {
+func view(g *group, e Event, items map[string]json.RawMessage, deleted map[string]bool) (*Delivery, bool) {
 	d := &Delivery{Event: e}
 	if e.Action == ActionDelete {
 		for _, k := range e.Keys {
@@ -197,7 +209,9 @@ func view(g *group, e Event, items map[string]json.RawMessage) (*Delivery, bool)
 	data := make([]json.RawMessage, 0, len(e.Keys))
 	for _, k := range e.Keys {
 		item, visible := items[k]
-		g.known.record(k, visible)
+		if visible || !deleted[k] {
+			g.known.record(k, visible)
+		}
 		if visible {
 			d.Keys = append(d.Keys, k)
 			data = append(data, item)
