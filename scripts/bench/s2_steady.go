@@ -102,8 +102,8 @@ func (b *bench) steady(ctx context.Context) error {
 	b.rep.add(scen, "events sent per second (achieved)", "ev/s", nil, rates...)
 	b.rep.add(scen, "sender's max lag behind schedule", "ms", nil, lags...)
 	b.rep.add(scen, "CPU while sending: broker", "% core", nil, brokerCPU...)
-	b.rep.add(scen, "CPU while sending: Directus stub (1,000 reads/s)", "% core", nil, stubCPU...)
-	b.rep.add(scen, "CPU while sending: bench (generator + 100k frames/s read)", "% core", nil, benchCPU...)
+	b.rep.add(scen, fmt.Sprintf("CPU while sending: Directus stub (%s reads/s)", thousands(sz.steadyRate)), "% core", nil, stubCPU...)
+	b.rep.add(scen, fmt.Sprintf("CPU while sending: bench (posts + %s frames/s read)", thousands(sz.steadyRate*sz.steadySubs/len(colls))), "% core", nil, benchCPU...)
 	if d := p.dropped.Load(); d > 0 {
 		b.rep.add(scen, "subscribers disconnected by the broker (evicted as slow?)", "", atMost(0), float64(d))
 	}

@@ -20,9 +20,9 @@ import (
 // re-reads the item for every one of its subscribers.
 //
 // The Flow runs in the same Node process as Directus's realtime, so in the
-// side-by-side writes the broker's path waits behind Directus's own
-// per-subscriber re-reads. Each size therefore also times writes before
-// Directus's subscribers connect: the broker's path with Directus idle.
+// side-by-side writes the broker's path may wait behind Directus's own
+// per-subscriber re-reads. The broker is therefore also timed alone first,
+// before any Directus realtime subscriber connects.
 func (b *bench) versusDirectus(ctx context.Context) error {
 	const scen = "6"
 	if b.dx == nil {
@@ -31,7 +31,7 @@ func (b *bench) versusDirectus(ctx context.Context) error {
 	}
 	sz := b.sz
 	const coll = "bench_realtime"
-	keys := 4
+	keys := 8
 	for _, w := range sz.vsWrites {
 		keys += 2*w + 1
 	}
@@ -49,10 +49,6 @@ func (b *bench) versusDirectus(ctx context.Context) error {
 	}
 	trB := newTracker(first, keys)
 	trD := trB.sibling()
-	pB := newPool(r.wsURL(), subscriberToken, brokerProtocol, trB)
-	defer pB.close()
-	pD := newPool(strings.Replace(b.dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(b.dx.AdminToken), trD)
-	defer pD.close()
 	next := first
 	// write times one PATCH of the next item to the last receipt of the nB
 	// broker and nD Directus subscribers.
@@ -79,30 +75,63 @@ func (b *bench) versusDirectus(ctx context.Context) error {
 		}
 		return broker, dx, nil
 	}
+
+	// The broker alone: no Directus realtime subscribers exist yet. The
+	// first write, not counted, proves the Flow delivers.
+	alone := make([][]float64, len(sz.vsSubs))
+	pA := newPool(r.wsURL(), subscriberToken, brokerProtocol, trB)
+	// One subscriber first: the path's floor (the Flow, the webhook, one
+	// read), with almost no fan-out.
+	if err := pA.grow(ctx, 1, 1, func(int) string { return coll }); err != nil {
+		pA.close()
+		return err
+	}
+	var floor []float64
+	for w := range 4 {
+		bt, _, err := write(1, 0)
+		if err != nil {
+			pA.close()
+			return fmt.Errorf("one broker subscriber (is the Flow delivering to the broker?): %w", err)
+		}
+		if w > 0 {
+			floor = append(floor, ms(bt))
+		}
+	}
+	b.rep.add(scen, "REST write → 1 broker sub (Flow + webhook + one read: the floor)", "ms", nil, floor...)
 	for i, n := range sz.vsSubs {
-		start := time.Now()
-		if err := pB.grow(ctx, n, 64, func(int) string { return coll }); err != nil {
+		if err := pA.grow(ctx, n, 64, func(int) string { return coll }); err != nil {
+			pA.close()
 			return err
 		}
-		b.log.printf("  %d broker subscribers in %.1fs", n, time.Since(start).Seconds())
-		// Broker alone: Directus has no realtime subscribers of these yet
-		// (the first write of all also proves the Flow delivers).
-		var alone []float64
 		for w := range sz.vsWrites[i] + 1 {
-			bt, _, err := write(n, pD.size())
+			bt, _, err := write(n, 0)
 			if err != nil {
+				pA.close()
 				return fmt.Errorf("broker alone (is the Flow delivering to the broker?): %w", err)
 			}
 			if w > 0 {
-				alone = append(alone, ms(bt))
+				alone[i] = append(alone[i], ms(bt))
 			}
 		}
-		start = time.Now()
+		b.log.printf("  broker alone, %d subs: median %.1f ms", n, median(alone[i]))
+	}
+	pA.close()
+
+	// Side by side: both kinds of subscribers connected at once.
+	pB := newPool(r.wsURL(), subscriberToken, brokerProtocol, trB)
+	defer pB.close()
+	pD := newPool(strings.Replace(b.dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(b.dx.AdminToken), trD)
+	defer pD.close()
+	for i, n := range sz.vsSubs {
+		if err := pB.grow(ctx, n, 64, func(int) string { return coll }); err != nil {
+			return err
+		}
+		start := time.Now()
 		if err := pD.grow(ctx, n, 16, func(int) string { return coll }); err != nil {
 			return fmt.Errorf("subscribing to Directus realtime: %w", err)
 		}
 		b.log.printf("  %d Directus realtime subscribers in %.1fs", n, time.Since(start).Seconds())
-		var brokerMs, dxMs, ratios []float64
+		var brokerMs, dxMs []float64
 		for w := range sz.vsWrites[i] {
 			bt, dt, err := write(n, n)
 			if err != nil {
@@ -110,13 +139,11 @@ func (b *bench) versusDirectus(ctx context.Context) error {
 			}
 			brokerMs = append(brokerMs, ms(bt))
 			dxMs = append(dxMs, ms(dt))
-			ratios = append(ratios, float64(dt)/float64(bt))
-			b.log.printf("  %d subs, write %d: broker %.1f ms, Directus %.1f ms (×%.1f)", n, w+1, ms(bt), ms(dt), ratios[w])
+			b.log.printf("  %d subs, write %d: broker %.1f ms, Directus %.1f ms (×%.1f)", n, w+1, ms(bt), ms(dt), float64(dt)/float64(bt))
 		}
 		N := thousands(n)
-		b.rep.add(scen, fmt.Sprintf("REST write → last of %s broker subs, Directus realtime idle", N), "ms", nil, alone...)
 		b.rep.add(scen, fmt.Sprintf("REST write → last of %s broker subs (Flow → webhook → read → fan-out)", N), "ms", nil, brokerMs...)
-		b.rep.add(scen, fmt.Sprintf("REST write → last of %s Directus realtime subs", N), "ms", nil, dxMs...)
+		b.rep.add(scen, fmt.Sprintf("REST write → last of %s Directus realtime subs, same writes", N), "ms", nil, dxMs...)
 		var tgt *target
 		switch n {
 		case 1000:
@@ -125,8 +152,8 @@ func (b *bench) versusDirectus(ctx context.Context) error {
 			tgt = atLeast(25)
 		}
 		// The ratio of the medians, not the median of the ratios.
-		ratio := median(dxMs) / median(brokerMs)
-		b.rep.add(scen, fmt.Sprintf("Directus ÷ broker at %s subs", N), "×", tgt, ratio)
+		b.rep.add(scen, fmt.Sprintf("Directus ÷ broker at %s subs", N), "×", tgt, median(dxMs)/median(brokerMs))
+		b.rep.add(scen, fmt.Sprintf("REST write → last of %s broker subs, no Directus realtime subs", N), "ms", nil, alone[i]...)
 		if err := r.broker.alive(); err != nil {
 			return err
 		}
