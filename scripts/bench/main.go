@@ -1,18 +1,47 @@
 // Command bench is the load generator and benchmark suite of the broker
 // (issue 5). It starts the broker (bin/directus-ws-broker) as a separate
 // process for each scenario, holds up to 19,000 WebSocket subscribers in
-// this process, sends item events to the broker's webhook open-loop and
-// prints one table and, with -json, one machine-readable JSON line.
+// this process (spread over 127.0.0.1-50 as source addresses), sends item
+// events to the broker's webhook and prints one table and, with -json, one
+// machine-readable JSON line.
 //
-//	go run ./scripts/bench                 every scenario (make bench)
-//	go run ./scripts/bench -quick          small sizes, under a minute (CI)
+//	go run ./scripts/bench                 every scenario, about 4-5 minutes (make bench)
+//	go run ./scripts/bench -quick          small sizes, about 30 s (CI smoke run)
 //	go run ./scripts/bench -scenarios 1,6 -runs 5 -json
+//	go run ./scripts/bench -quick -no-directus   without a real Directus
+//
+// The scenarios (sizes without -quick):
+//
+//  1. one event at a time to 1,000 and 10,000 subscribers of one collection,
+//     webhook POST → last receipt; median and p99 over 30 events per run,
+//     with the item read from the real Directus and with the stub's instant
+//     read; plus one Directus read timed alone.
+//  2. 10,000 subscribers over 100 collections, 1,000 events/s open loop for
+//     10 s per run: broker CPU per delivered message, latency p50/p99 from
+//     each event's scheduled send time, drops.
+//  3. RSS per idle subscribed connection at 1,000 and 19,000 (one
+//     measurement; -runs does not repeat it).
+//  4. webhook events accepted per second for 3 s per run, keep-alive and
+//     Connection: close, with 1,000 subscribers over 100 collections
+//     receiving every event (checked).
+//  5. 1,000 subscribers, 1% stop reading: the others' p99 before and during,
+//     evictions, disconnections, missing deliveries, broker RSS growth; a
+//     fresh broker per run.
+//  6. a REST write in the real Directus (12.3.1, WEBSOCKETS_ENABLED) timed to
+//     the last of 1,000 and 5,000 subscribers of the broker (fed by a Flow)
+//     and of Directus's own /websocket, both connected; 5 and 3 writes (the
+//     writes are the samples; -runs does not repeat them).
+//
+// Figures are medians over -runs runs (default 3). Targets missed are
+// reported, not fatal: the exit status is 1 only when a scenario could not
+// run (the tool is broken, or the broker died).
 //
 // Where a real Directus would only measure Directus (thousands of subscribe
-// probes, 1,000 reads a second) the broker talks to a stub (stub.go); the
-// figures that the issue defines with a Directus read in them (scenario 1's
-// "Directus read" rows, scenario 6) use the real Directus of
-// internal/directustest.
+// probes, 1,000 reads a second) the broker talks to a stub (stub.go) that
+// this program runs as a separate process; the figures that the issue
+// defines with a Directus read in them (scenario 1's "Directus read" rows,
+// scenario 6) use the real Directus of internal/directustest, the stub then
+// proxying item reads to it.
 package main
 
 import (
