@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 )
@@ -13,7 +14,9 @@ import (
 // broker one read of the item from Directus ("read included", the figure
 // the targets are about); the same subscribers are then timed with the
 // stub answering the read at once, which isolates the broker's own
-// fan-out (comparable to Centrifugo's figures, which have no read at all).
+// fan-out (comparable to Centrifugo's figures, which have no read at all),
+// and a bare gorilla fan-out in the stub process gives the floor of this
+// machine and generator.
 func (b *bench) fanout(ctx context.Context) error {
 	const scen = "1"
 	sz, runs := b.sz, b.opts.runs
@@ -57,6 +60,70 @@ func (b *bench) fanout(ctx context.Context) error {
 		return err
 	}
 	defer r.stop()
+
+	// timeRuns sends runs × (warm-up + fanoutEvents) events one at a time
+	// with send, each to n subscribers, and returns each run's median and
+	// p99 of the time to the last receipt.
+	timeRuns := func(tr *tracker, next *int, n int, name string, send func(key int) error) (medians, p99s []float64, incomplete int, err error) {
+		for run := range runs {
+			var lats []time.Duration
+			for i := range sz.fanoutEvents + warmup {
+				key := *next
+				*next++
+				tr.arm(key, n)
+				tr.markSent(key, tr.now())
+				if err := send(key); err != nil {
+					return nil, nil, 0, err
+				}
+				d, complete := tr.wait(key, 15*time.Second)
+				if !complete {
+					incomplete++
+				}
+				if i >= warmup {
+					lats = append(lats, d)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			medians = append(medians, ms(percentile(lats, 50)))
+			p99s = append(p99s, ms(percentile(lats, 99)))
+			b.log.printf("  %d subs, %s, run %d: median %.1f ms, p99 %.1f ms", n, name, run+1, medians[run], p99s[run])
+			if err := r.broker.alive(); err != nil {
+				return nil, nil, 0, err
+			}
+		}
+		return medians, p99s, incomplete, nil
+	}
+
+	// Reference: the simplest Go fan-out (in the stub), the same clients.
+	// It runs first and alone: both pools at 10,000 would not fit in one
+	// process's 20,000 files.
+	refTr := newTracker(1, len(sz.fanoutSubs)*runs*(sz.fanoutEvents+warmup))
+	ref := newPool("ws://"+r.stub.addr+"/_bench/ws", "", brokerProtocol, refTr)
+	refNext := 1
+	for _, n := range sz.fanoutSubs {
+		if err := ref.grow(ctx, n, 64, func(int) string { return coll }); err != nil {
+			ref.close()
+			return fmt.Errorf("reference fan-out: %w", err)
+		}
+		medians, _, incomplete, err := timeRuns(refTr, &refNext, n, "reference fan-out", func(key int) error {
+			resp, err := http.Post("http://"+r.stub.addr+"/_bench/broadcast?key="+strconv.Itoa(key), "", nil)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return nil
+		})
+		if err != nil {
+			ref.close()
+			return err
+		}
+		b.rep.add(scen, fmt.Sprintf("last of %s subs, reference fan-out (bare gorilla, no read): median", thousands(n)), "ms", nil, medians...)
+		if incomplete > 0 {
+			b.rep.note(fmt.Sprintf("%d events not delivered to all", incomplete))
+		}
+	}
+	ref.close()
+
 	tr := newTracker(first, keys)
 	p := newPool(r.wsURL(), subscriberToken, brokerProtocol, tr)
 	defer p.close()
@@ -73,33 +140,9 @@ func (b *bench) fanout(ctx context.Context) error {
 			if err := r.setProxy(m.proxy); err != nil {
 				return err
 			}
-			var medians, p99s []float64
-			incomplete := 0
-			for run := range runs {
-				var lats []time.Duration
-				for i := range sz.fanoutEvents + warmup {
-					key := next
-					next++
-					tr.arm(key, n)
-					tr.markSent(key, tr.now())
-					if err := post.post(ctx, coll, key); err != nil {
-						return err
-					}
-					d, complete := tr.wait(key, 15*time.Second)
-					if !complete {
-						incomplete++
-					}
-					if i >= warmup {
-						lats = append(lats, d)
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
-				medians = append(medians, ms(percentile(lats, 50)))
-				p99s = append(p99s, ms(percentile(lats, 99)))
-				b.log.printf("  %d subs, %s, run %d: median %.1f ms, p99 %.1f ms", n, m.name, run+1, medians[run], p99s[run])
-				if err := r.broker.alive(); err != nil {
-					return err
-				}
+			medians, p99s, incomplete, err := timeRuns(tr, &next, n, m.name, func(key int) error { return post.post(ctx, coll, key) })
+			if err != nil {
+				return err
 			}
 			var tgt *target
 			if m.proxy {

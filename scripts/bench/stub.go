@@ -11,8 +11,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // The Directus stub stands in for Directus where the real one would only
@@ -22,6 +25,12 @@ import (
 // With -upstream, item reads can be proxied to a real Directus instead
 // (POST /_bench/proxy?on=1|0), so a scenario can time deliveries "read
 // included" while its thousands of subscribe probes stay cheap.
+//
+// It also serves a reference fan-out (GET /_bench/ws, POST
+// /_bench/broadcast?key=N): the simplest Go fan-out there is — gorilla, one
+// writer goroutine per connection, the frame encoded once — timed with the
+// same clients, so the table shows what part of a fan-out time is the
+// machine, the kernel and this generator rather than the broker.
 //
 // It runs as a separate process (this program with the first argument
 // "stub"), so its CPU and file descriptors are its own.
@@ -36,7 +45,7 @@ func stubMain(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	s := &stub{title: strings.Repeat("x", *itemBytes)}
+	s := &stub{title: strings.Repeat("x", *itemBytes), fan: newFanout()}
 	if *upstream != "" {
 		u, err := url.Parse(*upstream)
 		if err != nil {
@@ -67,6 +76,7 @@ type stub struct {
 	title    string
 	upstream *httputil.ReverseProxy
 	proxy    atomic.Bool
+	fan      *fanout
 }
 
 func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +86,16 @@ func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/_bench/proxy" && r.Method == http.MethodPost:
 		s.proxy.Store(r.URL.Query().Get("on") == "1" && s.upstream != nil)
 		_, _ = io.WriteString(w, `{"proxy":`+strconv.FormatBool(s.proxy.Load())+`}`)
+	case path == "/_bench/ws":
+		s.fan.serveWS(w, r)
+	case path == "/_bench/broadcast" && r.Method == http.MethodPost:
+		key, err := strconv.Atoi(r.URL.Query().Get("key"))
+		if err != nil {
+			http.Error(w, "key must be a number", http.StatusBadRequest)
+			return
+		}
+		s.fan.broadcast(key, s.title)
+		w.WriteHeader(http.StatusAccepted)
 	case path == "/users/me":
 		_, _ = io.WriteString(w, `{"data":{"id":"00000000-0000-4000-8000-000000000001"}}`)
 	case path == "/server/health" || path == "/server/ping":
@@ -112,4 +132,75 @@ func (s *stub) item(w http.ResponseWriter, key string) {
 	b = append(b, s.title...)
 	b = append(b, `"}}`...)
 	_, _ = w.Write(b)
+}
+
+// fanout is the stub's reference fan-out.
+type fanout struct {
+	upgrader websocket.Upgrader
+	mu       sync.RWMutex
+	conns    map[chan []byte]struct{}
+}
+
+func newFanout() *fanout {
+	return &fanout{
+		upgrader: websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, WriteBufferPool: &sync.Pool{}},
+		conns:    map[chan []byte]struct{}{},
+	}
+}
+
+// serveWS accepts a subscriber: its first frame (a subscribe) is answered
+// with SUBSCRIBED, then it receives every broadcast.
+func (f *fanout) serveWS(w http.ResponseWriter, r *http.Request) {
+	ws, err := f.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	if _, _, err := ws.ReadMessage(); err != nil {
+		ws.Close()
+		return
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"collection":"c","type":"SUBSCRIBED"}`)); err != nil {
+		ws.Close()
+		return
+	}
+	ch := make(chan []byte, 64)
+	f.mu.Lock()
+	f.conns[ch] = struct{}{}
+	f.mu.Unlock()
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			delete(f.conns, ch)
+			f.mu.Unlock()
+			ws.Close()
+		}()
+		for {
+			if _, _, err := ws.NextReader(); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for frame := range ch {
+			if ws.WriteMessage(websocket.TextMessage, frame) != nil {
+				return
+			}
+		}
+	}()
+}
+
+// broadcast sends one SUBSCRIPTION frame, shaped like the broker's, to
+// every subscriber; a full queue drops the frame for that subscriber.
+func (f *fanout) broadcast(key int, title string) {
+	k := strconv.Itoa(key)
+	frame := []byte(`{"type":"SUBSCRIPTION","action":"update","collection":"c","keys":["` + k +
+		`"],"payload":{"title":"` + title + `"},"data":[{"id":` + k + `,"title":"` + title + `"}]}`)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for ch := range f.conns {
+		select {
+		case ch <- frame:
+		default:
+		}
+	}
 }
