@@ -205,7 +205,7 @@ func newPool(url, token string, proto protocol, tr *tracker) *pool {
 	return p
 }
 
-// size is the number of open connections.
+// size is the number of connections made (open or since dropped).
 func (p *pool) size() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
