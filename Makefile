@@ -7,7 +7,7 @@ GO ?= go
 BIN := bin/directus-ws-broker
 FUZZTIME ?= 10s
 
-.PHONY: build test lint unit fuzz sdk demo demo-check bench clean directus-install chromium
+.PHONY: build test lint unit fuzz sdk bench-quick demo demo-check bench clean directus-install chromium
 
 build:
 	$(GO) build -o $(BIN) .
@@ -38,7 +38,7 @@ fuzz:
 sdk:
 	scripts/sdk-test.sh
 
-test: lint directus-install chromium unit fuzz sdk demo-check
+test: lint directus-install chromium unit fuzz sdk demo-check bench-quick
 	@echo "make test: all passed"
 
 demo: build
@@ -48,8 +48,13 @@ demo: build
 demo-check: build
 	d=$$(mktemp -d); DEMO_EXIT=1 DEMO_DIR=$$d scripts/demo.sh; rc=$$?; rm -rf $$d; exit $$rc
 
+BENCH_FLAGS ?=
 bench: build
-	$(GO) run ./scripts/bench
+	$(GO) run ./scripts/bench $(BENCH_FLAGS)
+
+# A 30-second smoke run of every scenario, so the benchmark tool keeps working (run by make test).
+bench-quick: build
+	$(GO) run ./scripts/bench -quick -json
 
 clean:
 	rm -rf bin .demo
