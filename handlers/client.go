@@ -51,6 +51,9 @@ type client struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 
+	// handshakeDone releases the upgrade request once the connection is
+	// established (or failed).
+	handshakeDone func()
 	// expires is the token's expiry at the upgrade (zero: none).
 	expires time.Time
 	token   atomic.Pointer[string]
