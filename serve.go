@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -98,6 +101,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log.Info().Str("addr", ln.Addr().String()).Str("directus", cfg.DirectusURL).Str("bus", cfg.Bus).
 		Bool("public", cfg.WebsocketPublic).Str("websocket_path", cfg.WebsocketPath).Str("webhook_path", cfg.WebhookPath).Msg("broker started")
+	if cfg.PprofAddr != "" {
+		if err := servePprof(ctx, cfg.PprofAddr, log); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	return srv.Serve(ctx, ln)
 }
@@ -116,4 +124,22 @@ func newBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
 	default:
 		return broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge), nil
 	}
+}
+
+// servePprof serves net/http/pprof on its own listener until ctx is done.
+func servePprof(ctx context.Context, addr string, log zerolog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof_addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	log.Warn().Str("addr", ln.Addr().String()).Msg("profiler enabled (pprof_addr): keep it off public interfaces")
+	return nil
 }

@@ -62,14 +62,17 @@ type Config struct {
 	RedisURL string `mapstructure:"redis_url"`
 	// RedisPrefix starts every Redis key and channel of this deployment, so
 	// several deployments can share one Redis database.
-	RedisPrefix     string        `mapstructure:"redis_prefix"`
-	HistorySize     int           `mapstructure:"history_size"`
-	HistoryMaxAge   time.Duration `mapstructure:"history_max_age"`
-	ExampleEnabled  bool          `mapstructure:"example_enabled"`
-	LogLevel        string        `mapstructure:"log_level"`
-	LogFormat       string        `mapstructure:"log_format"`
-	RealtimeEnabled bool          `mapstructure:"realtime_enabled"`
-	RealtimePath    string        `mapstructure:"realtime_path"`
+	RedisPrefix    string        `mapstructure:"redis_prefix"`
+	HistorySize    int           `mapstructure:"history_size"`
+	HistoryMaxAge  time.Duration `mapstructure:"history_max_age"`
+	ExampleEnabled bool          `mapstructure:"example_enabled"`
+	// PprofAddr, when set, serves Go's profiler on its own listener (keep
+	// it on loopback): never on the public address.
+	PprofAddr       string `mapstructure:"pprof_addr"`
+	LogLevel        string `mapstructure:"log_level"`
+	LogFormat       string `mapstructure:"log_format"`
+	RealtimeEnabled bool   `mapstructure:"realtime_enabled"`
+	RealtimePath    string `mapstructure:"realtime_path"`
 	// RealtimeAuthMode is public, handshake or strict, as Directus's
 	// WEBSOCKETS_REST_AUTH.
 	RealtimeAuthMode    string        `mapstructure:"realtime_auth_mode"`
@@ -200,6 +203,11 @@ func (c Config) Validate() error {
 	case "auto", "json", "console":
 	default:
 		bad("log_format", "must be auto, json or console, got %q", c.LogFormat)
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			bad("pprof_addr", "must be host:port, got %q", c.PprofAddr)
+		}
 	}
 	switch c.RealtimeAuthMode {
 	case "public", "handshake", "strict":

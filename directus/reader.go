@@ -27,8 +27,13 @@ type pkEntry struct {
 	at    time.Time
 }
 
-// pkTTL bounds how long a learned primary key is trusted.
-const pkTTL = 5 * time.Minute
+// pkTTL bounds how long a learned primary key is trusted; pkUnknownTTL how
+// long a failed lookup is remembered (so a busy collection does not ask
+// /fields before every batch).
+const (
+	pkTTL        = 5 * time.Minute
+	pkUnknownTTL = 10 * time.Second
+)
 
 var _ broker.Reader = (*Reader)(nil)
 
@@ -187,12 +192,15 @@ func keyText(raw json.RawMessage) (string, bool) {
 func (r *Reader) primaryKey(ctx context.Context, token, collection string) string {
 	if v, ok := r.primaryKeys.Load(collection); ok {
 		e := v.(pkEntry)
-		if time.Since(e.at) < pkTTL && e.field != "" {
+		// A key learned is trusted for pkTTL; "unknown" only briefly, since
+		// another token may be able to tell.
+		if age := time.Since(e.at); (e.field != "" && age < pkTTL) || (e.field == "" && age < pkUnknownTTL) {
 			return e.field
 		}
 	}
 	data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
 	if err != nil {
+		r.primaryKeys.Store(collection, pkEntry{at: time.Now()})
 		return ""
 	}
 	var fields []struct {
@@ -210,6 +218,7 @@ func (r *Reader) primaryKey(ctx context.Context, token, collection string) strin
 			return f.Field
 		}
 	}
+	r.primaryKeys.Store(collection, pkEntry{at: time.Now()})
 	return ""
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -98,11 +99,17 @@ func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 	case path == "/users/me":
 		_, _ = io.WriteString(w, `{"data":{"id":"00000000-0000-4000-8000-000000000001"}}`)
+	case strings.HasPrefix(path, "/fields/"):
+		// As Directus answers: the broker learns the primary key here to
+		// read several keys in one request.
+		_, _ = io.WriteString(w, `{"data":[{"field":"id","schema":{"is_primary_key":true}},{"field":"title","schema":{"is_primary_key":false}}]}`)
 	case path == "/server/health" || path == "/server/ping":
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	case strings.HasPrefix(path, "/items/") && r.Method == http.MethodGet:
 		parts := strings.Split(strings.TrimPrefix(path, "/items/"), "/")
 		switch {
+		case len(parts) == 1 && r.URL.Query().Get("filter") != "":
+			s.items(w, r.URL.Query().Get("filter"))
 		case len(parts) == 1:
 			_, _ = io.WriteString(w, `{"data":[]}`)
 		case len(parts) == 2 && s.proxy.Load():
@@ -118,20 +125,54 @@ func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// items answers a batch read (filter {"id":{"_in":[keys]}}) with one item
+// per key, as Directus does for a token that may read them all.
+func (s *stub) items(w http.ResponseWriter, filter string) {
+	var f struct {
+		ID struct {
+			In []json.RawMessage `json:"_in"`
+		} `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(filter), &f); err != nil {
+		http.Error(w, `{"errors":[{"message":"bad filter","extensions":{"code":"INVALID_QUERY"}}]}`, http.StatusBadRequest)
+		return
+	}
+	b := []byte(`{"data":[`)
+	for i, raw := range f.ID.In {
+		var key string
+		if json.Unmarshal(raw, &key) != nil {
+			key = string(raw)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, s.itemJSON(key)...)
+	}
+	b = append(b, "]}"...)
+	_, _ = w.Write(b)
+}
+
 // item answers {"data":{"id":<key>,"title":"xxx..."}}; numeric keys are
 // numbers, as Directus answers for integer primary keys.
 func (s *stub) item(w http.ResponseWriter, key string) {
+	b := make([]byte, 0, 48+len(key)+len(s.title))
+	b = append(b, `{"data":`...)
+	b = append(b, s.itemJSON(key)...)
+	b = append(b, '}')
+	_, _ = w.Write(b)
+}
+
+func (s *stub) itemJSON(key string) []byte {
 	id := strconv.Quote(key)
 	if _, err := strconv.ParseUint(key, 10, 63); err == nil {
 		id = key
 	}
-	b := make([]byte, 0, 48+len(id)+len(s.title))
-	b = append(b, `{"data":{"id":`...)
+	b := make([]byte, 0, 32+len(id)+len(s.title))
+	b = append(b, `{"id":`...)
 	b = append(b, id...)
 	b = append(b, `,"title":"`...)
 	b = append(b, s.title...)
-	b = append(b, `"}}`...)
-	_, _ = w.Write(b)
+	return append(b, `"}`...)
 }
 
 // fanout is the stub's reference fan-out.
