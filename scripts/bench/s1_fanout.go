@@ -32,7 +32,8 @@ func (b *bench) fanout(ctx context.Context) error {
 	} else {
 		b.rep.skip(scen, "Directus read", "no Directus: fan-out timed with stub reads only")
 	}
-	keys := len(sz.fanoutSubs)*len(modes)*runs*(sz.fanoutEvents+warmup) + 10
+	// One more round of every mode for the 10-token-group run at the end.
+	keys := (len(sz.fanoutSubs)+1)*len(modes)*runs*(sz.fanoutEvents+warmup) + 10
 	first := 1
 	stubArgs := []string{}
 	if b.dx != nil {
@@ -159,10 +160,74 @@ func (b *bench) fanout(ctx context.Context) error {
 			}
 		}
 	}
+	// Issue 4's figure: the largest size again, its subscribers holding
+	// groupTokens distinct tokens, so each event costs one read per group.
+	p.close()
+	n := sz.fanoutSubs[len(sz.fanoutSubs)-1]
+	tokens, err := groupTokens(ctx, b, coll)
+	if err != nil {
+		return err
+	}
+	var groups []*pool
+	defer func() {
+		for _, g := range groups {
+			g.close()
+		}
+	}()
+	start := time.Now()
+	for _, tok := range tokens {
+		g := newPool(r.wsURL(), tok, brokerProtocol, tr)
+		groups = append(groups, g)
+		if err := g.grow(ctx, n/len(tokens), 64, func(int) string { return coll }); err != nil {
+			return err
+		}
+	}
+	b.log.printf("  %d subscribers in %d token groups in %.1fs", n, len(tokens), time.Since(start).Seconds())
+	for _, m := range modes {
+		if err := r.setProxy(m.proxy); err != nil {
+			return err
+		}
+		medians, p99s, incomplete, err := timeRuns(tr, &next, n, m.name+", 10 groups", func(key int) error { return post.post(ctx, coll, key) })
+		if err != nil {
+			return err
+		}
+		var tgt *target
+		if m.proxy {
+			tgt = atMost(150)
+		}
+		b.rep.add(scen, fmt.Sprintf("last of %s subs in %d token groups, %s: median", thousands(n), len(tokens), m.name), "ms", tgt, medians...)
+		b.rep.add(scen, fmt.Sprintf("last of %s subs in %d token groups, %s: p99", thousands(n), len(tokens), m.name), "ms", nil, p99s...)
+		if incomplete > 0 {
+			b.rep.add(scen, fmt.Sprintf("events not delivered to all (%d groups, %s)", len(tokens), m.name), "", atMost(0), float64(incomplete))
+		}
+	}
 	if missed := tr.missed.Load(); missed > 0 {
 		b.rep.add(scen, "EVENTS_MISSED notices received", "", atMost(0), float64(missed))
 	}
 	return nil
+}
+
+// groupTokens returns 10 distinct tokens that may read coll: with a real
+// Directus, the admin's and those of 9 users of a reader role created for
+// the run (the stub accepts any token).
+func groupTokens(ctx context.Context, b *bench, coll string) ([]string, error) {
+	tokens := []string{subscriberToken}
+	for i := 1; i < 10; i++ {
+		tokens = append(tokens, fmt.Sprintf("bench-group-%d", i))
+	}
+	if b.dx == nil {
+		return tokens, nil
+	}
+	role, err := b.dx.CreateRoleWithReadPolicy(ctx, "bench-"+coll, coll, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("token groups: %w", err)
+	}
+	for _, tok := range tokens[1:] {
+		if _, err := b.dx.CreateUser(ctx, tok+"@example.com", tok, role); err != nil {
+			return nil, fmt.Errorf("token groups: %w", err)
+		}
+	}
+	return tokens, nil
 }
 
 // thousands writes 10000 as 10,000.
