@@ -285,7 +285,23 @@ func TestRedisBusFlushAll(t *testing.T) {
 	a := startRedisBus(t, r.URL, RedisOptions{})
 	b := startRedisBus(t, r.URL, RedisOptions{})
 	before := redisPublish(t, a, "x")
-	if err := redisAdmin(t, r.URL).FlushAll(t.Context()).Err(); err != nil {
+	// The flush must come in a later millisecond than before's ID (see the
+	// known limit in History); Redis's clock decides, so wait for it.
+	admin := redisAdmin(t, r.URL)
+	beforeMs, _ := splitID(before[0].ID)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		now, err := admin.Time(t.Context()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(now.UnixMilli()) > beforeMs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Redis's clock did not move on")
+		}
+	}
+	if err := admin.FlushAll(t.Context()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	after := redisPublish(t, a, "x", "x")

@@ -220,7 +220,7 @@ func view(g *group, e Event, items map[string]json.RawMessage, deleted map[strin
 	if len(data) == 0 {
 		return nil, false
 	}
-	d.Data, _ = json.Marshal(data)
+	d.Data = jsonArray(data)
 	d.Payload = restrictPayload(e, data)
 	return d, true
 }
@@ -233,8 +233,7 @@ func restrictPayload(e Event, data []json.RawMessage) json.RawMessage {
 		if len(data) == 1 {
 			return data[0]
 		}
-		out, _ := json.Marshal(data)
-		return out
+		return jsonArray(data)
 	}
 	var changed map[string]json.RawMessage
 	_ = json.Unmarshal(e.Payload, &changed)
@@ -271,4 +270,22 @@ func (b *Broker) readFailed(g *group, e Event, err error) {
 			s.Sink.TokenExpired()
 		}
 	}
+}
+
+// jsonArray joins items (valid JSON read from Directus) into an array
+// without re-validating them, as json.Marshal would.
+func jsonArray(items []json.RawMessage) json.RawMessage {
+	n := 2
+	for _, it := range items {
+		n += len(it) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i, it := range items {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, it...)
+	}
+	return append(out, ']')
 }

@@ -136,21 +136,33 @@ func (r *Reader) readBatch(ctx context.Context, token, collection, pk string, ke
 	if err != nil {
 		return nil, err
 	}
-	var items []map[string]json.RawMessage
+	var items []json.RawMessage
 	if err := json.Unmarshal(data, &items); err != nil {
 		return nil, fmt.Errorf("read %s: unexpected answer: %w", collection, err)
 	}
 	out := make(map[string]json.RawMessage, len(items))
-	for _, item := range items {
+	for _, raw := range items {
+		if !strip {
+			// The item goes out as Directus wrote it; only its key is read.
+			var pkOnly map[string]json.RawMessage
+			if json.Unmarshal(raw, &pkOnly) != nil {
+				continue
+			}
+			if key, ok := keyText(pkOnly[pk]); ok {
+				out[key] = raw
+			}
+			continue
+		}
+		var item map[string]json.RawMessage
+		if json.Unmarshal(raw, &item) != nil {
+			continue
+		}
 		key, ok := keyText(item[pk])
 		if !ok {
 			continue
 		}
-		if strip {
-			delete(item, pk)
-		}
-		raw, _ := json.Marshal(item)
-		out[key] = raw
+		delete(item, pk)
+		out[key], _ = json.Marshal(item)
 	}
 	return out, nil
 }
