@@ -17,9 +17,7 @@ import (
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
-	"github.com/directus-ws-broker/directus-ws-broker/directus"
-	"github.com/directus-ws-broker/directus-ws-broker/example"
-	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
 )
 
 func loadConfig(args []string, getenv func(string) string, name string) (config.Config, []string, error) {
@@ -76,22 +74,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	for _, w := range warnings {
 		log.Warn().Msg(w)
 	}
-	client, err := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
+	if cfg.Bus == "redis" {
+		broker.RouteRedisLogs(log)
+	}
+	a, err := app.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	bus, err := newBus(cfg, log)
-	if err != nil {
-		return err
-	}
-	b := broker.New(bus, &directus.Reader{Client: client}, broker.Options{
-		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
-	}, log)
-	if err := b.Start(); err != nil {
-		return fmt.Errorf("start broker: %w", err)
-	}
-	defer b.Close()
-	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Log: log, Example: example.Files})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
@@ -107,23 +96,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
-	return srv.Serve(ctx, ln)
-}
-
-func newBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
-	switch cfg.Bus {
-	case "redis":
-		broker.RouteRedisLogs(log)
-		bus, err := broker.NewRedisBus(broker.RedisOptions{
-			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, HistorySize: cfg.HistorySize, HistoryMaxAge: cfg.HistoryMaxAge,
-		}, log)
-		if err != nil {
-			return nil, err
-		}
-		return bus, nil
-	default:
-		return broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge), nil
-	}
+	return a.Run(ctx, ln)
 }
 
 // servePprof serves net/http/pprof on its own listener until ctx is done.

@@ -19,9 +19,8 @@ import (
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
-	"github.com/directus-ws-broker/directus-ws-broker/directus"
-	"github.com/directus-ws-broker/directus-ws-broker/example"
 	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
 )
 
 // Broker is a running in-process broker.
@@ -53,31 +52,20 @@ func StartE(cfg config.Config, log zerolog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	client, err := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
+	a, err := app.New(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	bus := broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge)
-	br := broker.New(bus, &directus.Reader{Client: client}, broker.Options{ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout}, log)
-	if err := br.Start(); err != nil {
-		return nil, err
-	}
-	srv := handlers.New(handlers.Deps{Config: cfg, Broker: br, Directus: client, Log: log, Example: example.Files})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		br.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
 		URL: "http://" + ln.Addr().String(), WSURL: "ws://" + ln.Addr().String() + cfg.WebsocketPath,
-		Config: cfg, Broker: br, Server: srv, cancel: cancel, done: make(chan error, 1),
+		Config: cfg, Broker: a.Broker, Server: a.Server, cancel: cancel, done: make(chan error, 1),
 	}
-	go func() {
-		err := srv.Serve(ctx, ln)
-		br.Close()
-		b.done <- err
-	}()
+	go func() { b.done <- a.Run(ctx, ln) }()
 	return b, nil
 }
 
