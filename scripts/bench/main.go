@@ -1,5 +1,5 @@
 // Command bench is the load generator and benchmark suite of the broker
-// (issue 5). It starts the broker (bin/directus-ws-broker) as a separate
+// (issues 5 and 6). It starts the broker (bin/directus-ws-broker) as a separate
 // process for each scenario, holds up to 19,000 WebSocket subscribers in
 // this process (spread over 127.0.0.1-50 as source addresses), sends item
 // events to the broker's webhook and prints one table and, with -json, one
@@ -31,6 +31,12 @@
 //     the last of 1,000 and 5,000 subscribers of the broker (fed by a Flow)
 //     and of Directus's own /websocket, both connected; 5 and 3 writes (the
 //     writes are the samples; -runs does not repeat them).
+//  7. 10,000 subscribers of one collection split over two broker instances
+//     sharing a private Redis (BUS=redis, issue 6), one event at a time
+//     posted to instance A: POST → last receipt over both and on each, and
+//     POST → the event on the Redis channel; then the same subscribers on
+//     one instance (BUS=memory) and the latency the second instance and
+//     Redis add. 30 events per run.
 //
 // Figures are medians over -runs runs (default 3). Targets missed are
 // reported, not fatal: the exit status is 1 only when a scenario could not

@@ -27,6 +27,9 @@ type sizes struct {
 
 	vsSubs   []int // scenario 6
 	vsWrites []int // writes timed at each size
+
+	redisSubs   int // scenario 7: split over two instances, then on one
+	redisEvents int // events per run and setup (plus warm-up)
 }
 
 var defaultSizes = sizes{
@@ -39,6 +42,7 @@ var defaultSizes = sizes{
 	// in about 8 s.
 	slowSubs: 1000, slowRate: 40, slowItemBytes: 8192, slowBase: 4 * time.Second, slowDur: 12 * time.Second,
 	vsSubs: []int{1000, 5000}, vsWrites: []int{5, 3},
+	redisSubs: 10000, redisEvents: 30,
 }
 
 var quickSizes = sizes{
@@ -48,6 +52,7 @@ var quickSizes = sizes{
 	ingestSubs: 200, ingestColls: 100, ingestDur: time.Second, ingestSenders: 16,
 	slowSubs: 200, slowRate: 64, slowItemBytes: 16384, slowBase: 2 * time.Second, slowDur: 6 * time.Second,
 	vsSubs: []int{100, 300}, vsWrites: []int{2, 2},
+	redisSubs: 1000, redisEvents: 10,
 }
 
 // subscriberToken is the token of the broker's subscribers. With the stub
@@ -68,6 +73,17 @@ func (b *bench) startRig(ctx context.Context, stubArgs []string, brokerEnv ...st
 	if err != nil {
 		return nil, err
 	}
+	broker, err := b.startBroker(ctx, "broker", stub, brokerEnv...)
+	if err != nil {
+		stub.stop()
+		return nil, err
+	}
+	return &rig{stub: stub, broker: broker}, nil
+}
+
+// startBroker starts a broker named name pointed at stub, with extra
+// settings as KEY=VALUE (later ones win).
+func (b *bench) startBroker(ctx context.Context, name string, stub *proc, brokerEnv ...string) (*proc, error) {
 	env := append([]string{
 		"LISTEN_ADDR=127.0.0.1:0",
 		"DIRECTUS_URL=http://" + stub.addr,
@@ -80,12 +96,7 @@ func (b *bench) startRig(ctx context.Context, stubArgs []string, brokerEnv ...st
 		"CONFIG_FILE=",
 	}, brokerEnv...)
 	// The broker runs in a scratch directory: no ./config.yaml to pick up.
-	broker, err := startProc(ctx, "broker", b.broker, nil, env, b.work)
-	if err != nil {
-		stub.stop()
-		return nil, err
-	}
-	return &rig{stub: stub, broker: broker}, nil
+	return startProc(ctx, name, b.broker, nil, env, b.work)
 }
 
 func (r *rig) stop() {
