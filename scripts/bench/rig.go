@@ -94,6 +94,8 @@ func (b *bench) startBroker(ctx context.Context, name string, stub *proc, broker
 		// One token for everyone: validate it once per scenario.
 		"TOKEN_CACHE_TTL=1h",
 		"CONFIG_FILE=",
+		// The caller's shell must not choose the bus (scenario 7 sets it).
+		"BUS=memory",
 	}, brokerEnv...)
 	// The broker runs in a scratch directory: no ./config.yaml to pick up.
 	return startProc(ctx, name, b.broker, nil, env, b.work)
