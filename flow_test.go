@@ -449,3 +449,36 @@ func TestFlowCheckWarnsWhenNothingArrives(t *testing.T) {
 		}
 	})
 }
+
+// TestFlowCheckWarnsOnDefaultDenyList is the real trap: a Directus with its
+// default IMPORT_IP_DENY_LIST (0.0.0.0 denies every local address) cannot
+// post to a broker on 127.0.0.1, and --check-collection says so.
+func TestFlowCheckWarnsOnDefaultDenyList(t *testing.T) {
+	requireFlowDirectus(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	dx, err := directustest.Start(ctx, directustest.Options{Version: "11.17.4",
+		Env: map[string]string{"IMPORT_IP_DENY_LIST": "0.0.0.0,169.254.169.254"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dx.Stop()
+	if err := dx.CreateCollection(ctx, "articles", directustest.Field{Name: "title"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.WebhookSecret = "s3cret"
+	b := brokertest.Start(t, cfg)
+	r := runCLI(t, adminEnv(dx), "flow", "install", "--collections", "articles",
+		"--broker-url", b.URL+"/webhook", "--secret", "s3cret", "--check-collection", "articles", "--check-timeout", "5s")
+	if r.code != exitCheckFailed {
+		t.Fatalf("exit %d, want %d", r.code, exitCheckFailed)
+	}
+	if got := lines(r.stderr); len(got) != 1 || !strings.Contains(got[0], "IMPORT_IP_DENY_LIST=169.254.169.254") {
+		t.Fatalf("stderr = %q, want the IMPORT_IP_DENY_LIST warning", got)
+	}
+	if m := b.Broker.Metrics(); m.EventsPublished != 0 {
+		t.Fatalf("an event arrived although Directus denies local addresses: %+v", m)
+	}
+}
