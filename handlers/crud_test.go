@@ -2,10 +2,13 @@ package handlers_test
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
 )
 
 // TestCRUDFrames drives every CRUD frame, single and batch, through a real
@@ -154,5 +157,48 @@ func TestFrameTypeSwitches(t *testing.T) {
 	_, _ = dx.Do(t.Context(), adminToken, "GET", "/items/notes?filter[title][_eq]=no", nil, &out)
 	if len(out.Data) != 0 {
 		t.Fatalf("disabled post still created an item: %v", out.Data)
+	}
+}
+
+// TestSingleton: get and patch without an id address a singleton.
+func TestSingleton(t *testing.T) {
+	cfg := brokerConfig(t)
+	if err := dx.CreateCollectionMeta(t.Context(), "site", map[string]any{"singleton": true}, directustest.Field{Name: "title"}); err != nil {
+		t.Fatal(err)
+	}
+	b := brokertest.Start(t, cfg)
+	c := brokertest.Dial(t, b.WSURL, adminToken)
+	p := c.Request(t, map[string]any{"type": "patch", "collection": "site", "data": map[string]any{"title": "My site"}, "uid": "p"})
+	if p["type"] != "RESPONSE" || p["data"].(map[string]any)["title"] != "My site" {
+		t.Fatalf("patch singleton: %v", p)
+	}
+	g := c.Request(t, map[string]any{"type": "get", "collection": "site", "uid": "g"})
+	if g["type"] != "RESPONSE" || g["data"].(map[string]any)["title"] != "My site" {
+		t.Fatalf("get singleton: %v", g)
+	}
+}
+
+// TestHealthAndReadiness: /healthz answers while the process runs; /readyz
+// only while Directus is reachable.
+func TestHealthAndReadiness(t *testing.T) {
+	up := brokertest.Start(t, brokerConfig(t))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadURL := "http://" + ln.Addr().String()
+	ln.Close()
+	downCfg := brokerConfig(t)
+	downCfg.DirectusURL = deadURL
+	down := brokertest.Start(t, downCfg)
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{{up.URL + "/healthz", 200}, {up.URL + "/readyz", 200}, {down.URL + "/healthz", 200}, {down.URL + "/readyz", 503}} {
+		resp, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.url, resp.StatusCode, tc.want)
+		}
 	}
 }

@@ -323,6 +323,15 @@ type Field struct {
 // CreateCollection creates a collection with an integer auto-increment primary key "id" plus
 // the given fields.
 func (i *Instance) CreateCollection(ctx context.Context, name string, fields ...Field) error {
+	return i.CreateCollectionMeta(ctx, name, nil, fields...)
+}
+
+// CreateCollectionMeta is CreateCollection with the collection's meta (for
+// example {"singleton": true}).
+func (i *Instance) CreateCollectionMeta(ctx context.Context, name string, collectionMeta map[string]any, fields ...Field) error {
+	if collectionMeta == nil {
+		collectionMeta = map[string]any{}
+	}
 	fs := []map[string]any{{
 		"field": "id",
 		"type":  "integer",
@@ -350,7 +359,7 @@ func (i *Instance) CreateCollection(ctx context.Context, name string, fields ...
 	return i.admin(ctx, http.MethodPost, "/collections", map[string]any{
 		"collection": name,
 		"schema":     map[string]any{},
-		"meta":       map[string]any{},
+		"meta":       collectionMeta,
 		"fields":     fs,
 	}, nil)
 }
