@@ -219,3 +219,32 @@ func (c *client) close() {
 		c.srv.broker.Unsubscribe(s)
 	}
 }
+
+// checkRead proves with Directus that token may read collection with q: a
+// read of nothing, so a forbidden collection or field fails here, at
+// subscribe time.
+func (c *client) checkRead(ctx context.Context, token, collection string, q broker.Query) error {
+	probe := broker.Query{}
+	for k, v := range q {
+		probe[k] = v
+	}
+	probe["limit"] = 0
+	_, err := c.srv.reader.ReadSnapshot(ctx, token, collection, probe)
+	return err
+}
+
+// attach subscribes s through the broker and records it under key, unless
+// the connection closed meanwhile.
+func (c *client) attach(ctx context.Context, key string, s *broker.Subscription, opts broker.AttachOptions) error {
+	if err := c.srv.broker.Subscribe(ctx, s, opts); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil {
+		c.srv.broker.Unsubscribe(s)
+		return nil
+	}
+	c.subs[key] = s
+	return nil
+}

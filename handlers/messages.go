@@ -219,13 +219,7 @@ func (c *client) subscribe(ctx context.Context, f frame) {
 	}
 	token := c.Token()
 	if !f.Init {
-		// A read of nothing proves read access and a valid query.
-		probe := broker.Query{}
-		for k, v := range q {
-			probe[k] = v
-		}
-		probe["limit"] = 0
-		if _, err := c.srv.reader.ReadSnapshot(ctx, token, coll, probe); err != nil {
+		if err := c.checkRead(ctx, token, coll, q); err != nil {
 			fail(err)
 			return
 		}
@@ -244,18 +238,9 @@ func (c *client) subscribe(ctx context.Context, f frame) {
 	}
 	s := broker.NewSubscription(coll, token, q, actions, f.UID, c, legacyEncoder{})
 	ack := typedFrame("SUBSCRIBED", map[string]any{"collection": coll}, f.UID)
-	if err := c.srv.broker.Subscribe(ctx, s, broker.AttachOptions{Init: f.Init, Since: f.Since, Ack: ack}); err != nil {
+	if err := c.attach(ctx, key, s, broker.AttachOptions{Init: f.Init, Since: f.Since, Ack: ack}); err != nil {
 		fail(err)
-		return
 	}
-	c.mu.Lock()
-	if c.ctx.Err() != nil {
-		c.mu.Unlock()
-		c.srv.broker.Unsubscribe(s)
-		return
-	}
-	c.subs[key] = s
-	c.mu.Unlock()
 }
 
 // unsubscribe removes the subscription with the frame's uid, or every

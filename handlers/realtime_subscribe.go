@@ -127,12 +127,7 @@ func (r *realtimeConn) subscribe(ctx context.Context, c *client, f realtimeFrame
 		// No snapshot: still check now that the token may read the
 		// collection with this query (Directus only finds out at the first
 		// event). A resume replays events instead of the snapshot.
-		probe := broker.Query{}
-		for k, v := range q {
-			probe[k] = v
-		}
-		probe["limit"] = 0
-		if _, err := c.srv.reader.ReadSnapshot(ctx, token, coll, probe); err != nil {
+		if err := c.checkRead(ctx, token, coll, q); err != nil {
 			fail(err)
 			return
 		}
@@ -140,20 +135,9 @@ func (r *realtimeConn) subscribe(ctx context.Context, c *client, f realtimeFrame
 	default:
 		opts.Init = true
 	}
-	if err := c.srv.broker.Subscribe(ctx, s, opts); err != nil {
-		if ctx.Err() == nil {
-			fail(err)
-		}
-		return
+	if err := c.attach(ctx, key, s, opts); err != nil && ctx.Err() == nil {
+		fail(err)
 	}
-	c.mu.Lock()
-	if c.ctx.Err() != nil {
-		c.mu.Unlock()
-		c.srv.broker.Unsubscribe(s)
-		return
-	}
-	c.subs[key] = s
-	c.mu.Unlock()
 }
 
 // itemRequest reads one item with a query, as the broker's reader does for

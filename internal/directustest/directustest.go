@@ -27,7 +27,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -35,6 +34,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/internal/scripttest"
 )
 
 // DefaultVersion is the Directus version started when neither Options.Version nor
@@ -196,40 +197,21 @@ func (i *Instance) Log() string {
 // run runs directus.sh with args and returns its stdout. Its stderr (install progress, errors)
 // goes to os.Stderr as it comes and into the error.
 func (i *Instance) run(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "bash", append([]string{i.script}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = io.MultiWriter(&stderr, os.Stderr)
-	// Directus itself does not hold our pipes (the script redirects it to its log), but do not
-	// wait forever on a grandchild that might.
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("directustest: directus.sh %s: %w\n%s", args[0], err, stderr.String())
+	out, err := scripttest.Run(ctx, i.script, args...)
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", "directustest", err)
 	}
-	return stdout.String(), nil
+	return out, nil
 }
 
 // findScript finds scripts/directus.sh in the repository root: the nearest directory holding
 // go.mod, walking up from the working directory (go test runs in the package's directory).
 func findScript() (string, error) {
-	dir, err := os.Getwd()
+	script, err := scripttest.Find("directus.sh")
 	if err != nil {
 		return "", fmt.Errorf("directustest: %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			script := filepath.Join(dir, "scripts", "directus.sh")
-			if _, err := os.Stat(script); err != nil {
-				return "", fmt.Errorf("directustest: %w", err)
-			}
-			return script, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("directustest: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return script, nil
 }
 
 func lastLine(s string) string {

@@ -12,19 +12,18 @@
 package redistest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/internal/scripttest"
 )
 
 // ErrDisabled is returned by Start when REDIS_TESTS=0.
@@ -155,36 +154,19 @@ func (i *Instance) Log() string {
 }
 
 func (i *Instance) run(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "bash", append([]string{i.script}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = io.MultiWriter(&stderr, os.Stderr)
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("redistest: redis.sh %s: %w\n%s", args[0], err, stderr.String())
+	out, err := scripttest.Run(ctx, i.script, args...)
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", "redistest", err)
 	}
-	return stdout.String(), nil
+	return out, nil
 }
 
 // findScript finds scripts/redis.sh in the repository root: the nearest directory holding
 // go.mod, walking up from the working directory (go test runs in the package's directory).
 func findScript() (string, error) {
-	dir, err := os.Getwd()
+	script, err := scripttest.Find("redis.sh")
 	if err != nil {
 		return "", fmt.Errorf("redistest: %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			script := filepath.Join(dir, "scripts", "redis.sh")
-			if _, err := os.Stat(script); err != nil {
-				return "", fmt.Errorf("redistest: %w", err)
-			}
-			return script, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("redistest: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return script, nil
 }
