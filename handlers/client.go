@@ -59,6 +59,12 @@ type client struct {
 	token   atomic.Pointer[string]
 	evicted atomic.Bool
 
+	// inbox holds received frames until a short-lived goroutine handles
+	// them in order (see receive).
+	inboxMu  sync.Mutex
+	inbox    [][]byte
+	draining bool
+
 	mu      sync.Mutex
 	subs    map[string]*broker.Subscription // by uid, or by collection without uid
 	expiry  *time.Timer
@@ -247,4 +253,43 @@ func (c *client) attach(ctx context.Context, key string, s *broker.Subscription,
 	}
 	c.subs[key] = s
 	return nil
+}
+
+// maxInbox bounds the frames waiting to be handled on one connection; a
+// client that outruns even parsing is flooding and is disconnected.
+const maxInbox = 256
+
+// receive queues a frame from the read loop. Frames are handled in order on
+// a goroutine that exists only while there are frames: decoding JSON on the
+// read loop would grow its stack, which melody keeps for the life of the
+// connection (it doubles the memory of an idle connection).
+func (c *client) receive(msg []byte) {
+	c.inboxMu.Lock()
+	if len(c.inbox) >= maxInbox {
+		c.inboxMu.Unlock()
+		c.evict(websocket.ClosePolicyViolation, "too many frames queued")
+		return
+	}
+	c.inbox = append(c.inbox, msg)
+	start := !c.draining
+	c.draining = true
+	c.inboxMu.Unlock()
+	if start {
+		go c.drain()
+	}
+}
+
+func (c *client) drain() {
+	for {
+		c.inboxMu.Lock()
+		if len(c.inbox) == 0 {
+			c.inbox, c.draining = nil, false
+			c.inboxMu.Unlock()
+			return
+		}
+		msg := c.inbox[0]
+		c.inbox = c.inbox[1:]
+		c.inboxMu.Unlock()
+		c.proto.handleMessage(c, msg)
+	}
 }

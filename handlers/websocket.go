@@ -28,10 +28,7 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Upgrader.ReadBufferSize = 512 // its own: net/http's 4 KiB reader is freed
 	m.Upgrader.WriteBufferSize = 4096
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
-	m.HandleMessage(func(ms *melody.Session, msg []byte) {
-		c := clientOf(ms)
-		c.proto.handleMessage(c, msg)
-	})
+	m.HandleMessage(func(ms *melody.Session, msg []byte) { clientOf(ms).receive(msg) })
 	m.HandleConnect(func(ms *melody.Session) {
 		c := clientOf(ms)
 		c.session = ms
