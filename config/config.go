@@ -44,12 +44,15 @@ type Config struct {
 	WebhookSecret  string `mapstructure:"webhook_secret"`
 	WebhookMaxBody int64  `mapstructure:"webhook_max_body"`
 
-	MaxConnections  int           `mapstructure:"max_connections"`
-	MaxFrameSize    int64         `mapstructure:"max_frame_size"`
-	RateLimit       float64       `mapstructure:"rate_limit"`
-	RateBurst       int           `mapstructure:"rate_burst"`
-	MaxInFlight     int           `mapstructure:"max_in_flight"`
-	SendBuffer      int           `mapstructure:"send_buffer"`
+	MaxConnections int     `mapstructure:"max_connections"`
+	MaxFrameSize   int64   `mapstructure:"max_frame_size"`
+	RateLimit      float64 `mapstructure:"rate_limit"`
+	RateBurst      int     `mapstructure:"rate_burst"`
+	MaxInFlight    int     `mapstructure:"max_in_flight"`
+	SendBuffer     int     `mapstructure:"send_buffer"`
+	// SendQueueBytes bounds the frames waiting beyond melody's queue of
+	// SendBuffer frames; past it the client is a slow consumer.
+	SendQueueBytes  int           `mapstructure:"send_queue_bytes"`
 	PingPeriod      time.Duration `mapstructure:"ping_period"`
 	PongWait        time.Duration `mapstructure:"pong_wait"`
 	WriteWait       time.Duration `mapstructure:"write_wait"`
@@ -101,7 +104,8 @@ func Default() Config {
 		RateLimit:              50,
 		RateBurst:              100,
 		MaxInFlight:            16,
-		SendBuffer:             64,
+		SendBuffer:             16,
+		SendQueueBytes:         1 << 20,
 		PingPeriod:             25 * time.Second,
 		PongWait:               60 * time.Second,
 		WriteWait:              10 * time.Second,
@@ -157,7 +161,7 @@ func (c Config) Validate() error {
 	}{
 		{"webhook_max_body", c.WebhookMaxBody}, {"max_connections", int64(c.MaxConnections)},
 		{"max_frame_size", c.MaxFrameSize}, {"rate_burst", int64(c.RateBurst)},
-		{"max_in_flight", int64(c.MaxInFlight)}, {"send_buffer", int64(c.SendBuffer)},
+		{"max_in_flight", int64(c.MaxInFlight)}, {"send_buffer", int64(c.SendBuffer)}, {"send_queue_bytes", int64(c.SendQueueBytes)},
 		{"read_concurrency", int64(c.ReadConcurrency)}, {"history_size", int64(c.HistorySize)},
 	}
 	for _, p := range positive {

@@ -59,6 +59,13 @@ type client struct {
 	token   atomic.Pointer[string]
 	evicted atomic.Bool
 
+	// Outgoing frames: queued counts those handed to melody and not yet
+	// written; overflow holds the rest (see Send).
+	sendMu        sync.Mutex
+	queued        int
+	overflow      [][]byte
+	overflowBytes int
+
 	// inbox holds received frames until a short-lived goroutine handles
 	// them in order (see receive).
 	inboxMu  sync.Mutex
@@ -89,11 +96,55 @@ func (c *client) Token() string { return *c.token.Load() }
 
 // Send implements broker.Sink. It never blocks: melody queues the frame,
 // and a full queue evicts the client (see Server.onError).
+//
+// Frames go to melody's fixed queue of send_buffer frames while it has room
+// (melody would drop a frame silently when it is full), then wait in an
+// overflow that costs memory only while it is used. A client whose overflow
+// exceeds send_queue_bytes is a slow consumer and is disconnected: a burst
+// (an import posting hundreds of events) does not evict clients that keep
+// reading, and idle connections keep a small melody queue.
 func (c *client) Send(frame []byte) {
 	if c.evicted.Load() {
 		return
 	}
-	_ = c.session.Write(frame)
+	c.sendMu.Lock()
+	if c.queued < c.srv.cfg.SendBuffer && len(c.overflow) == 0 {
+		c.queued++
+		c.sendMu.Unlock()
+		_ = c.session.Write(frame)
+		return
+	}
+	if c.overflowBytes+len(frame) > c.srv.cfg.SendQueueBytes {
+		c.overflow, c.overflowBytes = nil, 0
+		c.sendMu.Unlock()
+		c.srv.evicted.Add(1)
+		c.evict(closeSlowConsumer, "slow consumer: send queue full")
+		return
+	}
+	c.overflow = append(c.overflow, frame)
+	c.overflowBytes += len(frame)
+	c.sendMu.Unlock()
+}
+
+// sent is melody's report that one frame left its queue and was written:
+// the next overflowing frame, if any, takes its place.
+func (c *client) sent() {
+	c.sendMu.Lock()
+	c.queued--
+	if len(c.overflow) == 0 {
+		c.sendMu.Unlock()
+		return
+	}
+	next := c.overflow[0]
+	c.overflow[0] = nil
+	c.overflow = c.overflow[1:]
+	if len(c.overflow) == 0 {
+		c.overflow = nil
+	}
+	c.overflowBytes -= len(next)
+	c.queued++
+	c.sendMu.Unlock()
+	_ = c.session.Write(next) // runs on melody's writer, which just freed a slot
 }
 
 // TokenExpired implements broker.Sink.

@@ -159,6 +159,7 @@ func TestDirectusDownDuringDelivery(t *testing.T) {
 func TestSlowConsumer(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.SendBuffer = 4
+	cfg.SendQueueBytes = 512 << 10
 	cfg.WriteWait = 2 * time.Second
 	b := brokertest.Start(t, cfg)
 	big := strings.Repeat("x", 256<<10)
@@ -208,5 +209,38 @@ func TestSlowConsumer(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestBurstDoesNotEvictReaders: a burst far larger than melody's queue (one
+// webhook carrying 300 events, dispatched as one batch) reaches a client
+// that keeps reading, in order, without evicting it.
+func TestBurstDoesNotEvictReaders(t *testing.T) {
+	cfg := brokerConfig(t)
+	cfg.SendBuffer = 2
+	b := brokertest.Start(t, cfg)
+	id := createItem(t, "articles", map[string]any{"title": "burst", "status": "published"})
+	c := brokertest.Dial(t, b.WSURL, adminToken)
+	c.Send(t, map[string]any{"type": "subscribe", "collection": "articles"})
+	c.NextOfType(t, "SUBSCRIBED")
+	const n = 300
+	events := make([]string, n)
+	for i := range events {
+		events[i] = flowBody("update", id, `{"title":"burst"}`)
+	}
+	if status, body := postWebhook(t, b, "["+strings.Join(events, ",")+"]"); status != 202 {
+		t.Fatalf("webhook: %d %s", status, body)
+	}
+	last := ""
+	for i := range n {
+		f := c.NextOfType(t, "SUBSCRIPTION")
+		id, _ := f["id"].(string)
+		if last != "" && id <= last && len(id) == len(last) {
+			t.Fatalf("event %d out of order: %s after %s", i, id, last)
+		}
+		last = id
+	}
+	if b.Server.Evicted() != 0 {
+		t.Fatalf("a reading client was evicted during the burst")
 	}
 }

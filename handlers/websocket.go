@@ -29,6 +29,7 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Upgrader.WriteBufferSize = 4096
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
 	m.HandleMessage(func(ms *melody.Session, msg []byte) { clientOf(ms).receive(msg) })
+	m.HandleSentMessage(func(ms *melody.Session, _ []byte) { clientOf(ms).sent() })
 	m.HandleConnect(func(ms *melody.Session) {
 		c := clientOf(ms)
 		c.session = ms
@@ -54,6 +55,9 @@ func (s *Server) newMelody() *melody.Melody {
 	m.HandleError(func(ms *melody.Session, err error) {
 		c := clientOf(ms)
 		if errors.Is(err, melody.ErrMessageBufferFull) {
+			// Cannot happen while every frame goes through client.Send,
+			// which never overfills melody's queue; evict rather than lose
+			// a frame silently if it ever does.
 			s.evicted.Add(1)
 			c.evict(closeSlowConsumer, "slow consumer: send buffer full")
 			return
