@@ -132,39 +132,17 @@ type AttachOptions struct {
 	Ack []byte
 }
 
-// Subscribe attaches s. It runs on the collection's worker, so the init
-// snapshot and any replay come before every live event and none is
-// duplicated or skipped between them.
-func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOptions) error {
-	sh := b.shardOf(s.Collection)
-	result := make(chan error, 1)
-	attach := task{fn: func() { result <- b.attach(ctx, sh, s, opts) }}
-	select {
-	case sh.tasks <- attach:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-b.done:
-		return errors.New("broker closed")
-	}
-	select {
-	case err := <-result:
-		return err
-	case <-ctx.Done():
-		// The task still runs; make sure it leaves nothing attached.
-		s.closed.Store(true)
-		go func() {
-			if <-result == nil {
-				b.index.remove(s)
-			}
-		}()
-		return ctx.Err()
-	}
-}
+// ErrClosed is returned once the broker is closed; it wraps
+// ErrBusUnavailable, so clients are told to retry (503).
+var ErrClosed = fmt.Errorf("%w: broker closed", ErrBusUnavailable)
 
-func (b *Broker) attach(ctx context.Context, sh *shard, s *Subscription, opts AttachOptions) error {
-	if s.closed.Load() {
-		return ctx.Err()
-	}
+// Subscribe attaches s. The init snapshot and any replay come before every
+// live event, with none duplicated or skipped between them. All Directus
+// reads happen here, on the caller's goroutine: the collection's worker only
+// records where live delivery starts and attaches s, which holds its live
+// frames back until the snapshot and replay are sent. A reconnect storm of
+// subscribers asking for snapshots thus never delays other events.
+func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOptions) error {
 	var snapshot []byte
 	if opts.Init {
 		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
@@ -175,42 +153,74 @@ func (b *Broker) attach(ctx context.Context, sh *shard, s *Subscription, opts At
 		}
 		snapshot = s.Encoder.Init(s, data)
 	}
+	s.hold()
+	var boundary string
+	err := b.onWorker(ctx, s.Collection, func(sh *shard) {
+		// Events up to what this worker dispatched, or up to the bus's
+		// horizon (events from before this instance started, which never
+		// come live), can only be replayed; later ones reach s live.
+		boundary = sh.last[s.Collection]
+		if h := b.bus.Horizon(); CompareIDs(h, boundary) > 0 {
+			boundary = h
+		}
+		if !s.closed.Load() {
+			b.index.add(s)
+		}
+	})
+	if err != nil {
+		return err
+	}
 	if opts.Ack != nil {
 		s.Sink.Send(opts.Ack)
 	}
 	if opts.Since != "" {
-		if err := b.replay(ctx, sh, s, opts.Since); err != nil {
+		if err := b.replay(ctx, s, opts.Since, boundary); err != nil {
+			b.Unsubscribe(s)
 			return err
 		}
 	}
 	if snapshot != nil {
 		s.Sink.Send(snapshot)
 	}
-	b.index.add(s)
+	s.release()
 	return nil
 }
 
-// replay sends the kept events after since that this worker has already
-// dispatched; later ones reach s live once it is attached.
-func (b *Broker) replay(ctx context.Context, sh *shard, s *Subscription, since string) error {
+// onWorker runs fn on collection's worker, between two dispatch rounds, and
+// waits for it. fn must be quick: it delays every event of the shard.
+func (b *Broker) onWorker(ctx context.Context, collection string, fn func(*shard)) error {
+	sh := b.shardOf(collection)
+	done := make(chan struct{})
+	select {
+	case sh.tasks <- task{fn: func() { fn(sh); close(done) }}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.done:
+		return ErrClosed
+	}
+	// Wait for fn even if ctx ends: the caller must know whether it ran.
+	select {
+	case <-done:
+		return nil
+	case <-b.done:
+		return ErrClosed
+	}
+}
+
+// replay sends s the kept events after since, up to boundary (later ones
+// reach s live), read with s's token and query.
+func (b *Broker) replay(ctx context.Context, s *Subscription, since, boundary string) error {
 	events, gap, err := b.bus.History(ctx, s.Collection, since)
 	if err != nil {
-		return fmt.Errorf("history of %s: %w", s.Collection, err)
+		return fmt.Errorf("%w: history of %s: %w", ErrBusUnavailable, s.Collection, err)
 	}
 	if gap {
 		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "HISTORY_GAP", EventID: since,
 			Message: "events after this id are no longer kept; refetch the collection"}))
 	}
-	// Kept events up to what this worker dispatched, or up to the bus's
-	// horizon (events from before this instance started, which never come
-	// live), are replayed; later ones reach s live once it is attached.
-	last := sh.last[s.Collection]
-	if h := b.bus.Horizon(); CompareIDs(h, last) > 0 {
-		last = h
-	}
 	var missed []Event
 	for _, e := range events {
-		if last == "" || CompareIDs(e.ID, last) > 0 {
+		if boundary == "" || CompareIDs(e.ID, boundary) > 0 {
 			break
 		}
 		if s.Actions.Has(e.Action) {
@@ -218,8 +228,10 @@ func (b *Broker) replay(ctx context.Context, sh *shard, s *Subscription, since s
 		}
 	}
 	if len(missed) > 0 {
+		// A stand-in that is not held back, in a group of its own.
+		stand := NewSubscription(s.Collection, s.Token(), s.Query, s.Actions, s.UID, s.Sink, s.Encoder)
 		solo := newGroup(s.Collection, s.Token(), s.Query)
-		solo.add(s)
+		solo.add(stand)
 		b.deliver(ctx, solo, missed)
 	}
 	return nil
@@ -231,9 +243,12 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 	b.index.remove(s)
 }
 
-// Rebind makes s read with a new token from the next event on.
+// Rebind makes s read with a new token from the next event on. It runs
+// between two dispatch rounds, so no event reaches s twice or not at all.
 func (b *Broker) Rebind(s *Subscription, token string) {
-	b.index.rebind(s, token)
+	if b.onWorker(context.Background(), s.Collection, func(*shard) { b.index.rebind(s, token) }) != nil {
+		b.index.rebind(s, token) // closed: nothing is dispatched any more
+	}
 }
 
 // Drain waits until every event queued so far has been dispatched.
@@ -264,9 +279,11 @@ func (b *Broker) Ready(ctx context.Context) error { return b.bus.Ready(ctx) }
 func (b *Broker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
-		err = b.bus.Close()
+		// Workers first: a bus reader blocked handing them an event is
+		// released, so closing the bus cannot wait on a full queue.
 		close(b.done)
 		b.wg.Wait()
+		err = b.bus.Close()
 	})
 	return err
 }

@@ -182,7 +182,7 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 			}
 			lastKey, lastFrame = k, frame
 		}
-		s.Sink.Send(frame)
+		s.deliver(frame)
 		sent++
 	}
 	b.metrics.FramesSent.Add(sent)
@@ -265,9 +265,9 @@ func (b *Broker) readFailed(g *group, e Event, err error) {
 		if s.closed.Load() || !s.Actions.Has(e.Action) {
 			continue
 		}
-		s.Sink.Send(s.Encoder.Notice(s, n))
+		s.deliver(s.Encoder.Notice(s, n))
 		if expired {
-			s.Sink.TokenExpired()
+			s.Sink.TokenExpired(g.token)
 		}
 	}
 }

@@ -30,8 +30,8 @@ func (r *staticReader) ReadSnapshot(context.Context, string, string, Query) (jso
 
 type countingSink struct{ n atomic.Int64 }
 
-func (s *countingSink) Send([]byte)   { s.n.Add(1) }
-func (s *countingSink) TokenExpired() {}
+func (s *countingSink) Send([]byte)         { s.n.Add(1) }
+func (s *countingSink) TokenExpired(string) {}
 
 type nopEncoder struct{}
 

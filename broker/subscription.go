@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 )
 
@@ -48,9 +49,9 @@ func actionBit(a Action) ActionSet {
 // a sink that cannot keep up disconnects its client itself.
 type Sink interface {
 	Send(frame []byte)
-	// TokenExpired is called when Directus refused the sink's token during
-	// a read made for it.
-	TokenExpired()
+	// TokenExpired is called when Directus refused token during a read
+	// made for the sink (the sink may have switched tokens meanwhile).
+	TokenExpired(token string)
 }
 
 // Encoder turns deliveries into wire frames for one protocol. Each distinct
@@ -86,6 +87,52 @@ type Subscription struct {
 	queryKey string
 	group    *group // guarded by the index lock
 	closed   atomic.Bool
+
+	// While held, live frames wait in held until release (see
+	// Broker.Subscribe).
+	holding atomic.Bool
+	holdMu  sync.Mutex
+	held    [][]byte
+	dropped int
+}
+
+// maxHeld bounds the live frames held back while a subscription's snapshot
+// and replay are sent; beyond it they are counted and reported as missed.
+const maxHeld = 10000
+
+func (s *Subscription) hold() { s.holding.Store(true) }
+
+// deliver sends frame now, or holds it back while s is being attached.
+func (s *Subscription) deliver(frame []byte) {
+	if s.holding.Load() {
+		s.holdMu.Lock()
+		if s.holding.Load() {
+			if len(s.held) < maxHeld {
+				s.held = append(s.held, frame)
+			} else {
+				s.dropped++
+			}
+			s.holdMu.Unlock()
+			return
+		}
+		s.holdMu.Unlock()
+	}
+	s.Sink.Send(frame)
+}
+
+// release sends the held frames in order and delivers live from then on.
+func (s *Subscription) release() {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	for _, f := range s.held {
+		s.Sink.Send(f)
+	}
+	if s.dropped > 0 {
+		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", Count: s.dropped,
+			Message: "events arriving while the subscription was being set up were too many to hold"}))
+	}
+	s.held, s.dropped = nil, 0
+	s.holding.Store(false)
 }
 
 // NewSubscription makes a subscription reading as token ("" = public role).

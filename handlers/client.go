@@ -68,9 +68,10 @@ type client struct {
 
 	// inbox holds received frames until a short-lived goroutine handles
 	// them in order (see receive).
-	inboxMu  sync.Mutex
-	inbox    [][]byte
-	draining bool
+	inboxMu    sync.Mutex
+	inbox      [][]byte
+	inboxBytes int
+	draining   bool
 
 	mu      sync.Mutex
 	subs    map[string]*broker.Subscription // by uid, or by collection without uid
@@ -148,7 +149,12 @@ func (c *client) sent() {
 }
 
 // TokenExpired implements broker.Sink.
-func (c *client) TokenExpired() { c.expire() }
+// A refusal of a token the connection has since replaced is old news.
+func (c *client) TokenExpired(token string) {
+	if token == c.Token() {
+		c.expire()
+	}
+}
 
 // evict closes a client that cannot keep up. The close frame is written
 // directly on the connection because the queue it would go through is the
@@ -291,24 +297,37 @@ func (c *client) checkRead(ctx context.Context, token, collection string, q brok
 }
 
 // attach subscribes s through the broker and records it under key, unless
-// the connection closed meanwhile.
+// the connection closed meanwhile. Subscribes run concurrently: a
+// subscription attached under the same key in between is replaced, and one
+// whose token the connection replaced in between is moved to the new token.
 func (c *client) attach(ctx context.Context, key string, s *broker.Subscription, opts broker.AttachOptions) error {
 	if err := c.srv.broker.Subscribe(ctx, s, opts); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.ctx.Err() != nil {
+		c.mu.Unlock()
 		c.srv.broker.Unsubscribe(s)
 		return nil
 	}
+	old := c.subs[key]
 	c.subs[key] = s
+	c.mu.Unlock()
+	if old != nil && old != s {
+		c.srv.broker.Unsubscribe(old)
+	}
+	if token := c.Token(); s.Token() != token {
+		c.srv.broker.Rebind(s, token)
+	}
 	return nil
 }
 
 // maxInbox bounds the frames waiting to be handled on one connection; a
 // client that outruns even parsing is flooding and is disconnected.
-const maxInbox = 256
+const (
+	maxInbox      = 256
+	maxInboxBytes = 4 << 20
+)
 
 // receive queues a frame from the read loop. Frames are handled in order on
 // a goroutine that exists only while there are frames: decoding JSON on the
@@ -316,12 +335,13 @@ const maxInbox = 256
 // connection (it doubles the memory of an idle connection).
 func (c *client) receive(msg []byte) {
 	c.inboxMu.Lock()
-	if len(c.inbox) >= maxInbox {
+	if len(c.inbox) >= maxInbox || c.inboxBytes+len(msg) > maxInboxBytes {
 		c.inboxMu.Unlock()
 		c.evict(websocket.ClosePolicyViolation, "too many frames queued")
 		return
 	}
 	c.inbox = append(c.inbox, msg)
+	c.inboxBytes += len(msg)
 	start := !c.draining
 	c.draining = true
 	c.inboxMu.Unlock()
@@ -334,12 +354,14 @@ func (c *client) drain() {
 	for {
 		c.inboxMu.Lock()
 		if len(c.inbox) == 0 {
-			c.inbox, c.draining = nil, false
+			c.inbox, c.inboxBytes, c.draining = nil, 0, false
 			c.inboxMu.Unlock()
 			return
 		}
 		msg := c.inbox[0]
+		c.inbox[0] = nil
 		c.inbox = c.inbox[1:]
+		c.inboxBytes -= len(msg)
 		c.inboxMu.Unlock()
 		c.proto.handleMessage(c, msg)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
@@ -34,6 +35,9 @@ func toAPIError(err error) *apiError {
 	}
 	if directus.Unavailable(err) {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "Directus could not be reached or did not answer in time"}
+	}
+	if errors.Is(err, broker.ErrBusUnavailable) {
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "the broker cannot serve this now; retry"}
 	}
 	return &apiError{Status: http.StatusInternalServerError, Code: "INTERNAL", Message: "internal error"}
 }

@@ -244,3 +244,36 @@ func TestBurstDoesNotEvictReaders(t *testing.T) {
 		t.Fatalf("a reading client was evicted during the burst")
 	}
 }
+
+// TestConcurrentSubscribesLeaveOne: subscribes run concurrently; two for the
+// same key leave one subscription, and none outlives the connection.
+func TestConcurrentSubscribesLeaveOne(t *testing.T) {
+	b := brokertest.Start(t, brokerConfig(t))
+	c := brokertest.Dial(t, b.WSURL, adminToken)
+	for range 2 {
+		c.Send(t, map[string]any{"type": "subscribe", "collection": "articles", "init": true})
+	}
+	seen := map[any]int{}
+	for range 4 { // each: SUBSCRIBED, then its init
+		f := c.Next(t)
+		seen[f["type"]]++
+	}
+	if seen["SUBSCRIBED"] != 2 || seen["SUBSCRIPTION"] != 2 {
+		t.Fatalf("want two acknowledgements and two init frames, got %v", seen)
+	}
+	// The second subscribe replaces the first just after its init frame.
+	waitFor(t, "one subscription for one key", func() bool { return b.Broker.Metrics().Subscriptions == 1 })
+	c.Conn.Close()
+	waitFor(t, "no subscription after disconnect", func() bool { return b.Broker.Metrics().Subscriptions == 0 })
+}
+
+// waitFor polls cond until it holds, failing after brokertest.DefaultWait.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(brokertest.DefaultWait); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+}
