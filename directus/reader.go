@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
@@ -20,7 +21,11 @@ type Reader struct {
 	// primaryKeys caches each collection's primary key field, learned from
 	// GET /fields/<collection>: it lets several keys be read in one request.
 	primaryKeys sync.Map // collection → pkEntry
+	pkCount     atomic.Int64
 }
+
+// maxPrimaryKeys bounds the primary key cache.
+const maxPrimaryKeys = 4096
 
 type pkEntry struct {
 	field string // "" when unknown (not readable with the token used)
@@ -45,10 +50,12 @@ var _ broker.Reader = (*Reader)(nil)
 func (r *Reader) ReadItems(ctx context.Context, token, collection string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
 	if len(keys) > 1 {
 		if pk := r.primaryKey(ctx, token, collection); pk != "" {
-			items, err := r.readBatch(ctx, token, collection, pk, keys, q)
-			// 403: this token may not filter on the primary key (a field
-			// permission without it); reading item by item still works.
-			if err == nil || !hidden(err) {
+			items, err := r.readChunks(ctx, token, collection, pk, keys, q)
+			// 4xx: this token may not filter on the primary key (a field
+			// permission without it), or Directus refused the request's size;
+			// reading item by item still works. 401 is the token itself.
+			var de *Error
+			if err == nil || !errors.As(err, &de) || de.Status < 400 || de.Status >= 500 || de.Status == http.StatusUnauthorized {
 				return items, err
 			}
 		}
@@ -97,6 +104,27 @@ func (r *Reader) readEach(ctx context.Context, token, collection string, keys []
 	}
 	if firstErr != nil {
 		return nil, readError(collection, firstErr)
+	}
+	return out, nil
+}
+
+// batchKeys bounds the keys of one batch request: the filter travels in the
+// URL, and Directus (Node) refuses request heads over 16 KiB.
+const batchKeys = 100
+
+// readChunks reads keys in requests of at most batchKeys keys.
+func (r *Reader) readChunks(ctx context.Context, token, collection, pk string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
+	out := make(map[string]json.RawMessage, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), batchKeys)
+		items, err := r.readBatch(ctx, token, collection, pk, keys[:n], q)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range items {
+			out[k] = v
+		}
+		keys = keys[n:]
 	}
 	return out, nil
 }
@@ -167,9 +195,11 @@ func (r *Reader) readBatch(ctx context.Context, token, collection, pk string, ke
 	return out, nil
 }
 
+// hasField reports whether fields selects pk itself: by name, or through a
+// wildcard at the top level ("*", "*.*", ...).
 func hasField(fields []any, pk string) bool {
 	for _, f := range fields {
-		if s, _ := f.(string); s == pk || s == "*" {
+		if s, _ := f.(string); s == pk || strings.HasPrefix(s, "*") {
 			return true
 		}
 	}
@@ -209,6 +239,11 @@ func (r *Reader) primaryKey(ctx context.Context, token, collection string) strin
 		if age := time.Since(e.at); (e.field != "" && age < pkTTL) || (e.field == "" && age < pkUnknownTTL) {
 			return e.field
 		}
+	}
+	if r.pkCount.Add(1) > maxPrimaryKeys {
+		// Many distinct names (clients can choose them): start over.
+		r.primaryKeys.Clear()
+		r.pkCount.Store(1)
 	}
 	data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
 	if err != nil {

@@ -127,3 +127,42 @@ func TestReadItemsTokenRefused(t *testing.T) {
 		t.Fatalf("want ErrTokenExpired, got %v", err)
 	}
 }
+
+// TestReadItemsManyKeys: more keys than fit one request are read in chunks,
+// and a "*.*" field list still maps every item to its key.
+func TestReadItemsManyKeys(t *testing.T) {
+	d := readerDirectus(t)
+	ctx := t.Context()
+	items := make([]map[string]any, 250)
+	for i := range items {
+		items[i] = map[string]any{"title": fmt.Sprint("many", i), "status": "published"}
+	}
+	var out struct {
+		Data []struct {
+			ID float64 `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := d.Do(ctx, d.AdminToken, http.MethodPost, "/items/docs?fields=id", items, &out); err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, len(out.Data))
+	for i, it := range out.Data {
+		keys[i] = fmt.Sprint(it.ID)
+	}
+	client, _ := directus.NewClient(d.URL, 10*time.Second)
+	r := &directus.Reader{Client: client}
+	for _, q := range []broker.Query{nil, {"fields": []any{"*.*"}}} {
+		got, err := r.ReadItems(ctx, d.AdminToken, "docs", keys, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(keys) {
+			t.Fatalf("query %v: %d of %d keys read", q, len(got), len(keys))
+		}
+		var item map[string]any
+		_ = json.Unmarshal(got[keys[0]], &item)
+		if fmt.Sprint(item["id"]) != keys[0] {
+			t.Fatalf("query %v: item %v lacks its id", q, item)
+		}
+	}
+}

@@ -22,8 +22,9 @@ import (
 // and against Directus itself (scripts/sdk-test.sh).
 //
 // Where the broker deliberately differs from Directus 11/12:
-//   - Deletes reach only subscribers that could read the item (Directus
-//     sends every subscriber the keys).
+//   - A delete is withheld from a group whose latest read of that key
+//     returned nothing (Directus sends every subscriber the keys); keys the
+//     group never read are sent, as Directus does.
 //   - Events carry "event_id" (the broker's event id); subscribe takes an
 //     optional "since" to resume after one: init then carries no data and the
 //     kept events after it are replayed. Events a subscriber could not be
@@ -49,7 +50,8 @@ import (
 //     data null (the REST API does not name the deleted keys). An update
 //     without id, ids or query is sent as a singleton update.
 //   - Logins and refreshes are made by the broker (one IP for Directus's
-//     rate limiter); the session cookie is accepted at the upgrade.
+//     rate limiter); the session cookie is accepted at the upgrade from
+//     origins listed by name in allowed_origins.
 
 // Auth modes, as Directus's WEBSOCKETS_REST_AUTH.
 const (
@@ -70,7 +72,10 @@ const sessionCookie = "directus_session_token"
 func (s *Server) realtimeUpgrade(c echo.Context) error {
 	r := c.Request()
 	token := requestToken(r)
-	if token == "" {
+	if token == "" && s.originListed(r) {
+		// A cookie rides along with any page's request: it is a credential
+		// only for origins listed by name (not "*"), or another site could
+		// open a socket as the visitor.
 		if ck, err := r.Cookie(sessionCookie); err == nil {
 			token = ck.Value
 		}

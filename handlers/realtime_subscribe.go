@@ -68,7 +68,7 @@ func (r *realtimeConn) subscribe(ctx context.Context, c *client, f realtimeFrame
 	item := ""
 	if len(m.Item) > 0 && string(m.Item) != "null" {
 		s, ok := uidString(m.Item)
-		if !ok || s == "" {
+		if !ok || s == "" || s == "." || s == ".." {
 			fail(badRequest(`Validation error: "item" must be a string or a number.`))
 			return
 		}

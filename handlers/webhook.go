@@ -62,6 +62,11 @@ func (s *Server) webhook(c echo.Context) error {
 // secret configured, that the sender is on this host.
 func (s *Server) webhookAuthorized(r *http.Request) bool {
 	if s.cfg.WebhookSecret == "" {
+		// A request relayed by a reverse proxy on this host looks local:
+		// one that says it was forwarded is not trusted.
+		if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-Ip") != "" {
+			return false
+		}
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
 		return ip != nil && ip.IsLoopback()

@@ -96,9 +96,16 @@ func TestWebhookWithoutSecretOnlyLoopback(t *testing.T) {
 	defer br.Close()
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: br, Directus: client, Log: zerolog.Nop()})
 	body := `{"event":"articles.items.delete","keys":["1"],"collection":"articles"}`
-	for remote, want := range map[string]int{"203.0.113.7:5000": 401, "127.0.0.1:5000": 202, "[::1]:5000": 202} {
+	for _, tc := range []struct {
+		remote, forwarded string
+		want              int
+	}{{"203.0.113.7:5000", "", 401}, {"127.0.0.1:5000", "", 202}, {"[::1]:5000", "", 202}, {"127.0.0.1:5000", "203.0.113.7", 401}} {
+		remote, want := tc.remote, tc.want
 		req := httptest.NewRequest(http.MethodPost, cfg.WebhookPath, strings.NewReader(body))
 		req.RemoteAddr = remote
+		if tc.forwarded != "" {
+			req.Header.Set("X-Forwarded-For", tc.forwarded) // relayed by a proxy on this host
+		}
 		rec := httptest.NewRecorder()
 		srv.Handler().ServeHTTP(rec, req)
 		if rec.Code != want {

@@ -185,3 +185,22 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	}
 	return false
 }
+
+// originListed reports whether the request's Origin is named in
+// allowed_origins (a "*" entry does not count).
+func (s *Server) originListed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	for _, allowed := range s.cfg.AllowedOrigins {
+		if allowed != "*" && (strings.EqualFold(allowed, origin) || strings.EqualFold(allowed, u.Host)) {
+			return true
+		}
+	}
+	return false
+}
