@@ -199,7 +199,7 @@ func (i *Instance) Log() string {
 func (i *Instance) run(ctx context.Context, args ...string) (string, error) {
 	out, err := scripttest.Run(ctx, i.script, args...)
 	if err != nil {
-		return out, fmt.Errorf("%s: %w", "directustest", err)
+		return out, fmt.Errorf("directustest: %w", err)
 	}
 	return out, nil
 }
