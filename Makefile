@@ -34,7 +34,7 @@ unit:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./handlers/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSeedFrame$$' -fuzztime $(FUZZTIME) ./handlers/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRealtimeFrame$$' -fuzztime $(FUZZTIME) ./handlers/
 
 # The official @directus/sdk realtime client against the broker and against Directus itself.

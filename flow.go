@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/flow"
 )
 
 const flowUsage = `usage:
@@ -73,7 +71,7 @@ type directusFlags struct {
 func (d *directusFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&d.url, "directus-url", getenv("DIRECTUS_URL"), "Directus base URL (env DIRECTUS_URL)")
 	fs.StringVar(&d.token, "token", getenv("DIRECTUS_ADMIN_TOKEN"), "static token of a Directus admin (env DIRECTUS_ADMIN_TOKEN)")
-	fs.StringVar(&d.name, "name", directus.DefaultFlowName, "name of the Flow; install and remove find it by this name")
+	fs.StringVar(&d.name, "name", flow.DefaultName, "name of the Flow; install and remove find it by this name")
 	fs.DurationVar(&d.timeout, "timeout", 30*time.Second, "bound on each request to Directus")
 }
 
@@ -119,7 +117,7 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	d.register(fs, getenv)
 	brokerURL := fs.String("broker-url", getenv("BROKER_URL"), "the broker's webhook URL; /webhook is appended to a URL without a path (env BROKER_URL)")
 	secret := fs.String("secret", getenv("WEBHOOK_SECRET"), "shared secret the Flow sends to the broker (env WEBHOOK_SECRET)")
-	secretHeader := fs.String("secret-header", directus.DefaultSecretHeader, "header carrying the secret")
+	secretHeader := fs.String("secret-header", flow.DefaultSecretHeader, "header carrying the secret")
 	collections := fs.String("collections", "", "comma-separated collections; default: every collection that exists now")
 	checkCollection := fs.String("check-collection", "", "after install, create and delete an item in this collection and wait for the broker to count the event")
 	checkTimeout := fs.Duration("check-timeout", 10*time.Second, "how long --check-collection waits for the event")
@@ -138,7 +136,7 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return usageError{fmt.Errorf("%s: %w", cmd, err)}
 	}
-	spec := directus.FlowSpec{
+	spec := flow.Spec{
 		Name:         d.name,
 		WebhookURL:   hook.String(),
 		Secret:       *secret,
@@ -166,7 +164,7 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 		}
 	}
 
-	res, err := directus.InstallFlow(ctx, client, d.token, spec)
+	res, err := flow.Install(ctx, client, d.token, spec)
 	for _, id := range res.RemovedFlows {
 		fmt.Fprintf(stdout, "deleted duplicate flow %s\n", id)
 	}
@@ -180,7 +178,7 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	if res.Created {
 		verb = "created"
 	}
-	fmt.Fprintf(stdout, "%s flow %s %q (active): %s on %s\n", verb, res.FlowID, d.name, strings.Join(directus.FlowScope, ", "), strings.Join(res.Collections, ", "))
+	fmt.Fprintf(stdout, "%s flow %s %q (active): %s on %s\n", verb, res.FlowID, d.name, strings.Join(flow.Scope, ", "), strings.Join(res.Collections, ", "))
 	auth := "without a secret (the broker then accepts it only from its own host)"
 	if spec.Secret != "" {
 		auth = "with the secret in " + spec.SecretHeader
@@ -195,7 +193,11 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	if !contains(res.Collections, *checkCollection) {
 		return usageError{fmt.Errorf("%s: --check-collection %s is not among the flow's collections", cmd, *checkCollection)}
 	}
-	return checkDelivery(ctx, client, d.token, *checkCollection, metrics, *checkTimeout, stdout)
+	err = flow.CheckDelivery(ctx, client, d.token, *checkCollection, metrics, *checkTimeout, stdout)
+	if errors.Is(err, flow.ErrNoDelivery) {
+		return exitError{err, exitCheckFailed}
+	}
+	return err
 }
 
 // webhookURL parses the broker URL, appending /webhook when it has no path.
@@ -231,7 +233,7 @@ func flowRemove(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	removed, err := directus.RemoveFlow(ctx, client, d.token, d.name)
+	removed, err := flow.Remove(ctx, client, d.token, d.name)
 	for _, f := range removed {
 		for _, op := range f.Operations {
 			fmt.Fprintf(stdout, "deleted operation %s\n", op)
@@ -245,116 +247,4 @@ func flowRemove(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stdout, "no flow named %q\n", d.name)
 	}
 	return nil
-}
-
-// checkDelivery proves the Flow delivers: it creates an item in collection,
-// waits until the broker's broker_events_published_total grows, and deletes
-// the item again. It returns an exitError with exitCheckFailed when no
-// event arrives.
-func checkDelivery(ctx context.Context, client *directus.Client, token, collection, metricsURL string, timeout time.Duration, stdout io.Writer) error {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	before, err := publishedEvents(ctx, hc, metricsURL)
-	if err != nil {
-		return exitError{fmt.Errorf("check: cannot read the broker's metrics at %s: %w; is the broker running there? (--metrics-url if its /metrics is elsewhere)", metricsURL, err), exitCheckFailed}
-	}
-	pk, err := primaryKeyField(ctx, client, token, collection)
-	if err != nil {
-		return fmt.Errorf("check: %w", err)
-	}
-	data, err := client.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"items", collection}, Token: token, Body: map[string]any{}})
-	if err != nil {
-		return fmt.Errorf("check: create a test item in %s: %w", collection, err)
-	}
-	var item map[string]json.RawMessage
-	if err := json.Unmarshal(data, &item); err != nil || len(item[pk]) == 0 {
-		return fmt.Errorf("check: create a test item in %s: the answer has no %s", collection, pk)
-	}
-	key := string(item[pk])
-	if s, err := strconv.Unquote(key); err == nil {
-		key = s
-	}
-	defer func() {
-		// Clean up even when ctx was cancelled (Ctrl-C during the wait).
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, err := client.Do(dctx, directus.Request{Method: http.MethodDelete, Segments: []string{"items", collection, key}, Token: token}); err != nil {
-			fmt.Fprintf(stdout, "check: could not delete test item %s/%s: %v\n", collection, key, err)
-		}
-	}()
-
-	deadline := time.Now().Add(timeout)
-	for {
-		now, err := publishedEvents(ctx, hc, metricsURL)
-		if err == nil && now > before {
-			fmt.Fprintf(stdout, "check: test item %s/%s reached the broker (broker_events_published_total %d -> %d); deleting it\n", collection, key, before, now)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return exitError{fmt.Errorf("warning: no event reached the broker within %s of creating test item %s/%s: Directus could not reach the broker: if the broker runs on the same host as Directus, set IMPORT_IP_DENY_LIST=169.254.169.254 in Directus's environment (its default 0.0.0.0 denies every local address); also check the secret", timeout, collection, key), exitCheckFailed}
-}
-
-// primaryKeyField returns the name of collection's primary key field.
-func primaryKeyField(ctx context.Context, client *directus.Client, token, collection string) (string, error) {
-	data, err := client.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
-	if err != nil {
-		return "", fmt.Errorf("read fields of %s: %w", collection, err)
-	}
-	var fields []struct {
-		Field  string `json:"field"`
-		Schema *struct {
-			IsPrimaryKey bool `json:"is_primary_key"`
-		} `json:"schema"`
-	}
-	if err := json.Unmarshal(data, &fields); err != nil {
-		return "", fmt.Errorf("read fields of %s: %w", collection, err)
-	}
-	for _, f := range fields {
-		if f.Schema != nil && f.Schema.IsPrimaryKey {
-			return f.Field, nil
-		}
-	}
-	return "", fmt.Errorf("collection %s has no primary key field", collection)
-}
-
-// publishedEvents reads broker_events_published_total from the broker's
-// Prometheus text.
-func publishedEvents(ctx context.Context, hc *http.Client, metricsURL string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("answered %s", resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "broker_events_published_total "); ok {
-			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return 0, fmt.Errorf("bad broker_events_published_total %q", v)
-			}
-			return int64(n), nil
-		}
-	}
-	return 0, errors.New("no broker_events_published_total in the answer")
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
-	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/broker/redisbus"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
 )
@@ -75,7 +75,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn().Msg(w)
 	}
 	if cfg.Bus == "redis" {
-		broker.RouteRedisLogs(log)
+		redisbus.RouteLogs(log)
 	}
 	a, err := app.New(cfg, log)
 	if err != nil {

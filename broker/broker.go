@@ -16,12 +16,20 @@ type Options struct {
 	// Shards is the number of dispatch workers. Events of one collection
 	// always go to the same worker, which keeps them in order.
 	Shards int
-	// QueueSize bounds each worker's queue; a full queue makes Publish wait.
+	// QueueSize bounds the events waiting for each worker; a full queue
+	// makes Publish answer ErrQueueFull (a bus reading from the network
+	// waits instead).
 	QueueSize int
-	// ReadConcurrency bounds the reads in flight for one event.
+	// ReadConcurrency bounds the delivery reads in flight across the whole
+	// broker (every worker, every group).
 	ReadConcurrency int
 	// ReadTimeout bounds one read made for a delivery.
 	ReadTimeout time.Duration
+	// MaxHeldBytes bounds the live frames held back per subscription while
+	// its replay and snapshot are sent; beyond it they are reported missed.
+	MaxHeldBytes int
+	// Classifier groups subscriptions by access class; TokenClasses if nil.
+	Classifier Classifier
 }
 
 func (o Options) withDefaults() Options {
@@ -36,6 +44,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = 10 * time.Second
+	}
+	if o.MaxHeldBytes <= 0 {
+		o.MaxHeldBytes = 1 << 20
+	}
+	if o.Classifier == nil {
+		o.Classifier = TokenClasses{}
 	}
 	return o
 }
@@ -58,7 +72,7 @@ type Broker struct {
 
 // shard is one dispatch worker and the state only it touches.
 type shard struct {
-	tasks chan task
+	queue *queue
 	// last is the ID of the newest event dispatched, per collection.
 	last map[string]string
 }
@@ -74,7 +88,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 		done:    make(chan struct{}),
 	}
 	for range opts.Shards {
-		b.shards = append(b.shards, &shard{tasks: make(chan task, opts.QueueSize), last: map[string]string{}})
+		b.shards = append(b.shards, &shard{queue: newQueue(opts.QueueSize), last: map[string]string{}})
 	}
 	return b
 }
@@ -85,22 +99,33 @@ func (b *Broker) Start() error {
 		b.wg.Add(1)
 		go b.work(s)
 	}
-	return b.bus.Start(b.enqueueEvent)
+	return b.bus.Start(dispatcher{b})
 }
 
-func (b *Broker) shardOf(collection string) *shard {
+func (b *Broker) shardIndex(collection string) int {
 	h := fnv.New32a()
 	h.Write([]byte(collection))
-	return b.shards[h.Sum32()%uint32(len(b.shards))]
+	return int(h.Sum32() % uint32(len(b.shards)))
 }
 
-// enqueueEvent is the bus's delivery callback.
-func (b *Broker) enqueueEvent(e Event) {
-	s := b.shardOf(e.Collection)
-	select {
-	case s.tasks <- task{event: e}:
-	case <-b.done:
+func (b *Broker) shardOf(collection string) *shard { return b.shards[b.shardIndex(collection)] }
+
+// dispatcher is the broker as its bus's Dispatcher.
+type dispatcher struct{ b *Broker }
+
+// Dispatch implements Dispatcher.
+func (d dispatcher) Dispatch(e Event) {
+	d.b.shardOf(e.Collection).queue.pushEvent(e, d.b.done)
+}
+
+// TryDispatch implements Dispatcher.
+func (d dispatcher) TryDispatch(events []Event) error {
+	per := map[int][]Event{}
+	for _, e := range events {
+		i := d.b.shardIndex(e.Collection)
+		per[i] = append(per[i], e)
 	}
+	return tryPushAll(d.b.shards, per)
 }
 
 // Publish validates events and hands them to the bus: all or none.
@@ -121,70 +146,39 @@ func (b *Broker) Publish(ctx context.Context, events []Event) error {
 // validation.
 var ErrInvalidEvent = errors.New("invalid event")
 
-// AttachOptions say what a new subscription receives before live events.
-type AttachOptions struct {
-	// Init sends the items the query selects first.
-	Init bool
-	// Since replays the events after this ID first.
-	Since string
-	// Ack, when set, is sent once the subscription is sure to be attached,
-	// before the replay and the init snapshot.
-	Ack []byte
-}
-
 // ErrClosed is returned once the broker is closed; it wraps
 // ErrBusUnavailable, so clients are told to retry (503).
 var ErrClosed = fmt.Errorf("%w: broker closed", ErrBusUnavailable)
 
-// Subscribe attaches s. The init snapshot and any replay come before every
-// live event, with none duplicated or skipped between them. All Directus
-// reads happen here, on the caller's goroutine: the collection's worker only
-// records where live delivery starts and attaches s, which holds its live
-// frames back until the snapshot and replay are sent. A reconnect storm of
-// subscribers asking for snapshots thus never delays other events.
-func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOptions) error {
-	var snapshot []byte
-	if opts.Init {
-		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
-		data, err := b.reader.ReadSnapshot(rctx, s.Token(), s.Collection, s.Query)
-		cancel()
-		if err != nil {
-			return err
-		}
-		snapshot = s.Encoder.Init(s, data)
-	}
-	s.hold()
-	var boundary string
-	err := b.onWorker(ctx, s.Collection, func(sh *shard) {
-		// Events up to what this worker dispatched, or up to the bus's
-		// horizon (events from before this instance started, which never
-		// come live), can only be replayed; later ones reach s live.
-		boundary = sh.last[s.Collection]
-		if h := b.bus.Horizon(); CompareIDs(h, boundary) > 0 {
-			boundary = h
-		}
-		if !s.closed.Load() {
-			b.index.add(s)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	if opts.Ack != nil {
-		s.Sink.Send(opts.Ack)
-	}
-	if opts.Since != "" {
-		if err := b.replay(ctx, s, opts.Since, boundary); err != nil {
-			b.Unsubscribe(s)
-			return err
-		}
-	}
-	if snapshot != nil {
-		s.Sink.Send(snapshot)
-	}
-	s.release()
-	return nil
+// classOf is s's access class for its collection and query now.
+func (b *Broker) classOf(s *Subscription) string {
+	return b.opts.Classifier.Class(s.Credentials(), s.Collection, s.Query)
 }
+
+// Unsubscribe detaches s; it receives nothing more.
+func (b *Broker) Unsubscribe(s *Subscription) {
+	s.closed.Store(true)
+	b.index.remove(s)
+	s.held.discard()
+}
+
+// Rebind makes s read with cred from the next event on, in the group of
+// cred's class; a suspended s resumes. It runs between two dispatch rounds,
+// so no event reaches s twice or not at all.
+func (b *Broker) Rebind(s *Subscription, cred Credentials) {
+	rebind := func(*shard) {
+		s.cred.Store(&cred)
+		b.index.move(s, b.classOf(s))
+		s.suspended.Store(false)
+	}
+	if b.onWorker(context.Background(), s.Collection, rebind) != nil {
+		rebind(nil) // closed: nothing is dispatched any more
+	}
+}
+
+// Suspend stops data reaching s: until Rebind it is told of each event it
+// misses instead (its token was refused or expired).
+func (b *Broker) Suspend(s *Subscription) { s.suspended.Store(true) }
 
 // onWorker runs fn on collection's worker, between two dispatch rounds, and
 // waits for it. fn must be quick: it delays every event of the shard.
@@ -192,12 +186,13 @@ func (b *Broker) onWorker(ctx context.Context, collection string, fn func(*shard
 	sh := b.shardOf(collection)
 	done := make(chan struct{})
 	select {
-	case sh.tasks <- task{fn: func() { fn(sh); close(done) }}:
-	case <-ctx.Done():
-		return ctx.Err()
 	case <-b.done:
 		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
 	}
+	sh.queue.pushControl(func() { fn(sh); close(done) })
 	// Wait for fn even if ctx ends: the caller must know whether it ran.
 	select {
 	case <-done:
@@ -207,60 +202,12 @@ func (b *Broker) onWorker(ctx context.Context, collection string, fn func(*shard
 	}
 }
 
-// replay sends s the kept events after since, up to boundary (later ones
-// reach s live), read with s's token and query.
-func (b *Broker) replay(ctx context.Context, s *Subscription, since, boundary string) error {
-	events, gap, err := b.bus.History(ctx, s.Collection, since)
-	if err != nil {
-		return fmt.Errorf("%w: history of %s: %w", ErrBusUnavailable, s.Collection, err)
-	}
-	if gap {
-		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "HISTORY_GAP", EventID: since,
-			Message: "events after this id are no longer kept; refetch the collection"}))
-	}
-	var missed []Event
-	for _, e := range events {
-		if boundary == "" || CompareIDs(e.ID, boundary) > 0 {
-			break
-		}
-		if s.Actions.Has(e.Action) {
-			missed = append(missed, e)
-		}
-	}
-	if len(missed) > 0 {
-		// A stand-in that is not held back, in a group of its own.
-		stand := NewSubscription(s.Collection, s.Token(), s.Query, s.Actions, s.UID, s.Sink, s.Encoder)
-		solo := newGroup(s.Collection, s.Token(), s.Query)
-		solo.add(stand)
-		b.deliver(ctx, solo, missed)
-	}
-	return nil
-}
-
-// Unsubscribe detaches s; it receives nothing more.
-func (b *Broker) Unsubscribe(s *Subscription) {
-	s.closed.Store(true)
-	b.index.remove(s)
-}
-
-// Rebind makes s read with a new token from the next event on. It runs
-// between two dispatch rounds, so no event reaches s twice or not at all.
-func (b *Broker) Rebind(s *Subscription, token string) {
-	if b.onWorker(context.Background(), s.Collection, func(*shard) { b.index.rebind(s, token) }) != nil {
-		b.index.rebind(s, token) // closed: nothing is dispatched any more
-	}
-}
-
 // Drain waits until every event queued so far has been dispatched.
 func (b *Broker) Drain(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, s := range b.shards {
 		wg.Add(1)
-		select {
-		case s.tasks <- task{fn: wg.Done}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		s.queue.pushControl(wg.Done)
 	}
 	ch := make(chan struct{})
 	go func() { wg.Wait(); close(ch) }()
@@ -269,6 +216,8 @@ func (b *Broker) Drain(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-b.done:
+		return ErrClosed
 	}
 }
 
@@ -292,9 +241,13 @@ func (b *Broker) Close() error {
 func (b *Broker) Metrics() MetricsSnapshot {
 	subs, groups := b.index.size()
 	m := &b.metrics
+	depth := 0
+	for _, s := range b.shards {
+		depth += s.queue.depth()
+	}
 	return MetricsSnapshot{
 		EventsPublished: m.EventsPublished.Load(), EventsDispatched: m.EventsDispatched.Load(),
 		Reads: m.Reads.Load(), ReadErrors: m.ReadErrors.Load(), FramesSent: m.FramesSent.Load(),
-		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups,
+		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups, QueueDepth: depth,
 	}
 }

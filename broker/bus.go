@@ -15,8 +15,8 @@ type Bus interface {
 	// stored in the bus, with their IDs set.
 	Publish(ctx context.Context, events []Event) error
 	// Start begins delivering every event published to the bus, in publish
-	// order, to handle.
-	Start(handle func(Event)) error
+	// order, to d.
+	Start(d Dispatcher) error
 	// History returns the events of collection published after since, in
 	// order. gap is true when events after since may no longer be kept.
 	History(ctx context.Context, collection, since string) (events []Event, gap bool, err error)

@@ -16,15 +16,14 @@ type MemoryBus struct {
 	now    func() time.Time
 	epoch  uint64
 
-	// publishMu serializes publishers so delivery order equals ID order;
-	// mu guards the state below and is never held while handle runs, so a
-	// dispatch worker reading History can never wait on a publisher that
-	// waits on that worker's queue.
-	publishMu sync.Mutex
-	mu        sync.Mutex
-	seq       uint64
-	handle    func(Event)
-	history   map[string]*ring
+	// mu serializes publishers, so dispatch order equals ID order, and
+	// guards the state below. Publish never waits while holding it: a full
+	// dispatch queue is refused at once (ErrQueueFull), so one hot
+	// collection cannot stall the others.
+	mu      sync.Mutex
+	seq     uint64
+	d       Dispatcher
+	history map[string]*ring
 }
 
 // NewMemoryBus keeps up to maxLen events per collection, none older than maxAge.
@@ -34,37 +33,41 @@ func NewMemoryBus(maxLen int, maxAge time.Duration) *MemoryBus {
 }
 
 // Start implements Bus.
-func (b *MemoryBus) Start(handle func(Event)) error {
+func (b *MemoryBus) Start(d Dispatcher) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.handle = handle
+	b.d = d
 	return nil
 }
 
 // Publish implements Bus.
-func (b *MemoryBus) Publish(_ context.Context, events []Event) error {
-	b.publishMu.Lock()
-	defer b.publishMu.Unlock()
+func (b *MemoryBus) Publish(ctx context.Context, events []Event) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory bus: %w: %w", ErrBusUnavailable, err)
+	}
 	b.mu.Lock()
-	handle := b.handle
-	if handle == nil {
-		b.mu.Unlock()
+	defer b.mu.Unlock()
+	if b.d == nil {
 		return fmt.Errorf("memory bus: %w: not started", ErrBusUnavailable)
 	}
-	now := b.now()
 	for i := range events {
-		b.seq++
-		events[i].ID = fmt.Sprintf("%d-%d", b.epoch, b.seq)
-		r := b.history[events[i].Collection]
-		if r == nil {
-			r = &ring{}
-			b.history[events[i].Collection] = r
-		}
-		r.push(stamped{at: now, event: events[i]}, b.maxLen)
+		events[i].ID = fmt.Sprintf("%d-%d", b.epoch, b.seq+uint64(i)+1)
 	}
-	b.mu.Unlock()
+	if err := b.d.TryDispatch(events); err != nil {
+		for i := range events {
+			events[i].ID = ""
+		}
+		return fmt.Errorf("memory bus: %w", err)
+	}
+	b.seq += uint64(len(events))
+	now := b.now()
 	for _, e := range events {
-		handle(e)
+		r := b.history[e.Collection]
+		if r == nil {
+			r = newRing(b.maxLen)
+			b.history[e.Collection] = r
+		}
+		r.push(stamped{at: now, event: e})
 	}
 	return nil
 }
@@ -79,20 +82,14 @@ func (b *MemoryBus) History(_ context.Context, collection, since string) ([]Even
 	}
 	if ms, _ := splitID(since); !ValidID(since) || ms != b.epoch {
 		// Not an ID of this process: anything may have happened since.
-		return r.all(), true, nil
+		return r.after(""), true, nil
 	}
 	if r == nil {
 		return nil, false, nil
 	}
-	var out []Event
-	for _, it := range r.items {
-		if CompareIDs(it.event.ID, since) > 0 {
-			out = append(out, it.event)
-		}
-	}
 	// Events after since were lost when the newest dropped one is after it.
 	gap := r.lastDropped != "" && CompareIDs(r.lastDropped, since) > 0
-	return out, gap, nil
+	return r.after(since), gap, nil
 }
 
 // Horizon implements Bus: a memory bus sees every event of its process.
@@ -103,48 +100,3 @@ func (b *MemoryBus) Ready(context.Context) error { return nil }
 
 // Close implements Bus.
 func (b *MemoryBus) Close() error { return nil }
-
-type stamped struct {
-	at    time.Time
-	event Event
-}
-
-// ring is a collection's kept history, oldest first.
-type ring struct {
-	items       []stamped
-	lastDropped string // ID of the newest event no longer kept
-}
-
-func (r *ring) push(s stamped, max int) {
-	r.items = append(r.items, s)
-	if over := len(r.items) - max; over > 0 {
-		r.drop(over)
-	}
-}
-
-func (r *ring) expire(before time.Time) {
-	n := 0
-	for n < len(r.items) && r.items[n].at.Before(before) {
-		n++
-	}
-	r.drop(n)
-}
-
-func (r *ring) drop(n int) {
-	if n == 0 {
-		return
-	}
-	r.lastDropped = r.items[n-1].event.ID
-	r.items = append(r.items[:0:0], r.items[n:]...)
-}
-
-func (r *ring) all() []Event {
-	if r == nil {
-		return nil
-	}
-	out := make([]Event, len(r.items))
-	for i, it := range r.items {
-		out[i] = it.event
-	}
-	return out
-}

@@ -23,7 +23,7 @@ func publish(t *testing.T, b *MemoryBus, collection string, n int) []string {
 func TestMemoryBusHistory(t *testing.T) {
 	b := NewMemoryBus(3, time.Hour)
 	var delivered []string
-	_ = b.Start(func(e Event) { delivered = append(delivered, e.ID) })
+	_ = b.Start(DispatchFunc(func(e Event) { delivered = append(delivered, e.ID) }))
 	a := publish(t, b, "a", 2)
 	publish(t, b, "b", 1)
 	a = append(a, publish(t, b, "a", 3)...) // a keeps the last 3 of 5
@@ -62,7 +62,7 @@ func TestMemoryBusHistoryAge(t *testing.T) {
 	b := NewMemoryBus(100, time.Minute)
 	now := time.Unix(1000, 0)
 	b.now = func() time.Time { return now }
-	_ = b.Start(func(Event) {})
+	_ = b.Start(DispatchFunc(func(Event) {}))
 	ids := publish(t, b, "a", 2)
 	now = now.Add(2 * time.Minute)
 	later := publish(t, b, "a", 1)

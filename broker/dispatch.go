@@ -10,50 +10,25 @@ import (
 // maxBatch bounds how many queued events one dispatch round takes.
 const maxBatch = 256
 
-// task is one unit of a shard's queue: an event to dispatch, or work
-// (attach, drain barrier) that must run between events.
-type task struct {
-	event Event
-	fn    func()
-}
-
 // work runs a shard. Events already queued are dispatched together: each
 // group then reads the keys of the whole batch at once. A burst (an import
 // fires one POST per row) thus costs a few reads per group instead of one
 // per event, and an idle broker adds no delay waiting for a batch to fill.
+// Control tasks (attach, rebind, barriers) run between two rounds, in queue
+// order relative to the events.
 func (b *Broker) work(sh *shard) {
 	defer b.wg.Done()
-	batch := make([]Event, 0, maxBatch)
+	buf := make([]Event, 0, maxBatch)
 	for {
-		var t task
-		select {
-		case t = <-sh.tasks:
-		case <-b.done:
+		events, ctrl, ok := sh.queue.next(buf, maxBatch, b.done)
+		if !ok {
 			return
 		}
-		if t.fn != nil {
-			t.fn()
+		if ctrl != nil {
+			ctrl()
 			continue
 		}
-		batch = append(batch[:0], t.event)
-		var next *task
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case t2 := <-sh.tasks:
-				if t2.fn != nil {
-					next = &t2
-					break drain
-				}
-				batch = append(batch, t2.event)
-			default:
-				break drain
-			}
-		}
-		b.dispatchBatch(sh, batch)
-		if next != nil {
-			next.fn()
-		}
+		b.dispatchBatch(sh, events)
 	}
 }
 
@@ -83,7 +58,7 @@ func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 	groups := b.index.groups(coll)
 	ctx := context.Background()
 	if len(groups) == 1 {
-		b.deliver(ctx, groups[0], events)
+		_ = b.deliver(ctx, groups[0], events)
 		return
 	}
 	var wg sync.WaitGroup
@@ -92,20 +67,50 @@ func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-b.readSem; wg.Done() }()
-			b.deliver(ctx, g, events)
+			_ = b.deliver(ctx, g, events)
 		}()
 	}
 	wg.Wait()
 }
 
 // deliver reads the keys of events once for g, then sends each event, in
-// order, to g's subscriptions as g may see it.
-func (b *Broker) deliver(ctx context.Context, g *group, events []Event) {
-	var keys []string
+// order, to g's subscriptions as g may see it. It returns the read's error
+// (after telling g's subscribers what they missed).
+func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
+	keys, deleted := keysToRead(g, events)
+	var (
+		items   map[string]json.RawMessage
+		refused []string
+		err     error
+	)
+	if len(keys) > 0 {
+		items, refused, err = b.read(ctx, g, keys)
+	}
+	for _, e := range events {
+		if !g.wants(e.Action) {
+			continue
+		}
+		if e.Action != ActionDelete && err != nil {
+			b.readFailed(g, e, err)
+			continue
+		}
+		d, ok := view(e, items, deleted, g.known.isHidden)
+		g.known.observe(e, items, deleted)
+		if ok {
+			b.send(g, e.Action, d)
+		}
+	}
+	// After the notices of what they missed: their tokens were refused.
+	for _, token := range refused {
+		b.tokenRefused(g, token)
+	}
+	return err
+}
+
+// keysToRead lists the keys of the batch that g must read (in first-seen
+// order), and the keys the batch deletes.
+func keysToRead(g *group, events []Event) (keys []string, deleted map[string]bool) {
 	seen := map[string]bool{}
-	// Keys deleted within the batch read as missing; that must not count as
-	// "this group could not see it", or the delete itself would be withheld.
-	var deleted map[string]bool
 	for _, e := range events {
 		if e.Action == ActionDelete {
 			if deleted == nil {
@@ -126,35 +131,120 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) {
 			}
 		}
 	}
-	var (
-		items map[string]json.RawMessage
-		err   error
-	)
-	if len(keys) > 0 {
+	return keys, deleted
+}
+
+// maxReadTokens bounds how many members' tokens one read tries when Directus
+// refuses them one after another.
+const maxReadTokens = 4
+
+// errNoReader means no member of the group has a token to read with: every
+// one is suspended or was refused.
+var errNoReader = errors.New("no subscriber with a working token")
+
+// read reads keys for g with a live member's token. The subscriptions
+// holding a token Directus refuses are suspended at once (they are told of
+// what they miss instead of getting data) and the read is retried with
+// another member's token: nothing unfiltered is ever sent, and one expired
+// member does not cost the others the event. The refused tokens are
+// returned, for tokenRefused once the batch was delivered.
+func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]json.RawMessage, []string, error) {
+	var refused []string
+	tried := map[string]bool{}
+	for range maxReadTokens {
+		token, ok := g.readToken(tried)
+		if !ok {
+			break
+		}
 		b.metrics.Reads.Add(1)
 		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
-		items, err = b.reader.ReadItems(rctx, g.token, g.collection, keys, g.query)
+		items, err := b.reader.ReadItems(rctx, token, g.collection, keys, g.query)
 		cancel()
-		if err != nil {
-			b.metrics.ReadErrors.Add(1)
+		if err == nil {
+			return items, refused, nil
+		}
+		b.metrics.ReadErrors.Add(1)
+		if !errors.Is(err, ErrTokenExpired) {
+			return nil, refused, err
+		}
+		tried[token] = true
+		refused = append(refused, token)
+		for _, s := range g.members() {
+			if s.Token() == token {
+				s.suspended.Store(true)
+			}
 		}
 	}
-	for _, e := range events {
-		if !g.wants(e.Action) {
+	if len(refused) > 0 {
+		return nil, refused, ErrTokenExpired
+	}
+	return nil, nil, errNoReader
+}
+
+// tokenRefused tells the sinks of g's subscriptions reading with token that
+// Directus refused it.
+func (b *Broker) tokenRefused(g *group, token string) {
+	for _, s := range g.members() {
+		if s.Token() == token && !s.closed.Load() {
+			s.Sink.TokenExpired(token)
+		}
+	}
+}
+
+// view is e as a group may see it, given what its read returned and which
+// keys its latest reads showed hidden; ok is false when it sees nothing.
+// It changes nothing: keyMemory.observe records what the read showed.
+func view(e Event, items map[string]json.RawMessage, deleted map[string]bool, hidden func(string) bool) (*Delivery, bool) {
+	d := &Delivery{Event: e}
+	if e.Action == ActionDelete {
+		for _, k := range e.Keys {
+			if !hidden(k) {
+				d.Keys = append(d.Keys, k)
+			}
+		}
+		if len(d.Keys) == 0 {
+			return nil, false
+		}
+		d.Payload, _ = json.Marshal(d.Keys)
+		d.Data = d.Payload
+		return d, true
+	}
+	data := make([]json.RawMessage, 0, len(e.Keys))
+	for _, k := range e.Keys {
+		if item, visible := items[k]; visible {
+			d.Keys = append(d.Keys, k)
+			data = append(data, item)
+		}
+	}
+	if len(data) == 0 {
+		return nil, false
+	}
+	d.Data = jsonArray(data)
+	d.Payload = restrictPayload(e, data)
+	return d, true
+}
+
+// observe records what delivering e showed: a create or update remembers
+// whether the read showed each key; a delete forgets the keys it was sent
+// for, but keeps those it was withheld for, so a resume replaying it
+// withholds it too. A key deleted later in the same batch reads as missing,
+// which says nothing about whether the group could see it, so it is not
+// recorded.
+func (k *keyMemory) observe(e Event, items map[string]json.RawMessage, deleted map[string]bool) {
+	for _, key := range e.Keys {
+		if e.Action == ActionDelete {
+			k.forgetVisible(key)
 			continue
 		}
-		if e.Action != ActionDelete && err != nil {
-			b.readFailed(g, e, err)
-			continue
-		}
-		if d, ok := view(g, e, items, deleted); ok {
-			b.send(g, e.Action, d)
+		if _, visible := items[key]; visible || !deleted[key] {
+			k.record(key, visible)
 		}
 	}
 }
 
 // send encodes d once per distinct (encoder, uid) and queues it for every
-// subscription of g that wants action.
+// subscription of g that wants action; suspended ones are told they missed
+// the event instead.
 func (b *Broker) send(g *group, action Action, d *Delivery) {
 	type frameKey struct {
 		enc Encoder
@@ -170,6 +260,10 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 		if !s.Actions.Has(action) || s.closed.Load() {
 			continue
 		}
+		if s.suspended.Load() {
+			b.missed(s, d.Event, expiredNotice)
+			continue
+		}
 		k := frameKey{s.Encoder, string(s.UID)}
 		frame := lastFrame
 		if lastFrame == nil || k != lastKey {
@@ -182,47 +276,40 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 			}
 			lastKey, lastFrame = k, frame
 		}
-		s.deliver(frame)
+		s.deliver(frame, d.Event.ID)
 		sent++
 	}
 	b.metrics.FramesSent.Add(sent)
 }
 
-// view is e as g may see it, given what g's read returned; ok is false
-// when g sees nothing of it.
-func view(g *group, e Event, items map[string]json.RawMessage, deleted map[string]bool) (*Delivery, bool) {
-	d := &Delivery{Event: e}
-	if e.Action == ActionDelete {
-		for _, k := range e.Keys {
-			if !g.known.isHidden(k) {
-				d.Keys = append(d.Keys, k)
-			}
-			g.known.forget(k)
-		}
-		if len(d.Keys) == 0 {
-			return nil, false
-		}
-		d.Payload, _ = json.Marshal(d.Keys)
-		d.Data = d.Payload
-		return d, true
+const (
+	readFailedNotice = "an event could not be read from Directus with your token and was not delivered"
+	expiredNotice    = "an event was not delivered because your token expired"
+)
+
+// missed tells s it did not get e.
+func (b *Broker) missed(s *Subscription, e Event, message string) {
+	b.metrics.EventsMissed.Add(1)
+	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Count: 1, Message: message}), e.ID)
+}
+
+// readFailed tells g's subscribers they missed e: nothing unfiltered is ever
+// sent in place of a failed read.
+func (b *Broker) readFailed(g *group, e Event, err error) {
+	members := g.members()
+	expired := errors.Is(err, ErrTokenExpired) || errors.Is(err, errNoReader)
+	b.log.Warn().Err(err).Str("collection", e.Collection).Str("event", e.ID).
+		Int("subscribers", len(members)).Bool("token_expired", expired).Msg("read for delivery failed; subscribers told they missed the event")
+	msg := readFailedNotice
+	if expired {
+		msg = expiredNotice
 	}
-	data := make([]json.RawMessage, 0, len(e.Keys))
-	for _, k := range e.Keys {
-		item, visible := items[k]
-		if visible || !deleted[k] {
-			g.known.record(k, visible)
+	for _, s := range members {
+		if s.closed.Load() || !s.Actions.Has(e.Action) {
+			continue
 		}
-		if visible {
-			d.Keys = append(d.Keys, k)
-			data = append(data, item)
-		}
+		b.missed(s, e, msg)
 	}
-	if len(data) == 0 {
-		return nil, false
-	}
-	d.Data = jsonArray(data)
-	d.Payload = restrictPayload(e, data)
-	return d, true
 }
 
 // restrictPayload keeps only what the group read: for create the item itself
@@ -247,29 +334,6 @@ func restrictPayload(e Event, data []json.RawMessage) json.RawMessage {
 	}
 	out, _ := json.Marshal(kept)
 	return out
-}
-
-// readFailed tells g's subscribers they missed e: nothing unfiltered is ever
-// sent in place of a failed read.
-func (b *Broker) readFailed(g *group, e Event, err error) {
-	members := g.members()
-	b.metrics.EventsMissed.Add(int64(len(members)))
-	expired := errors.Is(err, ErrTokenExpired)
-	b.log.Warn().Err(err).Str("collection", e.Collection).Str("event", e.ID).
-		Int("subscribers", len(members)).Bool("token_expired", expired).Msg("read for delivery failed; subscribers told they missed the event")
-	n := Notice{Code: "EVENTS_MISSED", EventID: e.ID, Count: 1, Message: "an event could not be read from Directus with your token and was not delivered"}
-	if expired {
-		n.Message = "an event was not delivered because your token expired"
-	}
-	for _, s := range members {
-		if s.closed.Load() || !s.Actions.Has(e.Action) {
-			continue
-		}
-		s.deliver(s.Encoder.Notice(s, n))
-		if expired {
-			s.Sink.TokenExpired(g.token)
-		}
-	}
 }
 
 // jsonArray joins items (valid JSON read from Directus) into an array

@@ -17,4 +17,6 @@ type Metrics struct {
 type MetricsSnapshot struct {
 	EventsPublished, EventsDispatched, Reads, ReadErrors, FramesSent, EventsMissed int64
 	Subscriptions, Groups                                                          int
+	// QueueDepth is the number of events waiting for the dispatch workers.
+	QueueDepth int
 }

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"encoding/json"
-	"sync"
 	"sync/atomic"
 )
 
@@ -58,14 +57,20 @@ type Sink interface {
 // (encoder, uid) pair is encoded once per group and event.
 type Encoder interface {
 	Event(d *Delivery, uid json.RawMessage) []byte
+	// Ack is the first frame of a subscription, sent once it is attached and
+	// its replay and snapshot were read (nil: none). snapshot tells whether
+	// an Init frame follows.
+	Ack(s *Subscription, snapshot bool) []byte
+	// Init carries the snapshot: the items the subscription starts from.
 	Init(s *Subscription, data json.RawMessage) []byte
 	Notice(s *Subscription, n Notice) []byte
 }
 
 // Notice tells a subscriber about events it could not receive.
 type Notice struct {
-	// Code is EVENTS_MISSED (a read for it failed) or HISTORY_GAP (a resume
-	// reached past the kept history).
+	// Code is EVENTS_MISSED (a read for it failed, its token was refused,
+	// or too many events arrived while it was being set up) or HISTORY_GAP
+	// (a resume reached past the kept history).
 	Code    string
 	Message string
 	EventID string
@@ -83,67 +88,29 @@ type Subscription struct {
 	Sink    Sink
 	Encoder Encoder
 
-	token    atomic.Pointer[string]
+	cred     atomic.Pointer[Credentials]
 	queryKey string
 	group    *group // guarded by the index lock
 	closed   atomic.Bool
-
-	// While held, live frames wait in held until release (see
-	// Broker.Subscribe).
-	holding atomic.Bool
-	holdMu  sync.Mutex
-	held    [][]byte
-	dropped int
+	// suspended is set while the subscription's token is refused: it gets
+	// notices of what it missed instead of data read with other members'
+	// tokens, until it is rebound to a working token.
+	suspended atomic.Bool
+	held      holdQueue
 }
 
-// maxHeld bounds the live frames held back while a subscription's snapshot
-// and replay are sent; beyond it they are counted and reported as missed.
-const maxHeld = 10000
-
-func (s *Subscription) hold() { s.holding.Store(true) }
-
-// deliver sends frame now, or holds it back while s is being attached.
-func (s *Subscription) deliver(frame []byte) {
-	if s.holding.Load() {
-		s.holdMu.Lock()
-		if s.holding.Load() {
-			if len(s.held) < maxHeld {
-				s.held = append(s.held, frame)
-			} else {
-				s.dropped++
-			}
-			s.holdMu.Unlock()
-			return
-		}
-		s.holdMu.Unlock()
-	}
-	s.Sink.Send(frame)
-}
-
-// release sends the held frames in order and delivers live from then on.
-func (s *Subscription) release() {
-	s.holdMu.Lock()
-	defer s.holdMu.Unlock()
-	for _, f := range s.held {
-		s.Sink.Send(f)
-	}
-	if s.dropped > 0 {
-		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", Count: s.dropped,
-			Message: "events arriving while the subscription was being set up were too many to hold"}))
-	}
-	s.held, s.dropped = nil, 0
-	s.holding.Store(false)
-}
-
-// NewSubscription makes a subscription reading as token ("" = public role).
-func NewSubscription(collection string, token string, q Query, actions ActionSet, uid json.RawMessage, sink Sink, enc Encoder) *Subscription {
+// NewSubscription makes a subscription reading with cred.
+func NewSubscription(collection string, cred Credentials, q Query, actions ActionSet, uid json.RawMessage, sink Sink, enc Encoder) *Subscription {
 	s := &Subscription{Collection: collection, UID: uid, Query: q, Actions: actions, Sink: sink, Encoder: enc, queryKey: q.Key()}
-	s.token.Store(&token)
+	s.cred.Store(&cred)
 	return s
 }
 
 // Token is the Directus token the subscription reads with.
-func (s *Subscription) Token() string { return *s.token.Load() }
+func (s *Subscription) Token() string { return s.cred.Load().Token }
+
+// Credentials are what the subscription reads with.
+func (s *Subscription) Credentials() Credentials { return *s.cred.Load() }
 
 // Delivery is one event as one group may see it.
 type Delivery struct {

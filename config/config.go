@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Config is every setting of the broker. Keys are the lower-case form of the
@@ -40,16 +42,22 @@ type Config struct {
 	// credentials, and the broker uses explicit tokens only.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
 
-	WebhookPath    string `mapstructure:"webhook_path"`
-	WebhookSecret  string `mapstructure:"webhook_secret"`
-	WebhookMaxBody int64  `mapstructure:"webhook_max_body"`
+	WebhookPath   string `mapstructure:"webhook_path"`
+	WebhookSecret string `mapstructure:"webhook_secret"`
+	// WebhookSecretHeader is the header the Flow sends the secret in (flow
+	// install configures the Flow with the same setting); Authorization:
+	// Bearer <secret> is accepted too.
+	WebhookSecretHeader string `mapstructure:"webhook_secret_header"`
+	WebhookMaxBody      int64  `mapstructure:"webhook_max_body"`
 
-	MaxConnections int     `mapstructure:"max_connections"`
-	MaxFrameSize   int64   `mapstructure:"max_frame_size"`
-	RateLimit      float64 `mapstructure:"rate_limit"`
-	RateBurst      int     `mapstructure:"rate_burst"`
-	MaxInFlight    int     `mapstructure:"max_in_flight"`
-	SendBuffer     int     `mapstructure:"send_buffer"`
+	MaxConnections int `mapstructure:"max_connections"`
+	// MaxSubscriptions bounds the subscriptions of one connection.
+	MaxSubscriptions int     `mapstructure:"max_subscriptions"`
+	MaxFrameSize     int64   `mapstructure:"max_frame_size"`
+	RateLimit        float64 `mapstructure:"rate_limit"`
+	RateBurst        int     `mapstructure:"rate_burst"`
+	MaxInFlight      int     `mapstructure:"max_in_flight"`
+	SendBuffer       int     `mapstructure:"send_buffer"`
 	// SendQueueBytes bounds the frames waiting beyond melody's queue of
 	// SendBuffer frames; past it the client is a slow consumer.
 	SendQueueBytes  int           `mapstructure:"send_queue_bytes"`
@@ -98,8 +106,10 @@ func Default() Config {
 		WebsocketCoreSubscribe: true,
 		AllowedOrigins:         []string{"*"},
 		WebhookPath:            "/webhook",
+		WebhookSecretHeader:    "X-Webhook-Secret",
 		WebhookMaxBody:         1 << 20,
 		MaxConnections:         20000,
+		MaxSubscriptions:       256,
 		MaxFrameSize:           64 << 10,
 		RateLimit:              50,
 		RateBurst:              100,
@@ -149,6 +159,9 @@ func (c Config) Validate() error {
 			bad(key, "must be a path starting with /, got %q", p)
 		}
 	}
+	if !httpguts.ValidHeaderFieldName(c.WebhookSecretHeader) {
+		bad("webhook_secret_header", "must be an HTTP header name, got %q", c.WebhookSecretHeader)
+	}
 	if c.WebsocketPath == c.WebhookPath {
 		bad("webhook_path", "must differ from websocket_path")
 	}
@@ -159,7 +172,7 @@ func (c Config) Validate() error {
 		key string
 		v   int64
 	}{
-		{"webhook_max_body", c.WebhookMaxBody}, {"max_connections", int64(c.MaxConnections)},
+		{"webhook_max_body", c.WebhookMaxBody}, {"max_connections", int64(c.MaxConnections)}, {"max_subscriptions", int64(c.MaxSubscriptions)},
 		{"max_frame_size", c.MaxFrameSize}, {"rate_burst", int64(c.RateBurst)},
 		{"max_in_flight", int64(c.MaxInFlight)}, {"send_buffer", int64(c.SendBuffer)}, {"send_queue_bytes", int64(c.SendQueueBytes)},
 		{"read_concurrency", int64(c.ReadConcurrency)}, {"history_size", int64(c.HistorySize)},
@@ -193,7 +206,8 @@ func (c Config) Validate() error {
 			bad("redis_prefix", "must not be empty")
 		}
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			bad("redis_url", "must be a redis:// or rediss:// URL, got %q", c.RedisURL)
+			// The URL may carry a password: say what is wrong, never echo it.
+			bad("redis_url", "must be a redis:// or rediss:// URL (redis://[user:password@]host:port/db)")
 		}
 	default:
 		bad("bus", "must be memory or redis, got %q", c.Bus)

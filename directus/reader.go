@@ -245,28 +245,12 @@ func (r *Reader) primaryKey(ctx context.Context, token, collection string) strin
 		r.primaryKeys.Clear()
 		r.pkCount.Store(1)
 	}
-	data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
+	field, err := PrimaryKey(ctx, r.Client, token, collection)
 	if err != nil {
-		r.primaryKeys.Store(collection, pkEntry{at: time.Now()})
-		return ""
+		field = "" // read key by key
 	}
-	var fields []struct {
-		Field  string `json:"field"`
-		Schema *struct {
-			IsPrimaryKey bool `json:"is_primary_key"`
-		} `json:"schema"`
-	}
-	if json.Unmarshal(data, &fields) != nil {
-		return ""
-	}
-	for _, f := range fields {
-		if f.Schema != nil && f.Schema.IsPrimaryKey {
-			r.primaryKeys.Store(collection, pkEntry{field: f.Field, at: time.Now()})
-			return f.Field
-		}
-	}
-	r.primaryKeys.Store(collection, pkEntry{at: time.Now()})
-	return ""
+	r.primaryKeys.Store(collection, pkEntry{field: field, at: time.Now()})
+	return field
 }
 
 // ReadSnapshot implements broker.Reader.

@@ -123,23 +123,31 @@ func TestFrameErrors(t *testing.T) {
 }
 
 // TestRateLimit: frames over the per-connection rate get 429 and are not
-// executed; the socket stays open.
+// executed; the socket stays open. Malformed frames count too (they used to
+// be answered before the limit was checked, so a flood of them was never
+// limited).
 func TestRateLimit(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.RateLimit = 0.001 // effectively no refill during the test
 	cfg.RateBurst = 3
 	b := brokertest.Start(t, cfg)
 	c := brokertest.Dial(t, b.WSURL, adminToken)
-	for i := range 3 {
+	for i := range 2 {
 		c.Send(t, map[string]any{"type": "ping", "uid": i})
 		if f := c.Next(t); f["type"] != "PONG" {
 			t.Fatalf("frame %d within the burst: %v", i, f)
 		}
 	}
-	c.Send(t, map[string]any{"type": "get", "collection": "articles", "uid": "over"})
-	f := c.Next(t)
-	if f["type"] != "ERROR" || f["data"].(map[string]any)["status"] != 429.0 || f["uid"] != "over" {
-		t.Fatalf("want 429, got %v", f)
+	c.Send(t, "not json")
+	if f := c.Next(t); f["type"] != "ERROR" || f["data"].(map[string]any)["code"] != "INVALID_PAYLOAD" {
+		t.Fatalf("malformed frame within the burst: %v", f)
+	}
+	for _, frame := range []any{map[string]any{"type": "get", "collection": "articles", "uid": "over"}, "not json either"} {
+		c.Send(t, frame)
+		f := c.Next(t)
+		if f["type"] != "ERROR" || f["data"].(map[string]any)["status"] != 429.0 {
+			t.Fatalf("want 429 for %v, got %v", frame, f)
+		}
 	}
 }
 

@@ -1,23 +1,24 @@
 package handlers
 
 import (
-	"context"
 	"encoding/json"
-	"net/http"
+	"errors"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // Directus's own realtime protocol (the one Directus serves at /websocket and
 // the official @directus/sdk's realtime() speaks) on realtime_path.
-// Connections are ordinary clients (client.go) whose protocol is a
-// realtimeConn: fan-out, permission filtering, token expiry and eviction are
-// shared with the extension protocol; only the framing and the
+// A connection's codec is a realtimeCodec: the operations, fan-out,
+// permission filtering, token expiry and eviction are shared with the seed
+// protocol (package session, conn.go); only the framing and the
 // authentication dance differ. e2e/sdk runs the SDK against this endpoint
 // and against Directus itself (scripts/sdk-test.sh).
 //
@@ -85,17 +86,14 @@ func (s *Server) realtimeUpgrade(c echo.Context) error {
 	if mode == authStrict {
 		refuse = "a token is required (realtime_auth_mode is strict)"
 	}
-	rc := &realtimeConn{mode: mode, ops: make(chan func(context.Context), realtimeOpQueue)}
+	rc := &realtimeCodec{mode: mode}
 	rc.authed.Store(token != "" || mode != authHandshake)
 	return s.accept(c, token, refuse, rc)
 }
 
-// realtimeOpQueue bounds the subscribe/unsubscribe frames waiting on one
-// connection.
-const realtimeOpQueue = 64
-
-// realtimeConn is the realtime protocol's state of one connection.
-type realtimeConn struct {
+// realtimeCodec is the realtime protocol's state of one connection.
+type realtimeCodec struct {
+	c    *conn
 	mode string
 	// authed is false until a handshake-mode connection sent a valid auth.
 	authed atomic.Bool
@@ -104,48 +102,22 @@ type realtimeConn struct {
 	spoke atomic.Bool
 	// lastSeen is when the client last sent a frame (unix nanoseconds).
 	lastSeen atomic.Int64
-	// ops runs subscribe and unsubscribe frames one at a time in arrival
-	// order: a repeated uid must replace, an unsubscribe must follow its
-	// subscribe, and the SDK sends both in quick bursts after a reconnect.
-	ops chan func(context.Context)
-	// anon numbers the subscriptions without uid.
-	anon atomic.Uint64
 }
 
-var _ protocol = (*realtimeConn)(nil)
+var _ codec = (*realtimeCodec)(nil)
 
-func (r *realtimeConn) connected(c *client) {
+func (r *realtimeCodec) opened(c *conn) {
+	r.c = c
 	r.lastSeen.Store(time.Now().UnixNano())
-	go r.runOps(c)
 	go r.heartbeat(c)
-}
-
-// runOps runs the connection's subscribe and unsubscribe frames in order.
-func (r *realtimeConn) runOps(c *client) {
-	for {
-		select {
-		case op := <-r.ops:
-			op(c.ctx)
-		case <-c.ctx.Done():
-			return
-		}
-	}
-}
-
-// enqueue queues op behind the connection's earlier (un)subscribe frames.
-func (r *realtimeConn) enqueue(c *client, typ string, uid json.RawMessage, op func(context.Context)) {
-	select {
-	case r.ops <- op:
-	default:
-		c.Send(rtError(typ, "REQUESTS_EXCEEDED", "Too many subscribe and unsubscribe messages in flight on this connection.", uid))
-	}
 }
 
 // heartbeat sends {"type":"ping"} every ping_period once the connection is
 // authenticated, and closes a connection that sent nothing during a whole
 // period after a ping (Directus: WEBSOCKETS_HEARTBEAT_PERIOD). In handshake
 // mode it also enforces realtime_auth_timeout.
-func (r *realtimeConn) heartbeat(c *client) {
+func (r *realtimeCodec) heartbeat(c *conn) {
+	ctx := c.sess.Context()
 	period := c.srv.cfg.PingPeriod
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -158,12 +130,12 @@ func (r *realtimeConn) heartbeat(c *client) {
 	var pinged time.Time // zero: no ping outstanding
 	for {
 		select {
-		case <-c.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-handshake:
 			if !r.spoke.Load() {
 				c.Send(rtError("auth", "AUTH_TIMEOUT", "Authentication timed out.", nil))
-				r.closeAfterQueued(c, websocket.ClosePolicyViolation, "authentication timed out")
+				c.Close(websocket.ClosePolicyViolation, "authentication timed out")
 				return
 			}
 		case now := <-tick.C:
@@ -172,7 +144,7 @@ func (r *realtimeConn) heartbeat(c *client) {
 			}
 			if !pinged.IsZero() && r.lastSeen.Load() < pinged.UnixNano() {
 				c.log.Debug().Msg("no frame since the last heartbeat ping; closing")
-				r.closeAfterQueued(c, websocket.CloseNormalClosure, "no message since the last ping")
+				c.Close(websocket.CloseNormalClosure, "no message since the last ping")
 				return
 			}
 			pinged = now
@@ -183,26 +155,21 @@ func (r *realtimeConn) heartbeat(c *client) {
 
 var rtPing = []byte(`{"type":"ping"}`)
 
-// closeAfterQueued closes the connection once the frames queued before have
-// been written (an error frame must reach the client before the close).
-func (r *realtimeConn) closeAfterQueued(c *client, code int, reason string) {
-	if c.evicted.Load() {
-		return
-	}
-	if err := c.session.CloseWithMsg(websocket.FormatCloseMessage(code, reason)); err != nil {
-		c.evict(code, reason)
-	}
-}
-
-// handleMessage handles one frame on the read loop. Cheap frames are
-// answered at once; auth runs here too, so its answer precedes the answers
-// to every later frame and later frames use the new token; subscribe and
-// unsubscribe go to the ordered queue, items to a goroutine.
-func (r *realtimeConn) handleMessage(c *client, msg []byte) {
+// handle handles one frame. auth, subscribe and unsubscribe complete before
+// the next frame is handled, so their answers come in frame order and later
+// frames see their effect (a repeated uid replaces, an unsubscribe follows
+// its subscribe, items use the new token); items requests start in order
+// and run alongside.
+func (r *realtimeCodec) handle(c *conn, msg []byte) {
 	r.lastSeen.Store(time.Now().UnixNano())
 	if !r.authed.Load() {
 		r.spoke.Store(true)
 		r.handshake(c, msg)
+		return
+	}
+	if !c.limiter.Allow() {
+		// Counted before parsing, so malformed frames are limited too.
+		c.Send(rtError("server", "REQUESTS_EXCEEDED", "Too many messages, slow down.", nil))
 		return
 	}
 	if int64(len(msg)) > c.srv.cfg.MaxFrameSize {
@@ -214,10 +181,6 @@ func (r *realtimeConn) handleMessage(c *client, msg []byte) {
 		c.Send(perr)
 		return
 	}
-	if !c.limiter.Allow() {
-		c.Send(rtError("server", "REQUESTS_EXCEEDED", "Too many messages, slow down.", nil))
-		return
-	}
 	switch f.Type {
 	case "auth":
 		r.auth(c, f, false)
@@ -226,11 +189,11 @@ func (r *realtimeConn) handleMessage(c *client, msg []byte) {
 	case "pong":
 		// The answer to our ping; lastSeen is all it is for.
 	case "subscribe":
-		r.enqueue(c, "subscribe", f.UID, func(ctx context.Context) { r.subscribe(ctx, c, f) })
+		r.subscribe(c, f)
 	case "unsubscribe":
-		r.enqueue(c, "unsubscribe", f.UID, func(context.Context) { r.unsubscribe(c, f) })
+		r.unsubscribe(c, f)
 	case "items":
-		r.async(c, f.UID, func(ctx context.Context) { r.items(ctx, c, f) })
+		r.items(c, f)
 	default:
 		// Directus ignores unknown types (other handlers may want them).
 	}
@@ -238,11 +201,11 @@ func (r *realtimeConn) handleMessage(c *client, msg []byte) {
 
 // handshake handles the first frame of a handshake-mode connection: it must
 // be an auth frame with valid credentials, or the connection is closed.
-func (r *realtimeConn) handshake(c *client, msg []byte) {
+func (r *realtimeCodec) handshake(c *conn, msg []byte) {
 	f, perr := parseRealtimeFrame(msg)
 	if perr != nil || f.Type != "auth" {
 		c.Send(rtError("auth", "AUTH_FAILED", "Authentication handshake failed.", nil))
-		r.closeAfterQueued(c, websocket.ClosePolicyViolation, "authentication failed")
+		c.Close(websocket.ClosePolicyViolation, "authentication failed")
 		return
 	}
 	r.auth(c, f, true)
@@ -250,18 +213,28 @@ func (r *realtimeConn) handshake(c *client, msg []byte) {
 
 // auth authenticates the connection with the frame's credentials: an
 // access_token, a refresh_token (exchanged at /auth/refresh) or an email and
-// password (exchanged at /auth/login), in JSON mode. On success the
-// connection and all its subscriptions switch to the new token. On failure a
-// public-mode connection continues as the public role; others are closed.
-func (r *realtimeConn) auth(c *client, f realtimeFrame, handshake bool) {
+// password (exchanged at /auth/login). On success the connection and all
+// its subscriptions switch to the new token. On failure a public-mode
+// connection continues as the public role; others are closed.
+func (r *realtimeCodec) auth(c *conn, f realtimeFrame, handshake bool) {
 	uid := f.UID
 	if handshake {
 		uid = nil // Directus: the handshake answer carries no uid on failure
 	}
-	token, refresh, err := r.credentials(c.ctx, c, f)
-	var id directus.Identity
+	ctx := c.sess.Context()
+	var token, refresh string
+	var err error
+	if f.Email != nil || f.RefreshToken != nil {
+		token, refresh, err = c.sess.Login(ctx, f.Email, f.Password, f.OTP, f.RefreshToken)
+	}
+	if f.AccessToken != nil {
+		token, err = *f.AccessToken, nil // Directus: an access_token given alongside wins
+	}
+	if err == nil && token == "" {
+		err = session.ErrNoCredentials
+	}
 	if err == nil {
-		id, err = c.srv.auth.Validate(c.ctx, token)
+		_, err = c.sess.Authenticate(ctx, token)
 	}
 	if err != nil {
 		code, msg := "AUTH_FAILED", "Authentication failed."
@@ -274,71 +247,169 @@ func (r *realtimeConn) auth(c *client, f realtimeFrame, handshake bool) {
 		}
 		c.Send(rtError("auth", code, msg, uid))
 		if r.mode == authPublic {
-			c.setToken("")
-			c.watchExpiry(time.Time{})
+			_, _ = c.sess.Authenticate(ctx, "")
 			return
 		}
-		r.closeAfterQueued(c, websocket.ClosePolicyViolation, "authentication failed")
+		c.Close(websocket.ClosePolicyViolation, "authentication failed")
 		return
 	}
-	c.setToken(token)
-	c.watchExpiry(id.Expires)
 	c.Send(rtAuthOK(f.UID, refresh))
 	r.authed.Store(true)
 }
 
-// credentials returns the access token the frame carries or obtains, and
-// the new refresh token when one was obtained.
-func (r *realtimeConn) credentials(ctx context.Context, c *client, f realtimeFrame) (access, refresh string, err error) {
-	var body map[string]any
-	var path string
-	switch {
-	case f.Email != nil && f.Password != nil:
-		path, body = "login", map[string]any{"email": *f.Email, "password": *f.Password, "mode": "json"}
-		if f.OTP != nil {
-			body["otp"] = *f.OTP
-		}
-	case f.RefreshToken != nil:
-		path, body = "refresh", map[string]any{"refresh_token": *f.RefreshToken, "mode": "json"}
-	}
-	if path != "" {
-		data, err := c.srv.directus.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"auth", path}, Body: body})
-		if err != nil {
-			return "", "", err
-		}
-		var tokens struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-		}
-		_ = json.Unmarshal(data, &tokens)
-		access, refresh = tokens.AccessToken, tokens.RefreshToken
-	}
-	// Directus: an access_token given alongside wins.
-	if f.AccessToken != nil {
-		access = *f.AccessToken
-	}
-	if access == "" {
-		return "", "", errNoCredentials
-	}
-	return access, refresh, nil
+// subscribeFrame is {"type":"subscribe","collection","query"?,"event"?,"item"?,"uid"?,"since"?}.
+type subscribeFrame struct {
+	Collection *string         `json:"collection"`
+	Query      json.RawMessage `json:"query"`
+	Event      *string         `json:"event"`
+	Item       json.RawMessage `json:"item"`
+	// Since resumes after a broker event id (an addition to Directus).
+	Since string `json:"since"`
 }
 
-var errNoCredentials = &apiError{Status: http.StatusUnauthorized, Code: "AUTH_FAILED", Message: "no credentials"}
+// subscribe attaches a subscription. As in Directus, a subscription with
+// the same uid is replaced (removed first, even if the new one fails), the
+// answer is an init frame with the items the query selects (without data
+// when an event filter is given), and errors are {"type":"subscribe"} frames.
+func (r *realtimeCodec) subscribe(c *conn, f realtimeFrame) {
+	fail := func(err error) { c.Send(rtAPIError("subscribe", err, f.UID)) }
+	var m subscribeFrame
+	if err := json.Unmarshal(f.raw, &m); err != nil {
+		fail(session.Invalid("Validation error: " + fieldTypeError(err)))
+		return
+	}
+	if m.Collection == nil {
+		fail(session.Invalid(`Validation error: "collection" must be a string.`))
+		return
+	}
+	var actions broker.ActionSet
+	if m.Event != nil {
+		act := broker.Action(*m.Event)
+		if !act.Valid() {
+			fail(session.Invalid(`Validation error: "event" must be create, update or delete.`))
+			return
+		}
+		actions = actions.With(act)
+	}
+	item := ""
+	if hasValue(m.Item) {
+		s, ok := session.UIDString(m.Item)
+		if !ok || s == "" || s == "." || s == ".." {
+			fail(session.Invalid(`Validation error: "item" must be a string or a number.`))
+			return
+		}
+		item = s
+	}
+	var key string
+	var uid json.RawMessage
+	if len(f.UID) > 0 {
+		s, _ := session.UIDString(f.UID)
+		key, uid = session.KeyForUID(f.UID), mustJSON(s)
+	} else {
+		key = c.sess.NewKey()
+	}
+	ctx := c.sess.Context()
+	_, err := c.sess.Subscribe(ctx, session.SubscribeRequest{
+		Key: key, Collection: m.Collection, Query: m.Query, Actions: actions, UID: uid, Item: item,
+		// An event filter or a resume: init carries no data (Directus
+		// sends none with an event filter; a resume replays instead).
+		Init: m.Event == nil && m.Since == "", Since: m.Since,
+		Encoder: realtimeEncoder{item: item},
+	})
+	if err != nil && ctx.Err() == nil {
+		fail(err)
+	}
+}
 
-// tokenExpiredFrame is Directus's TokenExpiredError as an auth error.
-func (r *realtimeConn) tokenExpiredFrame() []byte {
+func mustJSON(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
+
+// unsubscribe removes the subscription with the frame's uid, or every
+// subscription of the connection when there is none. Directus answers
+// {"type":"subscription","event":"unsubscribe"} in both cases, also for a
+// uid it does not know.
+func (r *realtimeCodec) unsubscribe(c *conn, f realtimeFrame) {
+	if len(f.UID) > 0 {
+		c.sess.Unsubscribe(session.KeyForUID(f.UID))
+	} else {
+		c.sess.UnsubscribeWhere(nil)
+	}
+	c.Send(rtSubscription("unsubscribe", nil, f.UID))
+}
+
+// itemsFrame is {"type":"items","action","collection","data"?,"id"?,"ids"?,"query"?,"uid"?}.
+type itemsFrame struct {
+	Collection *string           `json:"collection"`
+	Action     string            `json:"action"`
+	Data       json.RawMessage   `json:"data"`
+	ID         json.RawMessage   `json:"id"`
+	IDs        []json.RawMessage `json:"ids"`
+	Query      json.RawMessage   `json:"query"`
+}
+
+// items forwards an items frame to the REST API with the connection's
+// token and answers {"type":"items","data","meta"?,"uid"} or an error frame
+// of type "items".
+func (r *realtimeCodec) items(c *conn, f realtimeFrame) {
+	var m itemsFrame
+	if err := json.Unmarshal(f.raw, &m); err != nil {
+		c.Send(rtAPIError("items", session.Invalid("Validation error: "+fieldTypeError(err)), f.UID))
+		return
+	}
+	if m.Collection == nil {
+		c.Send(rtAPIError("items", session.Invalid(`Validation error: "collection" must be a string.`), f.UID))
+		return
+	}
+	req := session.ItemsRequest{Action: m.Action, Collection: m.Collection, ID: m.ID, IDs: m.IDs, Query: m.Query, Data: m.Data}
+	ctx := c.sess.Context()
+	ok := c.async(func() {
+		res, err := c.sess.Items(ctx, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.Send(rtAPIError("items", err, f.UID))
+			}
+			return
+		}
+		c.Send(rtItems(res.Data, res.Meta, f.UID))
+	})
+	if !ok {
+		c.Send(rtError("items", "REQUESTS_EXCEEDED", "Too many requests in flight on this connection.", f.UID))
+	}
+}
+
+// fieldTypeError names the field of a JSON type error without Go's type
+// names.
+func fieldTypeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return `"` + te.Field + `" has the wrong type.`
+	}
+	return "the message does not have the documented shape."
+}
+
+// TokenExpired implements session.Protocol: Directus's TokenExpiredError as
+// an auth error.
+func (r *realtimeCodec) TokenExpired() []byte {
 	return rtError("auth", "TOKEN_EXPIRED", "Token expired.", nil)
 }
 
-func (r *realtimeConn) authGrace(c *client) time.Duration { return c.srv.cfg.RealtimeAuthTimeout }
+// AuthGrace implements session.Protocol.
+func (r *realtimeCodec) AuthGrace() time.Duration { return r.c.srv.cfg.RealtimeAuthTimeout }
 
-// graceOver: no new token within realtime_auth_timeout. Public mode goes on
-// as the public role; the others close, as Directus does.
-func (r *realtimeConn) graceOver(c *client) {
-	c.Send(rtError("auth", "AUTH_TIMEOUT", "Authentication timed out.", nil))
+// GraceOver implements session.Protocol: no new token within
+// realtime_auth_timeout. Public mode goes on as the public role; the others
+// close, as Directus does.
+func (r *realtimeCodec) GraceOver(s *session.Session) {
+	r.c.Send(rtError("auth", "AUTH_TIMEOUT", "Authentication timed out.", nil))
 	if r.mode == authPublic {
-		c.setToken("")
-		return
+		if _, err := s.Authenticate(s.Context(), ""); err == nil {
+			return
+		}
 	}
-	r.closeAfterQueued(c, closeTokenExpired, "token expired")
+	r.c.Close(closeTokenExpired, "token expired")
+}
+
+// Dropped implements session.Protocol: a subscribe error with the
+// subscription's uid, which ends the SDK's subscription loop.
+func (r *realtimeCodec) Dropped(sub *broker.Subscription, err error) []byte {
+	return rtAPIError("subscribe", err, sub.UID)
 }

@@ -3,10 +3,10 @@ package handlers
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
-	"strings"
+	"errors"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // realtimeFrame is a client frame of Directus's realtime protocol. Only type
@@ -39,7 +39,7 @@ func parseRealtimeFrame(msg []byte) (realtimeFrame, []byte) {
 	}
 	if uid, ok := head["uid"]; ok {
 		uid = bytes.TrimSpace(uid)
-		if _, valid := uidString(uid); !valid {
+		if _, valid := session.UIDString(uid); !valid {
 			return f, rtError("server", "INVALID_PAYLOAD", "Validation error: \"uid\" must be a string or a number.", nil)
 		}
 		f.UID = uid
@@ -53,23 +53,6 @@ func parseRealtimeFrame(msg []byte) (realtimeFrame, []byte) {
 		}
 	}
 	return f, nil
-}
-
-// uidString is the uid as Directus keys subscriptions by it: String(uid).
-func uidString(uid json.RawMessage) (string, bool) {
-	if len(uid) == 0 {
-		return "", false
-	}
-	if uid[0] == '"' {
-		var s string
-		err := json.Unmarshal(uid, &s)
-		return s, err == nil
-	}
-	v, err := strconv.ParseFloat(string(uid), 64)
-	if err != nil {
-		return "", false
-	}
-	return strconv.FormatFloat(v, 'f', -1, 64), true
 }
 
 // rtError is Directus's error frame: {"type","status":"error","error":{"code","message"},"uid"?}.
@@ -92,7 +75,10 @@ func rtError(typ, code, message string, uid json.RawMessage) []byte {
 // rtAPIError is an error frame for an error from Directus (or the broker's
 // own checks), keeping Directus's code and message.
 func rtAPIError(typ string, err error, uid json.RawMessage) []byte {
-	ae := toAPIError(err)
+	if errors.Is(err, session.ErrCollectionName) {
+		err = session.ErrInvalidCollection // Directus: a collection it does not have
+	}
+	ae := session.AsError(err)
 	return rtError(typ, ae.Code, ae.Message, uid)
 }
 
@@ -137,61 +123,6 @@ func rtItems(data, meta json.RawMessage, uid json.RawMessage) []byte {
 		b = append(b, meta...)
 	}
 	return closeWithUID(b, uid)
-}
-
-// listQueryParams are the query keys the SDK sends comma-joined.
-var listQueryParams = map[string]bool{"fields": true, "sort": true, "groupBy": true}
-
-// jsonQueryParams are the query keys the SDK sends as JSON text.
-var jsonQueryParams = map[string]bool{"filter": true, "deep": true, "alias": true, "aggregate": true}
-
-// numberQueryParams are the query keys the SDK sends as decimal strings.
-var numberQueryParams = map[string]bool{"limit": true, "offset": true, "page": true}
-
-// normalizeQuery turns a query given as an object or in the SDK's REST form
-// ({"fields":"id,title","filter":"{...}","limit":"10"}) into one canonical
-// object, so both forms share a group (one read per event) and a Directus
-// query string.
-func normalizeQuery(raw json.RawMessage) (broker.Query, *apiError) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	var q broker.Query
-	if err := json.Unmarshal(raw, &q); err != nil {
-		return nil, badRequest(`"query" must be an object`)
-	}
-	for key, v := range q {
-		s, isString := v.(string)
-		if !isString {
-			continue
-		}
-		switch {
-		case listQueryParams[key]:
-			var parts []any
-			for _, p := range strings.Split(s, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					parts = append(parts, p)
-				}
-			}
-			q[key] = parts
-		case jsonQueryParams[key]:
-			var parsed any
-			if err := json.Unmarshal([]byte(s), &parsed); err != nil {
-				return nil, badRequest(`"query.` + key + `" must be an object or its JSON text`)
-			}
-			q[key] = parsed
-		case numberQueryParams[key]:
-			n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-			if err != nil {
-				return nil, badRequest(`"query.` + key + `" must be a number`)
-			}
-			q[key] = n
-		}
-	}
-	if len(q) == 0 {
-		return nil, nil
-	}
-	return q, nil
 }
 
 // realtimeEncoder encodes deliveries as Directus's subscription frames. Its
@@ -253,6 +184,15 @@ func itemOf(d *broker.Delivery, item string) json.RawMessage {
 	return items[idx]
 }
 
+// Ack implements broker.Encoder: without a snapshot, Directus's init frame
+// carries no data; with one, the Init frame is the first.
+func (e realtimeEncoder) Ack(s *broker.Subscription, snapshot bool) []byte {
+	if snapshot {
+		return nil
+	}
+	return rtSubscription("init", nil, s.UID)
+}
+
 // Init implements broker.Encoder.
 func (e realtimeEncoder) Init(s *broker.Subscription, data json.RawMessage) []byte {
 	if len(data) == 0 || string(data) == "null" {
@@ -276,16 +216,4 @@ func (e realtimeEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte 
 		UID        json.RawMessage `json:"uid,omitempty"`
 	}{"notice", n.Code, n.Message, s.Collection, n.EventID, n.Count, s.UID})
 	return b
-}
-
-// realtimeSink is a client as the sink of its realtime subscriptions: it
-// drops the empty frames an item subscription's encoder makes for events
-// about other items.
-type realtimeSink struct{ *client }
-
-// Send implements broker.Sink.
-func (s realtimeSink) Send(frame []byte) {
-	if len(frame) > 0 {
-		s.client.Send(frame)
-	}
 }

@@ -5,48 +5,8 @@ import (
 	"testing"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
-
-func TestNormalizeQuery(t *testing.T) {
-	tests := []struct {
-		name, in, want string
-		bad            bool
-	}{
-		{"none", ``, `null`, false},
-		{"empty", `{}`, `null`, false},
-		{"object form is kept", `{"fields":["id","title"],"filter":{"a":{"_eq":1}},"limit":10}`, `{"fields":["id","title"],"filter":{"a":{"_eq":1}},"limit":10}`, false},
-		{"SDK form", `{"fields":"id, title","filter":"{\"a\":{\"_eq\":1}}","limit":"10","sort":"-id,title","offset":"2"}`,
-			`{"fields":["id","title"],"filter":{"a":{"_eq":1}},"limit":10,"offset":2,"sort":["-id","title"]}`, false},
-		{"unknown keys pass", `{"search":"x","version":"draft"}`, `{"search":"x","version":"draft"}`, false},
-		{"bad filter text", `{"filter":"{nope"}`, ``, true},
-		{"bad limit", `{"limit":"ten"}`, ``, true},
-		{"not an object", `[1]`, ``, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			q, err := normalizeQuery(json.RawMessage(tc.in))
-			if tc.bad {
-				if err == nil {
-					t.Fatalf("want an error, got %v", q)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := json.Marshal(q)
-			if string(got) != tc.want {
-				t.Fatalf("got %s, want %s", got, tc.want)
-			}
-		})
-	}
-	// Both forms make the same group key: one read serves both.
-	a, _ := normalizeQuery(json.RawMessage(`{"fields":"id,title","limit":"5"}`))
-	b, _ := normalizeQuery(json.RawMessage(`{"fields":["id","title"],"limit":5}`))
-	if a.Key() != b.Key() {
-		t.Fatalf("keys differ: %s vs %s", a.Key(), b.Key())
-	}
-}
 
 func TestParseRealtimeFrame(t *testing.T) {
 	tests := []struct {
@@ -82,15 +42,6 @@ func TestParseRealtimeFrame(t *testing.T) {
 	}
 }
 
-func TestUIDString(t *testing.T) {
-	for in, want := range map[string]string{`"a"`: "a", `7`: "7", `1.5`: "1.5", `1e3`: "1000", `""`: ""} {
-		got, ok := uidString(json.RawMessage(in))
-		if !ok || got != want {
-			t.Errorf("%s: got %q %v, want %q", in, got, ok, want)
-		}
-	}
-}
-
 func TestRealtimeEncoder(t *testing.T) {
 	uid := json.RawMessage(`"s"`)
 	create := &broker.Delivery{Event: broker.Event{ID: "1-1", Action: broker.ActionCreate}, Keys: []string{"1", "2"},
@@ -112,7 +63,7 @@ func TestRealtimeEncoder(t *testing.T) {
 			t.Errorf("%+v %s:\n got %s\nwant %s", tc.enc, tc.d.Event.Action, got, tc.want)
 		}
 	}
-	s := broker.NewSubscription("c", "", nil, 0, nil, nil, realtimeEncoder{})
+	s := broker.NewSubscription("c", broker.Credentials{}, nil, 0, nil, nil, realtimeEncoder{})
 	if got := string(realtimeEncoder{}.Init(s, nil)); got != `{"type":"subscription","event":"init","data":[]}` {
 		t.Errorf("init without uid: %s", got)
 	}
@@ -131,7 +82,7 @@ func FuzzParseRealtimeFrame(f *testing.F) {
 			return
 		}
 		if len(fr.UID) > 0 {
-			if _, ok := uidString(fr.UID); !ok {
+			if _, ok := session.UIDString(fr.UID); !ok {
 				t.Fatalf("accepted uid %s", fr.UID)
 			}
 		}

@@ -19,33 +19,38 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
-// Deps are the server's collaborators, built by main (or a test).
+// Deps are the server's collaborators, built by the broker's assembly
+// (internal/app).
 type Deps struct {
 	Config   config.Config
 	Broker   *broker.Broker
 	Directus *directus.Client
+	// Sessions are the collaborators of every connection's session; its
+	// Auth also checks tokens at the upgrade.
+	Sessions *session.Deps
 	Log      zerolog.Logger
 	// Example is the file system served at /example/ (nil: not served).
 	Example fs.FS
 }
 
-// Server is the HTTP edge: webhook, WebSocket endpoint, health, metrics.
+// Server is the HTTP edge: webhook, WebSocket endpoints, health, metrics.
 type Server struct {
 	cfg      config.Config
 	log      zerolog.Logger
 	broker   *broker.Broker
 	directus *directus.Client
-	auth     *directus.Authenticator
-	reader   *directus.Reader
+	auth     session.Authenticator
+	sessions *session.Deps
 	echo     *echo.Echo
 	melody   *melody.Melody
 
 	conns    atomic.Int64
 	closing  atomic.Bool
 	clientMu sync.Mutex
-	clients  map[*client]struct{}
+	clients  map[*conn]struct{}
 	evicted  atomic.Int64
 }
 
@@ -54,9 +59,8 @@ func New(d Deps) *Server {
 	s := &Server{
 		cfg: d.Config, log: d.Log.With().Str("component", "http").Logger(),
 		broker: d.Broker, directus: d.Directus,
-		auth:    directus.NewAuthenticator(d.Directus, d.Config.TokenCacheTTL),
-		reader:  &directus.Reader{Client: d.Directus},
-		clients: map[*client]struct{}{},
+		auth: d.Sessions.Auth, sessions: d.Sessions,
+		clients: map[*conn]struct{}{},
 	}
 	s.melody = s.newMelody()
 	e := echo.New()
@@ -207,11 +211,11 @@ func (s *Server) httpError(err error, c echo.Context) {
 		if m, ok := he.Message.(string); ok {
 			msg = m
 		}
-		_ = c.JSON(he.Code, errorBody(&apiError{Status: he.Code, Code: codeFor(he.Code), Message: msg}))
+		_ = c.JSON(he.Code, errorBody(&session.Error{Status: he.Code, Code: codeFor(he.Code), Message: msg}))
 		return
 	}
 	s.log.Error().Err(err).Str("path", c.Request().URL.Path).Msg("request failed")
-	_ = c.JSON(http.StatusInternalServerError, errorBody(toAPIError(err)))
+	_ = c.JSON(http.StatusInternalServerError, errorBody(session.AsError(err)))
 }
 
 func codeFor(status int) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // webhook takes item events posted by a Directus Flow or webhook and
@@ -23,33 +24,33 @@ func (s *Server) webhook(c echo.Context) error {
 	r := c.Request()
 	if !s.webhookAuthorized(r) {
 		s.log.Warn().Str("remote", r.RemoteAddr).Msg("webhook refused: missing or wrong secret")
-		return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "UNAUTHORIZED", Message: "missing or wrong webhook secret"}))
+		return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "UNAUTHORIZED", Message: "missing or wrong webhook secret"}))
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.WebhookMaxBody+1))
 	if err != nil {
-		return c.JSON(http.StatusBadRequest, errorBody(badRequest("could not read the body")))
+		return c.JSON(http.StatusBadRequest, errorBody(session.Invalid("could not read the body")))
 	}
 	if int64(len(body)) > s.cfg.WebhookMaxBody {
-		return c.JSON(http.StatusRequestEntityTooLarge, errorBody(&apiError{Status: 413, Code: "PAYLOAD_TOO_LARGE", Message: "body exceeds webhook_max_body"}))
+		return c.JSON(http.StatusRequestEntityTooLarge, errorBody(&session.Error{Status: 413, Code: "PAYLOAD_TOO_LARGE", Message: "body exceeds webhook_max_body"}))
 	}
 	events, err := directus.NormalizeWebhook(body)
 	var notEvent *directus.NotEventError
 	switch {
 	case errors.Is(err, directus.ErrMalformed):
-		return c.JSON(http.StatusBadRequest, errorBody(badRequest("body is not valid JSON")))
+		return c.JSON(http.StatusBadRequest, errorBody(session.Invalid("body is not valid JSON")))
 	case errors.As(err, &notEvent):
-		return c.JSON(http.StatusUnprocessableEntity, errorBody(&apiError{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: notEvent.Reason}))
+		return c.JSON(http.StatusUnprocessableEntity, errorBody(&session.Error{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: notEvent.Reason}))
 	case err != nil:
 		return err
 	}
 	if err := s.broker.Publish(r.Context(), events); err != nil {
 		if errors.Is(err, broker.ErrInvalidEvent) {
-			return c.JSON(http.StatusUnprocessableEntity, errorBody(&apiError{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: err.Error()}))
+			return c.JSON(http.StatusUnprocessableEntity, errorBody(&session.Error{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: err.Error()}))
 		}
 		// Bus trouble (Redis down) or the sender gave up: nothing internal
 		// goes into the answer; the Flow logs the 503.
 		s.log.Error().Err(err).Int("events", len(events)).Msg("webhook events not published")
-		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SERVICE_UNAVAILABLE", Message: "events could not be published; retry"}))
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&session.Error{Status: 503, Code: "SERVICE_UNAVAILABLE", Message: "events could not be published; retry"}))
 	}
 	ids := make([]string, len(events))
 	for i, e := range events {
@@ -71,7 +72,7 @@ func (s *Server) webhookAuthorized(r *http.Request) bool {
 		ip := net.ParseIP(host)
 		return ip != nil && ip.IsLoopback()
 	}
-	got := r.Header.Get("X-Webhook-Secret")
+	got := r.Header.Get(s.cfg.WebhookSecretHeader)
 	if got == "" {
 		if auth := r.Header.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
 			got = auth[7:]
@@ -81,8 +82,4 @@ func (s *Server) webhookAuthorized(r *http.Request) bool {
 	a := sha256.Sum256([]byte(got))
 	b := sha256.Sum256([]byte(s.cfg.WebhookSecret))
 	return got != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1
-}
-
-func errorBody(e *apiError) map[string]any {
-	return map[string]any{"error": e}
 }

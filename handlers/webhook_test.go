@@ -10,9 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/directus-ws-broker/directus-ws-broker/broker"
-	"github.com/directus-ws-broker/directus-ws-broker/directus"
-	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
 )
 
@@ -88,13 +86,15 @@ func TestWebhookAnswers(t *testing.T) {
 func TestWebhookWithoutSecretOnlyLoopback(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.WebhookSecret = ""
-	client, _ := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
-	br := broker.New(broker.NewMemoryBus(10, 60e9), &directus.Reader{Client: client}, broker.Options{}, zerolog.Nop())
-	if err := br.Start(); err != nil {
+	a, err := app.New(cfg, zerolog.Nop())
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer br.Close()
-	srv := handlers.New(handlers.Deps{Config: cfg, Broker: br, Directus: client, Log: zerolog.Nop()})
+	if err := a.Broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Broker.Close()
+	srv := a.Server
 	body := `{"event":"articles.items.delete","keys":["1"],"collection":"articles"}`
 	for _, tc := range []struct {
 		remote, forwarded string

@@ -11,6 +11,7 @@ import (
 	"github.com/olahol/melody"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // newMelody configures melody for the broker; its defaults (512-byte
@@ -28,24 +29,23 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Upgrader.ReadBufferSize = 512 // its own: net/http's 4 KiB reader is freed
 	m.Upgrader.WriteBufferSize = 4096
 	m.Upgrader.WriteBufferPool = &sync.Pool{}
-	m.HandleMessage(func(ms *melody.Session, msg []byte) { clientOf(ms).receive(msg) })
-	m.HandleSentMessage(func(ms *melody.Session, _ []byte) { clientOf(ms).sent() })
+	m.HandleMessage(func(ms *melody.Session, msg []byte) { connOf(ms).receive(msg) })
+	m.HandleSentMessage(func(ms *melody.Session, msg []byte) { connOf(ms).sent(msg) })
 	m.HandleConnect(func(ms *melody.Session) {
-		c := clientOf(ms)
-		c.session = ms
+		c := connOf(ms)
+		c.ws = ms
 		// Nothing reads the request after the handshake; its headers
 		// would stay in memory for the life of the connection.
 		ms.Request = nil
-		c.watchExpiry(c.expires)
 		s.clientMu.Lock()
 		s.clients[c] = struct{}{}
 		s.clientMu.Unlock()
-		c.proto.connected(c)
+		c.codec.opened(c)
 		c.handshakeDone()
 	})
 	m.HandleDisconnect(func(ms *melody.Session) {
-		c := clientOf(ms)
-		c.close()
+		c := connOf(ms)
+		c.sess.Close()
 		s.clientMu.Lock()
 		delete(s.clients, c)
 		s.clientMu.Unlock()
@@ -53,7 +53,7 @@ func (s *Server) newMelody() *melody.Melody {
 		c.log.Debug().Msg("disconnected")
 	})
 	m.HandleError(func(ms *melody.Session, err error) {
-		c := clientOf(ms)
+		c := connOf(ms)
 		if errors.Is(err, melody.ErrMessageBufferFull) {
 			// Cannot happen while every frame goes through client.Send,
 			// which never overfills melody's queue; evict rather than lose
@@ -67,9 +67,9 @@ func (s *Server) newMelody() *melody.Melody {
 	return m
 }
 
-func clientOf(ms *melody.Session) *client {
-	v, _ := ms.Get("client")
-	return v.(*client)
+func connOf(ms *melody.Session) *conn {
+	v, _ := ms.Get("conn")
+	return v.(*conn)
 }
 
 // upgrade authenticates the request before the WebSocket handshake: an
@@ -81,20 +81,20 @@ func (s *Server) upgrade(c echo.Context) error {
 	if !s.cfg.WebsocketPublic {
 		refuse = "a token is required (websocket_public is off)"
 	}
-	return s.accept(c, requestToken(c.Request()), refuse, extensionProtocol{})
+	return s.accept(c, requestToken(c.Request()), refuse, &seedCodec{})
 }
 
 // accept authenticates token (when not empty) and upgrades the request to a
-// connection speaking proto. Without a token it answers 401 with the reason
+// connection speaking codec. Without a token it answers 401 with the reason
 // refuseAnonymous, unless that is empty.
-func (s *Server) accept(c echo.Context, token, refuseAnonymous string, proto protocol) error {
+func (s *Server) accept(c echo.Context, token, refuseAnonymous string, codec codec) error {
 	r := c.Request()
 	if s.closing.Load() {
-		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "SHUTTING_DOWN", Message: "broker is shutting down"}))
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&session.Error{Status: 503, Code: "SHUTTING_DOWN", Message: "broker is shutting down"}))
 	}
 	if s.conns.Add(1) > int64(s.cfg.MaxConnections) {
 		s.conns.Add(-1)
-		return c.JSON(http.StatusServiceUnavailable, errorBody(&apiError{Status: 503, Code: "TOO_MANY_CONNECTIONS", Message: "connection limit reached"}))
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&session.Error{Status: 503, Code: "TOO_MANY_CONNECTIONS", Message: "connection limit reached"}))
 	}
 	upgraded := false
 	defer func() {
@@ -106,26 +106,26 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, proto pro
 	var id directus.Identity
 	if token == "" {
 		if refuseAnonymous != "" {
-			return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "UNAUTHORIZED", Message: refuseAnonymous}))
+			return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "UNAUTHORIZED", Message: refuseAnonymous}))
 		}
 	} else {
 		var err error
 		id, err = s.auth.Validate(r.Context(), token)
 		if err != nil {
-			ae := toAPIError(err)
+			ae := session.AsError(err)
 			if ae.Status == http.StatusServiceUnavailable {
 				log.Warn().Err(err).Msg("upgrade refused: Directus unreachable")
 				return c.JSON(http.StatusServiceUnavailable, errorBody(ae))
 			}
-			return c.JSON(http.StatusUnauthorized, errorBody(&apiError{Status: 401, Code: "INVALID_CREDENTIALS", Message: "Directus refused the token"}))
+			return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "INVALID_CREDENTIALS", Message: "Directus refused the token"}))
 		}
 		log = log.With().Str("user", id.UserID).Logger()
 	}
 	if !websocketRequest(r) {
-		return c.JSON(http.StatusBadRequest, errorBody(badRequest("expected a WebSocket upgrade request")))
+		return c.JSON(http.StatusBadRequest, errorBody(session.Invalid("expected a WebSocket upgrade request")))
 	}
-	cl := newClient(s, proto, token, log)
-	cl.expires = id.Expires
+	cl := newConn(s, codec, log)
+	cl.sess = session.New(s.sessions, codec, cl, token, id, log)
 	upgraded = true
 	// The connection lives on a goroutine of its own that starts with a
 	// small stack. The request's goroutine, whose stack grew through the
@@ -138,7 +138,7 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, proto pro
 	handshake := make(chan struct{})
 	cl.handshakeDone = sync.OnceFunc(func() { close(handshake) })
 	go func() {
-		if err := s.melody.HandleRequestWithKeys(w, r, map[string]any{"client": cl}); err != nil {
+		if err := s.melody.HandleRequestWithKeys(w, r, map[string]any{"conn": cl}); err != nil {
 			// The upgrader already answered the request (403 for a bad
 			// origin). The connect and disconnect handlers never ran.
 			log.Debug().Err(err).Msg("upgrade failed")

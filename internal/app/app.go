@@ -11,10 +11,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/broker/redisbus"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 	"github.com/directus-ws-broker/directus-ws-broker/example"
 	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // App is an assembled broker.
@@ -34,10 +36,20 @@ func New(cfg config.Config, log zerolog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := broker.New(bus, &directus.Reader{Client: client}, broker.Options{
+	// One reader (with the one primary-key cache) for deliveries, subscribe
+	// checks, snapshots and items reads alike.
+	reader := &directus.Reader{Client: client}
+	classes := broker.TokenClasses{}
+	b := broker.New(bus, reader, broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
+		MaxHeldBytes: cfg.SendQueueBytes, Classifier: classes,
 	}, log)
-	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Log: log, Example: example.Files})
+	sessions := &session.Deps{
+		Broker: b, Reader: reader, REST: client, Classes: classes,
+		Auth:   directus.NewAuthenticator(client, cfg.TokenCacheTTL),
+		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes},
+	}
+	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files})
 	return &App{Config: cfg, Broker: b, Server: srv}, nil
 }
 
@@ -46,7 +58,7 @@ func NewBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
 	if cfg.Bus != "redis" {
 		return broker.NewMemoryBus(cfg.HistorySize, cfg.HistoryMaxAge), nil
 	}
-	return broker.NewRedisBus(broker.RedisOptions{
+	return redisbus.New(redisbus.Options{
 		URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, HistorySize: cfg.HistorySize, HistoryMaxAge: cfg.HistoryMaxAge,
 	}, log)
 }

@@ -1,4 +1,4 @@
-package broker
+package redisbus
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,23 +15,25 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/directus-ws-broker/directus-ws-broker/internal/redistest"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
 
-// testRedisBus is a started RedisBus and what it handed on.
+// testRedisBus is a started Bus and what it handed on.
 type testRedisBus struct {
-	*RedisBus
-	got chan Event
+	*Bus
+	got chan broker.Event
 }
 
-func startRedisBus(t testing.TB, url string, opts RedisOptions) *testRedisBus {
+func startRedisBus(t testing.TB, url string, opts Options) *testRedisBus {
 	t.Helper()
 	opts.URL = url
-	b, err := NewRedisBus(opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	b, err := New(opts, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb := &testRedisBus{RedisBus: b, got: make(chan Event, 100000)}
-	if err := b.Start(func(e Event) { tb.got <- e }); err != nil {
+	tb := &testRedisBus{Bus: b, got: make(chan broker.Event, 100000)}
+	if err := b.Start(broker.DispatchFunc(func(e broker.Event) { tb.got <- e })); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
@@ -37,7 +41,7 @@ func startRedisBus(t testing.TB, url string, opts RedisOptions) *testRedisBus {
 }
 
 // next returns the next event handed on, failing after a generous wait.
-func (b *testRedisBus) next(t testing.TB) Event {
+func (b *testRedisBus) next(t testing.TB) broker.Event {
 	t.Helper()
 	select {
 	case e := <-b.got:
@@ -45,7 +49,7 @@ func (b *testRedisBus) next(t testing.TB) Event {
 	case <-time.After(15 * time.Second):
 		t.Fatal("no event handed on within 15s")
 	}
-	return Event{}
+	return broker.Event{}
 }
 
 // expectAll checks that each bus hands on exactly ids next, in order, and
@@ -65,11 +69,11 @@ func expectAll(t testing.TB, pub *testRedisBus, buses []*testRedisBus, ids []str
 	}
 }
 
-func redisPublish(t testing.TB, b *testRedisBus, collections ...string) []Event {
+func redisPublish(t testing.TB, b *testRedisBus, collections ...string) []broker.Event {
 	t.Helper()
-	events := make([]Event, len(collections))
+	events := make([]broker.Event, len(collections))
 	for i, c := range collections {
-		events[i] = Event{Action: ActionUpdate, Collection: c, Keys: []string{fmt.Sprint(i + 1)}, Payload: json.RawMessage(`{"n":1}`)}
+		events[i] = broker.Event{Action: broker.ActionUpdate, Collection: c, Keys: []string{fmt.Sprint(i + 1)}, Payload: json.RawMessage(`{"n":1}`)}
 	}
 	if err := b.Publish(t.Context(), events); err != nil {
 		t.Fatalf("publish: %v", err)
@@ -77,7 +81,7 @@ func redisPublish(t testing.TB, b *testRedisBus, collections ...string) []Event 
 	return events
 }
 
-func redisIDs(events []Event) []string {
+func redisIDs(events []broker.Event) []string {
 	out := make([]string, len(events))
 	for i, e := range events {
 		out[i] = e.ID
@@ -116,11 +120,11 @@ func redisAdmin(t testing.TB, url string) *redis.Client {
 // reaches every instance once, in order, with the IDs Publish assigned.
 func TestRedisBusDeliversToEveryInstance(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{})
-	b := startRedisBus(t, r.URL, RedisOptions{})
+	a := startRedisBus(t, r.URL, Options{})
+	b := startRedisBus(t, r.URL, Options{})
 	sent := redisPublish(t, a, "x", "y", "x")
 	for i, e := range sent {
-		if !ValidID(e.ID) || (i > 0 && CompareIDs(sent[i-1].ID, e.ID) >= 0) {
+		if !broker.ValidID(e.ID) || (i > 0 && broker.CompareIDs(sent[i-1].ID, e.ID) >= 0) {
 			t.Fatalf("IDs must be valid and increasing: %v", redisIDs(sent))
 		}
 	}
@@ -143,7 +147,7 @@ func TestRedisBusDeliversToEveryInstance(t *testing.T) {
 // gap within retention; a gap for an ID from before the data generation.
 func TestRedisBusHistory(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{})
+	a := startRedisBus(t, r.URL, Options{})
 	sent := redisPublish(t, a, "x", "x", "y", "x")
 	cases := []struct {
 		coll, since string
@@ -173,7 +177,7 @@ func TestRedisBusHistory(t *testing.T) {
 // since.
 func TestRedisBusHistoryRetention(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{HistorySize: 3})
+	a := startRedisBus(t, r.URL, Options{HistorySize: 3})
 	sent := redisPublish(t, a, "x", "x", "x", "x", "x")
 	other := redisPublish(t, a, "y") // other collections do not push x's events out
 	cases := []struct {
@@ -201,7 +205,7 @@ func TestRedisBusHistoryRetention(t *testing.T) {
 // and reported as a gap.
 func TestRedisBusHistoryMaxAge(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{HistoryMaxAge: time.Hour})
+	a := startRedisBus(t, r.URL, Options{HistoryMaxAge: time.Hour})
 	sent := redisPublish(t, a, "x", "x")
 	if got, gap, err := a.History(t.Context(), "x", sent[0].ID); err != nil || gap || len(got) != 1 {
 		t.Fatalf("fresh events: got %v gap %v err %v", redisIDs(got), gap, err)
@@ -214,14 +218,14 @@ func TestRedisBusHistoryMaxAge(t *testing.T) {
 }
 
 // TestRedisBusRedisRestart: while Redis is down Publish fails with
-// ErrBusUnavailable and Ready reports it; after Redis comes back empty every
+// broker.ErrBusUnavailable and Ready reports it; after Redis comes back empty every
 // instance resubscribes on its own, every acknowledged event reaches every
 // instance exactly once, in order, and a resume across the restart reports
 // a gap.
 func TestRedisBusRedisRestart(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{})
-	b := startRedisBus(t, r.URL, RedisOptions{})
+	a := startRedisBus(t, r.URL, Options{})
+	b := startRedisBus(t, r.URL, Options{})
 	var acked []string
 	for round := range 3 {
 		for range 5 {
@@ -238,9 +242,9 @@ func TestRedisBusRedisRestart(t *testing.T) {
 			if err := r.Shutdown(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			err := a.Publish(t.Context(), []Event{{Action: ActionCreate, Collection: "x", Keys: []string{"1"}}})
-			if !errors.Is(err, ErrBusUnavailable) {
-				t.Fatalf("publish while Redis is down: want ErrBusUnavailable, got %v", err)
+			err := a.Publish(t.Context(), []broker.Event{{Action: broker.ActionCreate, Collection: "x", Keys: []string{"1"}}})
+			if !errors.Is(err, broker.ErrBusUnavailable) {
+				t.Fatalf("publish while Redis is down: want broker.ErrBusUnavailable, got %v", err)
 			}
 			if a.Ready(t.Context()) == nil {
 				t.Fatal("ready while Redis is down")
@@ -265,8 +269,8 @@ func TestRedisBusRedisRestart(t *testing.T) {
 // duplicates.
 func TestRedisBusCatchUpAfterSubscriptionLoss(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{})
-	b := startRedisBus(t, r.URL, RedisOptions{})
+	a := startRedisBus(t, r.URL, Options{})
+	b := startRedisBus(t, r.URL, Options{})
 	admin := redisAdmin(t, r.URL)
 	var acked []string
 	for range 20 {
@@ -282,13 +286,14 @@ func TestRedisBusCatchUpAfterSubscriptionLoss(t *testing.T) {
 // the generation carried in every message.
 func TestRedisBusFlushAll(t *testing.T) {
 	r := redistest.Require(t)
-	a := startRedisBus(t, r.URL, RedisOptions{})
-	b := startRedisBus(t, r.URL, RedisOptions{})
+	a := startRedisBus(t, r.URL, Options{})
+	b := startRedisBus(t, r.URL, Options{})
 	before := redisPublish(t, a, "x")
 	// The flush must come in a later millisecond than before's ID (see the
 	// known limit in History); Redis's clock decides, so wait for it.
 	admin := redisAdmin(t, r.URL)
-	beforeMs, _ := splitID(before[0].ID)
+	ms, _, _ := strings.Cut(before[0].ID, "-")
+	beforeMs, _ := strconv.ParseUint(ms, 10, 64)
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		now, err := admin.Time(t.Context()).Result()
 		if err != nil {
@@ -318,7 +323,7 @@ func TestRedisBusStartWithoutRedis(t *testing.T) {
 	if err := r.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	a := startRedisBus(t, r.URL, RedisOptions{StartWait: 50 * time.Millisecond})
+	a := startRedisBus(t, r.URL, Options{StartWait: 50 * time.Millisecond})
 	if a.Ready(t.Context()) == nil {
 		t.Fatal("ready without Redis")
 	}
@@ -332,7 +337,7 @@ func TestRedisBusStartWithoutRedis(t *testing.T) {
 
 // TestRedisBusClose: Close is idempotent, also without Start.
 func TestRedisBusClose(t *testing.T) {
-	b, err := NewRedisBus(RedisOptions{URL: "redis://127.0.0.1:1/0"}, zerolog.Nop())
+	b, err := New(Options{URL: "redis://127.0.0.1:1/0"}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,10 +347,10 @@ func TestRedisBusClose(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Start(func(Event) {}); err == nil {
+	if err := b.Start(broker.DispatchFunc(func(broker.Event) {})); err == nil {
 		t.Fatal("Start after Close must fail")
 	}
-	if _, err := NewRedisBus(RedisOptions{URL: "http://x"}, zerolog.Nop()); err == nil {
+	if _, err := New(Options{URL: "http://x"}, zerolog.Nop()); err == nil {
 		t.Fatal("a non-redis URL must be refused")
 	}
 }
@@ -356,12 +361,12 @@ func BenchmarkRedisBusRoundTrip(b *testing.B) {
 	r := redistest.Require(b)
 	for _, name := range []string{"same-instance", "other-instance"} {
 		b.Run(name, func(b *testing.B) {
-			pub := startRedisBus(b, r.URL, RedisOptions{Prefix: name + ":"})
+			pub := startRedisBus(b, r.URL, Options{Prefix: name + ":"})
 			sub := pub
 			if name == "other-instance" {
-				sub = startRedisBus(b, r.URL, RedisOptions{Prefix: name + ":"})
+				sub = startRedisBus(b, r.URL, Options{Prefix: name + ":"})
 			}
-			e := []Event{{Action: ActionUpdate, Collection: "x", Keys: []string{"1"}, Payload: json.RawMessage(`{"title":"bench"}`)}}
+			e := []broker.Event{{Action: broker.ActionUpdate, Collection: "x", Keys: []string{"1"}, Payload: json.RawMessage(`{"title":"bench"}`)}}
 			b.ResetTimer()
 			for b.Loop() {
 				if err := pub.Publish(context.Background(), e); err != nil {

@@ -1,4 +1,4 @@
-package broker
+package redisbus
 
 import (
 	"context"
@@ -10,18 +10,20 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
 
-// reader is a RedisBus's one subscriber: it receives every event published
+// subscriber is a Bus's one pub/sub subscriber: it receives every event published
 // anywhere through the pub/sub channel and hands it to the broker in ID
 // order, exactly once. After any break of the subscription it resubscribes
 // with backoff and, once subscribed, reads what it missed from the events
 // stream. Only its goroutine touches its fields.
-type reader struct {
-	bus    *RedisBus
-	handle func(Event)
-	gen    string // the data generation last is from; "" before the first subscription
-	last   string // ID of the newest event handed on
+type subscriber struct {
+	bus  *Bus
+	d    broker.Dispatcher
+	gen  string // the data generation last is from; "" before the first subscription
+	last string // ID of the newest event handed on
 }
 
 const (
@@ -30,7 +32,7 @@ const (
 	catchUpPage = 512
 )
 
-func (r *reader) run(ctx context.Context) {
+func (r *subscriber) run(ctx context.Context) {
 	b := r.bus
 	defer close(b.done)
 	backoff := minBackoff
@@ -64,7 +66,7 @@ func (r *reader) run(ctx context.Context) {
 
 // session subscribes, catches up and then hands on what arrives until the
 // subscription breaks. wasLive reports whether it got that far.
-func (r *reader) session(ctx context.Context) (wasLive bool, err error) {
+func (r *subscriber) session(ctx context.Context) (wasLive bool, err error) {
 	b := r.bus
 	ps := b.client.Subscribe(ctx)
 	if !b.setPubSub(ps) {
@@ -130,11 +132,11 @@ func (r *reader) session(ctx context.Context) (wasLive bool, err error) {
 }
 
 // receive hands on one pub/sub message "<generation> <id> <event JSON>".
-func (r *reader) receive(ctx context.Context, payload string) error {
+func (r *subscriber) receive(ctx context.Context, payload string) error {
 	gen, rest, ok1 := strings.Cut(payload, " ")
 	id, data, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || !ValidID(id) {
-		r.bus.log.Error().Str("message", truncate(payload, 200)).Msg("ignoring a malformed message on the events channel")
+	if !ok1 || !ok2 || !broker.ValidID(id) {
+		r.bus.log.Error().Int("bytes", len(payload)).Msg("ignoring a malformed message on the events channel")
 		return nil
 	}
 	if gen != r.gen {
@@ -142,7 +144,7 @@ func (r *reader) receive(ctx context.Context, payload string) error {
 		// stream knows everything of the new generation.
 		return r.catchUp(ctx)
 	}
-	if CompareIDs(id, r.last) <= 0 {
+	if broker.CompareIDs(id, r.last) <= 0 {
 		return nil // already handed on by a catch-up
 	}
 	e, err := decodeEvent(id, data)
@@ -151,7 +153,7 @@ func (r *reader) receive(ctx context.Context, payload string) error {
 		return nil
 	}
 	r.last = id
-	r.handle(e)
+	r.d.Dispatch(e)
 	return nil
 }
 
@@ -160,7 +162,7 @@ func (r *reader) receive(ctx context.Context, payload string) error {
 // published before the instance started are not for it. Each page is read
 // in one transaction with the generation, so a restart between pages is
 // noticed.
-func (r *reader) catchUp(ctx context.Context) error {
+func (r *subscriber) catchUp(ctx context.Context) error {
 	b := r.bus
 	first := true
 	caught := 0
@@ -218,7 +220,7 @@ func (r *reader) catchUp(ctx context.Context) error {
 			// The stream was trimmed; if it was trimmed past last, events
 			// after last may be gone (only "may": last itself and nothing
 			// after it may be what went).
-			if oldest := info.Val().FirstEntry.ID; oldest != "" && CompareIDs(oldest, r.last) > 0 {
+			if oldest := info.Val().FirstEntry.ID; oldest != "" && broker.CompareIDs(oldest, r.last) > 0 {
 				b.log.Error().Str("last_event", r.last).Str("oldest_kept", oldest).Msg("the events stream no longer holds everything after this instance's last event: events published while it was disconnected may be lost for its subscribers (raise the events stream size)")
 			}
 		}
@@ -230,18 +232,11 @@ func (r *reader) catchUp(ctx context.Context) error {
 				b.log.Error().Err(err).Msg("ignoring an undecodable event")
 				continue
 			}
-			r.handle(e)
+			r.d.Dispatch(e)
 			caught++
 		}
 		if len(rng.Val()) < catchUpPage {
 			return nil
 		}
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

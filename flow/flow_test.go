@@ -1,4 +1,4 @@
-package directus
+package flow
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
 // The Flow is installed against a real Directus in the main package's
@@ -19,17 +21,17 @@ import (
 func TestFlowSpecValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		spec FlowSpec
+		spec Spec
 		want string // substring of the error; "" for valid
 	}{
-		{"minimal", FlowSpec{WebhookURL: "http://127.0.0.1:8080/webhook"}, ""},
-		{"https with collections", FlowSpec{WebhookURL: "https://broker.example/webhook", Collections: []string{"a", " b ", "a", ""}}, ""},
-		{"no url", FlowSpec{}, "must be an absolute http(s) URL"},
-		{"relative url", FlowSpec{WebhookURL: "/webhook"}, "must be an absolute http(s) URL"},
-		{"ftp url", FlowSpec{WebhookURL: "ftp://host/webhook"}, "must be an absolute http(s) URL"},
-		{"bad header", FlowSpec{WebhookURL: "http://h/webhook", SecretHeader: "X Secret"}, "not a valid HTTP header name"},
-		{"header with colon", FlowSpec{WebhookURL: "http://h/webhook", SecretHeader: "X-Secret:"}, "not a valid HTTP header name"},
-		{"system collection", FlowSpec{WebhookURL: "http://h/webhook", Collections: []string{"articles", "directus_users"}}, "directus_users is a Directus system collection"},
+		{"minimal", Spec{WebhookURL: "http://127.0.0.1:8080/webhook"}, ""},
+		{"https with collections", Spec{WebhookURL: "https://broker.example/webhook", Collections: []string{"a", " b ", "a", ""}}, ""},
+		{"no url", Spec{}, "must be an absolute http(s) URL"},
+		{"relative url", Spec{WebhookURL: "/webhook"}, "must be an absolute http(s) URL"},
+		{"ftp url", Spec{WebhookURL: "ftp://host/webhook"}, "must be an absolute http(s) URL"},
+		{"bad header", Spec{WebhookURL: "http://h/webhook", SecretHeader: "X Secret"}, "not a valid HTTP header name"},
+		{"header with colon", Spec{WebhookURL: "http://h/webhook", SecretHeader: "X-Secret:"}, "not a valid HTTP header name"},
+		{"system collection", Spec{WebhookURL: "http://h/webhook", Collections: []string{"articles", "directus_users"}}, "directus_users is a Directus system collection"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,11 +50,11 @@ func TestFlowSpecValidate(t *testing.T) {
 }
 
 func TestFlowSpecDefaultsAndDedup(t *testing.T) {
-	s, err := FlowSpec{WebhookURL: "http://h/webhook", Collections: []string{"a", " b ", "a", ""}}.normalized()
+	s, err := Spec{WebhookURL: "http://h/webhook", Collections: []string{"a", " b ", "a", ""}}.normalized()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Name != DefaultFlowName || s.SecretHeader != DefaultSecretHeader {
+	if s.Name != DefaultName || s.SecretHeader != DefaultSecretHeader {
 		t.Errorf("defaults: name %q header %q", s.Name, s.SecretHeader)
 	}
 	if strings.Join(s.Collections, ",") != "a,b" {
@@ -127,13 +129,13 @@ func TestInstallFlowRefusesBadInputWithoutWriting(t *testing.T) {
 			fake := tt.fake
 			srv := httptest.NewServer(fake)
 			defer srv.Close()
-			c, err := NewClient(srv.URL, 5*time.Second)
+			c, err := directus.NewClient(srv.URL, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = InstallFlow(context.Background(), c, "tok", FlowSpec{WebhookURL: "http://127.0.0.1:1/webhook", Collections: []string{"c"}})
+			_, err = Install(context.Background(), c, "tok", Spec{WebhookURL: "http://127.0.0.1:1/webhook", Collections: []string{"c"}})
 			if err == nil || !strings.HasSuffix(err.Error(), tt.text) {
-				t.Fatalf("InstallFlow error = %v, want %q", err, tt.text)
+				t.Fatalf("Install error = %v, want %q", err, tt.text)
 			}
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("error %v is not %v", err, tt.want)
@@ -152,13 +154,13 @@ func TestCheckAdminUnreachable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	c, err := NewClient("http://"+addr, 5*time.Second)
+	c, err := directus.NewClient("http://"+addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = CheckAdmin(context.Background(), c, "tok")
 	var ue *UnreachableError
-	if !errors.As(err, &ue) || !Unavailable(err) {
+	if !errors.As(err, &ue) || !directus.Unavailable(err) {
 		t.Fatalf("CheckAdmin = %v, want an *UnreachableError that Unavailable reports", err)
 	}
 	want := "cannot reach Directus at http://" + addr + ": connect: connection refused"

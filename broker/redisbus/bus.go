@@ -1,4 +1,4 @@
-package broker
+package redisbus
 
 import (
 	"context"
@@ -15,12 +15,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
 
-// RedisBus carries events between broker instances through Redis, so a
+// Bus carries events between broker instances through Redis, so a
 // webhook received by any instance reaches the subscribers of all of them.
 //
-// Keys (all under RedisOptions.Prefix, default "directus-ws-broker:"):
+// Keys (all under Options.Prefix, default "directus-ws-broker:"):
 //
 //	<prefix>events              stream of every event, in publish order: what an instance
 //	                            reads to catch up after its subscription broke (approximately
@@ -62,7 +64,7 @@ import (
 //     instance's subscribers, and logged; Bus has no way to tell the
 //     subscribers yet. Clients resuming later with an ID from before a
 //     restart are told of a gap (below).
-//   - Publish returning an error (always wrapping ErrBusUnavailable) means
+//   - Publish returning an error (always wrapping broker.ErrBusUnavailable) means
 //     the events were not acknowledged; when the connection broke after the
 //     script ran they may still have been delivered (the webhook's sender
 //     retries: at least once). Commands are never retried by the client, so
@@ -79,8 +81,8 @@ import (
 //
 // Redis Cluster: the script touches several keys, so all must hash to one
 // slot; put a hash tag in the prefix ("{dwb}:").
-type RedisBus struct {
-	opts    RedisOptions
+type Bus struct {
+	opts    Options
 	client  *redis.Client
 	log     zerolog.Logger
 	now     func() time.Time
@@ -102,8 +104,8 @@ type RedisBus struct {
 	done    chan struct{}
 }
 
-// RedisOptions configure a RedisBus; zero values take the defaults.
-type RedisOptions struct {
+// Options configure a Bus; zero values take the defaults.
+type Options struct {
 	// URL is a redis:// or rediss:// URL (go-redis's ParseURL options apply).
 	URL string
 	// Prefix starts every key and the channel. Default "directus-ws-broker:".
@@ -125,7 +127,7 @@ type RedisOptions struct {
 	PingInterval time.Duration
 }
 
-func (o RedisOptions) withDefaults() RedisOptions {
+func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
 		o.Prefix = "directus-ws-broker:"
 	}
@@ -147,8 +149,8 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	return o
 }
 
-// NewRedisBus makes a bus for the Redis at opts.URL; it connects in Start.
-func NewRedisBus(opts RedisOptions, log zerolog.Logger) (*RedisBus, error) {
+// New makes a bus for the Redis at opts.URL; it connects in Start.
+func New(opts Options, log zerolog.Logger) (*Bus, error) {
 	opts = opts.withDefaults()
 	ro, err := redis.ParseURL(opts.URL)
 	if err != nil {
@@ -161,9 +163,9 @@ func NewRedisBus(opts RedisOptions, log zerolog.Logger) (*RedisBus, error) {
 		ro.DialTimeout = 2 * time.Second
 	}
 	// One dial attempt per command: while Redis is down the webhook answers
-	// 503 at once, and the reader has its own backoff.
+	// 503 at once, and the subscriber has its own backoff.
 	ro.DialerRetries = 1
-	return &RedisBus{
+	return &Bus{
 		opts:       opts,
 		client:     redis.NewClient(ro),
 		log:        log.With().Str("component", "redis-bus").Logger(),
@@ -177,7 +179,7 @@ func NewRedisBus(opts RedisOptions, log zerolog.Logger) (*RedisBus, error) {
 	}, nil
 }
 
-func (b *RedisBus) historyKey(collection string) string {
+func (b *Bus) historyKey(collection string) string {
 	return b.opts.Prefix + "history:" + collection
 }
 
@@ -242,10 +244,10 @@ end
 return gen
 `)
 
-// RouteRedisLogs sends the lines go-redis writes to its process-wide logger
+// RouteLogs sends the lines go-redis writes to its process-wide logger
 // (dial failures, pub/sub reconnects) to log at debug level: the bus reports
 // outages itself, once. Main calls it; tests leave go-redis's default.
-func RouteRedisLogs(log zerolog.Logger) {
+func RouteLogs(log zerolog.Logger) {
 	redis.SetLogger(redisLog{log.With().Str("component", "go-redis").Logger()})
 }
 
@@ -262,7 +264,7 @@ func newGenerationID() string {
 }
 
 // Publish implements Bus.
-func (b *RedisBus) Publish(ctx context.Context, events []Event) error {
+func (b *Bus) Publish(ctx context.Context, events []broker.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -282,10 +284,10 @@ func (b *RedisBus) Publish(ctx context.Context, events []Event) error {
 	}
 	ids, err := publishScript.Run(ctx, b.client, keys, args...).StringSlice()
 	if err != nil {
-		return fmt.Errorf("redis bus: publish %d events: %w: %w", len(events), ErrBusUnavailable, err)
+		return fmt.Errorf("redis bus: publish %d events: %w: %w", len(events), broker.ErrBusUnavailable, err)
 	}
 	if len(ids) != len(events) {
-		return fmt.Errorf("redis bus: publish: %w: %d ids for %d events", ErrBusUnavailable, len(ids), len(events))
+		return fmt.Errorf("redis bus: publish: %w: %d ids for %d events", broker.ErrBusUnavailable, len(ids), len(events))
 	}
 	for i := range events {
 		events[i].ID = ids[i]
@@ -295,7 +297,7 @@ func (b *RedisBus) Publish(ctx context.Context, events []Event) error {
 
 // History implements Bus. It first drops the collection's events older than
 // HistoryMaxAge, so the gap check covers age as well as count.
-func (b *RedisBus) History(ctx context.Context, collection, since string) ([]Event, bool, error) {
+func (b *Bus) History(ctx context.Context, collection, since string) ([]broker.Event, bool, error) {
 	cutoff := max(b.now().Add(-b.opts.HistoryMaxAge).UnixMilli(), 0)
 	keys := []string{b.keyGen, b.keyDropped, b.historyKey(collection)}
 	res, err := historyScript.Run(ctx, b.client, keys, collection, since, strconv.FormatInt(cutoff, 10)+"-0").Slice()
@@ -308,7 +310,7 @@ func (b *RedisBus) History(ctx context.Context, collection, since string) ([]Eve
 	start, _ := res[0].(string)
 	dropped, _ := res[1].(string)
 	entries, _ := res[2].([]any)
-	events := make([]Event, 0, len(entries))
+	events := make([]broker.Event, 0, len(entries))
 	for _, x := range entries {
 		entry, _ := x.([]any)
 		if len(entry) != 2 {
@@ -333,18 +335,18 @@ func (b *RedisBus) History(ctx context.Context, collection, since string) ([]Eve
 	// ID from the very millisecond the new generation started is taken for a
 	// new one. A restart takes far longer than that; only a FLUSHALL right
 	// after a publish can hit it.
-	gap := start == "" || CompareIDs(since, start) < 0 || (dropped != "" && CompareIDs(dropped, since) > 0)
+	gap := start == "" || broker.CompareIDs(since, start) < 0 || (dropped != "" && broker.CompareIDs(dropped, since) > 0)
 	return events, gap, nil
 }
 
 // Ready implements Bus: Redis answers and this instance's subscription is
 // established, so events published anywhere reach its subscribers.
-func (b *RedisBus) Ready(ctx context.Context) error {
+func (b *Bus) Ready(ctx context.Context) error {
 	if err := b.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis bus: %w: %w", ErrBusUnavailable, err)
+		return fmt.Errorf("redis bus: %w: %w", broker.ErrBusUnavailable, err)
 	}
 	if !b.live.Load() {
-		return fmt.Errorf("redis bus: %w: not subscribed to events yet", ErrBusUnavailable)
+		return fmt.Errorf("redis bus: %w: not subscribed to events yet", broker.ErrBusUnavailable)
 	}
 	return nil
 }
@@ -353,7 +355,7 @@ func (b *RedisBus) Ready(ctx context.Context) error {
 // that the instance usually serves nothing before it receives events; when
 // Redis is unreachable it returns anyway and keeps retrying in the
 // background (Ready reports it).
-func (b *RedisBus) Start(handle func(Event)) error {
+func (b *Bus) Start(d broker.Dispatcher) error {
 	b.mu.Lock()
 	if b.started || b.closed {
 		b.mu.Unlock()
@@ -363,7 +365,7 @@ func (b *RedisBus) Start(handle func(Event)) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
 	b.mu.Unlock()
-	r := &reader{bus: b, handle: handle}
+	r := &subscriber{bus: b, d: d}
 	go r.run(ctx)
 	select {
 	case <-b.firstLive:
@@ -374,7 +376,7 @@ func (b *RedisBus) Start(handle func(Event)) error {
 }
 
 // Close implements Bus; idempotent.
-func (b *RedisBus) Close() error {
+func (b *Bus) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -397,7 +399,7 @@ func (b *RedisBus) Close() error {
 
 // setPubSub records ps as the subscription Close must end; false when the
 // bus is already closed (ps is closed then).
-func (b *RedisBus) setPubSub(ps *redis.PubSub) bool {
+func (b *Bus) setPubSub(ps *redis.PubSub) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -408,11 +410,11 @@ func (b *RedisBus) setPubSub(ps *redis.PubSub) bool {
 	return true
 }
 
-func decodeEvent(id string, data any) (Event, error) {
+func decodeEvent(id string, data any) (broker.Event, error) {
 	s, _ := data.(string)
-	var e Event
+	var e broker.Event
 	if err := json.Unmarshal([]byte(s), &e); err != nil {
-		return Event{}, fmt.Errorf("event %s: %w", id, err)
+		return broker.Event{}, fmt.Errorf("event %s: %w", id, err)
 	}
 	e.ID = id
 	return e, nil
@@ -424,7 +426,7 @@ func isNoSuchKey(err error) bool {
 
 // Horizon implements Bus: the events stream's newest ID when this instance
 // first subscribed.
-func (b *RedisBus) Horizon() string {
+func (b *Bus) Horizon() string {
 	if h := b.horizon.Load(); h != nil {
 		return *h
 	}

@@ -1,4 +1,4 @@
-package directus
+package flow
 
 import (
 	"context"
@@ -10,29 +10,33 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
 // The Flow that feeds the broker: an Event Hook on item actions and one
 // "Webhook / Request URL" operation posting the trigger to the broker.
-// InstallFlow creates it over the REST API, or updates it in place when a
+// Install creates it over the REST API, or updates it in place when a
 // Flow of that name exists, so running it again is safe.
 
-// DefaultFlowName names the Flow when FlowSpec.Name is empty.
-const DefaultFlowName = "directus-ws-broker"
+// DefaultName names the Flow when Spec.Name is empty.
+const DefaultName = "directus-ws-broker"
 
 // DefaultSecretHeader is the header the broker reads its shared secret from.
 const DefaultSecretHeader = "X-Webhook-Secret"
 
-// FlowScope is the events the Flow fires on.
-var FlowScope = []string{"items.create", "items.update", "items.delete"}
+// Scope is the events the Flow fires on.
+var Scope = []string{"items.create", "items.update", "items.delete"}
 
 // operationKey identifies the Flow's request operation among the Flow's
 // operations (keys are unique per Flow).
 const operationKey = "post_to_broker"
 
-// FlowSpec describes the Flow InstallFlow makes.
-type FlowSpec struct {
-	// Name finds the Flow again on the next install; DefaultFlowName if empty.
+// Spec describes the Flow Install makes.
+type Spec struct {
+	// Name finds the Flow again on the next install; DefaultName if empty.
 	Name string
 	// WebhookURL is the broker's webhook, e.g. http://127.0.0.1:8080/webhook.
 	WebhookURL string
@@ -45,8 +49,8 @@ type FlowSpec struct {
 	Collections []string
 }
 
-// FlowResult says what InstallFlow did.
-type FlowResult struct {
+// Result says what Install did.
+type Result struct {
 	FlowID      string
 	OperationID string
 	// Created is true when the Flow was created, false when it was updated.
@@ -62,13 +66,13 @@ type FlowResult struct {
 	RemovedOperations []string
 }
 
-// RemovedFlow is one Flow RemoveFlow deleted, with its operations.
-type RemovedFlow struct {
+// Removed is one Flow Remove deleted, with its operations.
+type Removed struct {
 	ID         string
 	Operations []string
 }
 
-// Errors InstallFlow and RemoveFlow return for bad input, before changing
+// Errors Install and Remove return for bad input, before changing
 // anything. Their text is meant for the person running the command.
 var (
 	ErrTokenRefused      = errors.New("token refused by Directus")
@@ -92,14 +96,14 @@ func (e *UnreachableError) Error() string {
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Validate reports the first invalid field of s, after applying defaults.
-func (s FlowSpec) Validate() error {
+func (s Spec) Validate() error {
 	_, err := s.normalized()
 	return err
 }
 
-func (s FlowSpec) normalized() (FlowSpec, error) {
+func (s Spec) normalized() (Spec, error) {
 	if s.Name == "" {
-		s.Name = DefaultFlowName
+		s.Name = DefaultName
 	}
 	if s.SecretHeader == "" {
 		s.SecretHeader = DefaultSecretHeader
@@ -108,7 +112,7 @@ func (s FlowSpec) normalized() (FlowSpec, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return s, fmt.Errorf("broker url %q: must be an absolute http(s) URL", s.WebhookURL)
 	}
-	if !validHeaderName(s.SecretHeader) {
+	if !httpguts.ValidHeaderFieldName(s.SecretHeader) {
 		return s, fmt.Errorf("secret header %q: not a valid HTTP header name", s.SecretHeader)
 	}
 	seen := map[string]bool{}
@@ -130,38 +134,26 @@ func (s FlowSpec) normalized() (FlowSpec, error) {
 	return s, nil
 }
 
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for _, r := range h {
-		if r > 126 || r <= 32 || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
-			return false
-		}
-	}
-	return true
-}
-
 // CheckAdmin checks that Directus answers at c's URL and that token belongs
 // to an administrator. It returns an *UnreachableError, ErrTokenRefused or
 // ErrNotAdmin.
-func CheckAdmin(ctx context.Context, c *Client, token string) error {
-	raw, err := c.DoRaw(ctx, Request{Method: http.MethodGet, Segments: []string{"server", "ping"}})
+func CheckAdmin(ctx context.Context, c *directus.Client, token string) error {
+	raw, err := c.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"server", "ping"}})
 	if err != nil {
-		if Unavailable(err) {
+		if directus.Unavailable(err) {
 			return &UnreachableError{URL: c.URL(), Reason: reason(err), Err: err}
 		}
-		return &UnreachableError{URL: c.URL(), Reason: fmt.Sprintf("GET /server/ping answered %d: is this Directus?", AsError(err).Status), Err: err}
+		return &UnreachableError{URL: c.URL(), Reason: fmt.Sprintf("GET /server/ping answered %d: is this Directus?", directus.AsError(err).Status), Err: err}
 	}
 	if strings.TrimSpace(string(raw)) != "pong" {
 		return &UnreachableError{URL: c.URL(), Reason: "GET /server/ping did not answer pong: is this Directus?"}
 	}
 	// Reading Flows needs admin rights unless a policy grants them; the
 	// answer also tells a refused token (401) from a weak one (403).
-	_, err = c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"flows"}, Token: token,
+	_, err = c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"flows"}, Token: token,
 		Query: url.Values{"limit": {"1"}, "fields": {"id"}}})
 	if err != nil {
-		var de *Error
+		var de *directus.Error
 		if errors.As(err, &de) && de.Status == http.StatusUnauthorized {
 			return ErrTokenRefused
 		}
@@ -183,8 +175,8 @@ func CheckAdmin(ctx context.Context, c *Client, token string) error {
 // adminAccess asks whether token's user has admin access: Directus 11+
 // keeps admin_access on policies (GET /policies/me/globals), older versions
 // on the role. known is false when neither answers.
-func adminAccess(ctx context.Context, c *Client, token string) (admin, known bool, err error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"policies", "me", "globals"}, Token: token})
+func adminAccess(ctx context.Context, c *directus.Client, token string) (admin, known bool, err error) {
+	data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"policies", "me", "globals"}, Token: token})
 	if err == nil {
 		var g struct {
 			AdminAccess *bool `json:"admin_access"`
@@ -192,13 +184,13 @@ func adminAccess(ctx context.Context, c *Client, token string) (admin, known boo
 		if json.Unmarshal(data, &g) == nil && g.AdminAccess != nil {
 			return *g.AdminAccess, true, nil
 		}
-	} else if Unavailable(err) {
+	} else if directus.Unavailable(err) {
 		return false, false, &UnreachableError{URL: c.URL(), Reason: reason(err), Err: err}
 	}
-	data, err = c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users", "me"}, Token: token,
+	data, err = c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"users", "me"}, Token: token,
 		Query: url.Values{"fields": {"role.admin_access"}}})
 	if err != nil {
-		if Unavailable(err) {
+		if directus.Unavailable(err) {
 			return false, false, &UnreachableError{URL: c.URL(), Reason: reason(err), Err: err}
 		}
 		return false, false, nil
@@ -224,13 +216,13 @@ func reason(err error) string {
 	if errors.As(err, &op) && op.Err != nil {
 		return op.Err.Error()
 	}
-	var de *Error
+	var de *directus.Error
 	if errors.As(err, &de) {
 		return fmt.Sprintf("answered %d %s", de.Status, de.Code)
 	}
 	msg := err.Error()
-	if i := strings.LastIndex(msg, ErrUnavailable.Error()+": "); i >= 0 {
-		msg = msg[i+len(ErrUnavailable.Error())+2:]
+	if i := strings.LastIndex(msg, directus.ErrUnavailable.Error()+": "); i >= 0 {
+		msg = msg[i+len(directus.ErrUnavailable.Error())+2:]
 	}
 	return msg
 }
@@ -249,9 +241,9 @@ func (ci collectionInfo) isTable() bool {
 
 // resolveCollections checks that each named collection exists and is a
 // table, or, with none named, lists the user collections that exist.
-func resolveCollections(ctx context.Context, c *Client, token string, names []string) (cols []string, discovered bool, err error) {
+func resolveCollections(ctx context.Context, c *directus.Client, token string, names []string) (cols []string, discovered bool, err error) {
 	if len(names) == 0 {
-		data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"collections"}, Token: token})
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"collections"}, Token: token})
 		if err != nil {
 			return nil, false, fmt.Errorf("list collections: %w", err)
 		}
@@ -271,8 +263,8 @@ func resolveCollections(ctx context.Context, c *Client, token string, names []st
 		return cols, true, nil
 	}
 	for _, name := range names {
-		data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"collections", name}, Token: token})
-		var de *Error
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"collections", name}, Token: token})
+		var de *directus.Error
 		if errors.As(err, &de) && (de.Status == http.StatusNotFound || de.Status == http.StatusForbidden) {
 			// An admin gets 403 for a collection that does not exist.
 			return nil, false, fmt.Errorf("%w %s", ErrUnknownCollection, name)
@@ -299,8 +291,8 @@ type flowRecord struct {
 }
 
 // findFlows returns the Flows named name, oldest first.
-func findFlows(ctx context.Context, c *Client, token, name string) ([]flowRecord, error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"flows"}, Token: token, Query: url.Values{
+func findFlows(ctx context.Context, c *directus.Client, token, name string) ([]flowRecord, error) {
+	data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"flows"}, Token: token, Query: url.Values{
 		"filter[name][_eq]": {name},
 		"fields":            {"id,operation,operations"},
 		"sort":              {"date_created,id"},
@@ -322,8 +314,8 @@ type operationRecord struct {
 	Key string `json:"key"`
 }
 
-func flowOperations(ctx context.Context, c *Client, token, flowID string) ([]operationRecord, error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"operations"}, Token: token, Query: url.Values{
+func flowOperations(ctx context.Context, c *directus.Client, token, flowID string) ([]operationRecord, error) {
+	data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"operations"}, Token: token, Query: url.Values{
 		"filter[flow][_eq]": {flowID},
 		"fields":            {"id,key"},
 		"limit":             {"-1"},
@@ -349,29 +341,29 @@ func created(data json.RawMessage) (string, error) {
 	return rec.ID, nil
 }
 
-// InstallFlow makes the Flow of spec exist, active and configured as spec
+// Install makes the Flow of spec exist, active and configured as spec
 // says, with exactly one operation. It first checks, changing nothing,
 // that Directus answers, that token is an admin's and that every named
 // collection exists; then it creates the Flow or updates the one with the
 // same name in place (deleting duplicates of that name and stray
 // operations of the Flow).
-func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (FlowResult, error) {
+func Install(ctx context.Context, c *directus.Client, token string, spec Spec) (Result, error) {
 	spec, err := spec.normalized()
 	if err != nil {
-		return FlowResult{}, err
+		return Result{}, err
 	}
 	if err := CheckAdmin(ctx, c, token); err != nil {
-		return FlowResult{}, err
+		return Result{}, err
 	}
 	cols, discovered, err := resolveCollections(ctx, c, token, spec.Collections)
 	if err != nil {
-		return FlowResult{}, err
+		return Result{}, err
 	}
 	flows, err := findFlows(ctx, c, token, spec.Name)
 	if err != nil {
-		return FlowResult{}, err
+		return Result{}, err
 	}
-	res := FlowResult{Collections: cols, Discovered: discovered}
+	res := Result{Collections: cols, Discovered: discovered}
 
 	// Every check passed: from here on Directus changes.
 	flowBody := map[string]any{
@@ -383,7 +375,7 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 		"accountability": "all",
 		"options": map[string]any{
 			"type":        "action",
-			"scope":       FlowScope,
+			"scope":       Scope,
 			"collections": cols,
 		},
 	}
@@ -409,7 +401,7 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 	}
 
 	if len(flows) == 0 {
-		data, err := c.Do(ctx, Request{Method: http.MethodPost, Segments: []string{"flows"}, Token: token, Body: flowBody})
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"flows"}, Token: token, Body: flowBody})
 		if err != nil {
 			return res, fmt.Errorf("create flow: %w", err)
 		}
@@ -418,14 +410,14 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 		}
 		res.Created = true
 		opBody["flow"] = res.FlowID
-		data, err = c.Do(ctx, Request{Method: http.MethodPost, Segments: []string{"operations"}, Token: token, Body: opBody})
+		data, err = c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"operations"}, Token: token, Body: opBody})
 		if err != nil {
 			return res, fmt.Errorf("create operation of flow %s: %w", res.FlowID, err)
 		}
 		if res.OperationID, err = created(data); err != nil {
 			return res, fmt.Errorf("create operation of flow %s: %w", res.FlowID, err)
 		}
-		if _, err := c.Do(ctx, Request{Method: http.MethodPatch, Segments: []string{"flows", res.FlowID}, Token: token,
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodPatch, Segments: []string{"flows", res.FlowID}, Token: token,
 			Body: map[string]any{"operation": res.OperationID}}); err != nil {
 			return res, fmt.Errorf("link operation %s to flow %s: %w", res.OperationID, res.FlowID, err)
 		}
@@ -460,12 +452,12 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 		}
 	}
 	if res.OperationID != "" {
-		if _, err := c.Do(ctx, Request{Method: http.MethodPatch, Segments: []string{"operations", res.OperationID}, Token: token, Body: opBody}); err != nil {
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodPatch, Segments: []string{"operations", res.OperationID}, Token: token, Body: opBody}); err != nil {
 			return res, fmt.Errorf("update operation %s: %w", res.OperationID, err)
 		}
 	} else {
 		opBody["flow"] = keep.ID
-		data, err := c.Do(ctx, Request{Method: http.MethodPost, Segments: []string{"operations"}, Token: token, Body: opBody})
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"operations"}, Token: token, Body: opBody})
 		if err != nil {
 			return res, fmt.Errorf("create operation of flow %s: %w", keep.ID, err)
 		}
@@ -474,7 +466,7 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 		}
 	}
 	flowBody["operation"] = res.OperationID
-	if _, err := c.Do(ctx, Request{Method: http.MethodPatch, Segments: []string{"flows", keep.ID}, Token: token, Body: flowBody}); err != nil {
+	if _, err := c.Do(ctx, directus.Request{Method: http.MethodPatch, Segments: []string{"flows", keep.ID}, Token: token, Body: flowBody}); err != nil {
 		return res, fmt.Errorf("update flow %s: %w", keep.ID, err)
 	}
 	// Unlinked only now, so the Flow never points at a deleted operation.
@@ -485,7 +477,7 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 		}
 	}
 	if len(stray) > 0 {
-		if _, err := c.Do(ctx, Request{Method: http.MethodDelete, Segments: []string{"operations"}, Token: token, Body: stray}); err != nil {
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodDelete, Segments: []string{"operations"}, Token: token, Body: stray}); err != nil {
 			return res, fmt.Errorf("delete stray operations of flow %s: %w", keep.ID, err)
 		}
 		res.RemovedOperations = stray
@@ -494,25 +486,25 @@ func InstallFlow(ctx context.Context, c *Client, token string, spec FlowSpec) (F
 }
 
 // deleteFlow deletes a Flow's operations, then the Flow.
-func deleteFlow(ctx context.Context, c *Client, token, id string, ops []string) error {
+func deleteFlow(ctx context.Context, c *directus.Client, token, id string, ops []string) error {
 	if len(ops) > 0 {
 		// One batch: operations may point at each other (resolve/reject).
-		if _, err := c.Do(ctx, Request{Method: http.MethodDelete, Segments: []string{"operations"}, Token: token, Body: ops}); err != nil {
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodDelete, Segments: []string{"operations"}, Token: token, Body: ops}); err != nil {
 			return fmt.Errorf("delete operations of flow %s: %w", id, err)
 		}
 	}
-	if _, err := c.Do(ctx, Request{Method: http.MethodDelete, Segments: []string{"flows", id}, Token: token}); err != nil {
+	if _, err := c.Do(ctx, directus.Request{Method: http.MethodDelete, Segments: []string{"flows", id}, Token: token}); err != nil {
 		return fmt.Errorf("delete flow %s: %w", id, err)
 	}
 	return nil
 }
 
-// RemoveFlow deletes every Flow named name (DefaultFlowName if empty) and
-// its operations, after the same checks as InstallFlow. None is not an
+// Remove deletes every Flow named name (DefaultName if empty) and
+// its operations, after the same checks as Install. None is not an
 // error: it returns an empty list.
-func RemoveFlow(ctx context.Context, c *Client, token, name string) ([]RemovedFlow, error) {
+func Remove(ctx context.Context, c *directus.Client, token, name string) ([]Removed, error) {
 	if name == "" {
-		name = DefaultFlowName
+		name = DefaultName
 	}
 	if err := CheckAdmin(ctx, c, token); err != nil {
 		return nil, err
@@ -521,12 +513,12 @@ func RemoveFlow(ctx context.Context, c *Client, token, name string) ([]RemovedFl
 	if err != nil {
 		return nil, err
 	}
-	var removed []RemovedFlow
+	var removed []Removed
 	for _, f := range flows {
 		if err := deleteFlow(ctx, c, token, f.ID, f.Operations); err != nil {
 			return removed, err
 		}
-		removed = append(removed, RemovedFlow{ID: f.ID, Operations: f.Operations})
+		removed = append(removed, Removed{ID: f.ID, Operations: f.Operations})
 	}
 	return removed, nil
 }

@@ -3,9 +3,11 @@ package handlers
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
-func TestParseFrame(t *testing.T) {
+func TestParseSeedFrame(t *testing.T) {
 	tests := []struct {
 		in, typ, coll string
 		uid           string
@@ -20,9 +22,12 @@ func TestParseFrame(t *testing.T) {
 		{`{"type":5,"uid":"u"}`, "", "", `"u"`, true},
 	}
 	for _, tt := range tests {
-		f, err := parseFrame([]byte(tt.in))
-		if err == nil {
-			_, err = f.collection()
+		f, perr := parseSeedFrame([]byte(tt.in))
+		var err error
+		if perr != nil {
+			err = perr
+		} else {
+			_, err = session.Collection(f.Collection)
 		}
 		if (err != nil) != tt.bad {
 			t.Errorf("%s: err %v, want bad=%v", tt.in, err, tt.bad)
@@ -36,24 +41,10 @@ func TestParseFrame(t *testing.T) {
 	}
 }
 
-func TestItemID(t *testing.T) {
-	for in, want := range map[string]string{`7`: "7", `"abc"`: "abc", `"a/b"`: "a/b", `1.5`: "1.5"} {
-		got, err := itemID(json.RawMessage(in))
-		if err != nil || got != want {
-			t.Errorf("%s: %q %v", in, got, err)
-		}
-	}
-	for _, in := range []string{``, `""`, `"."`, `".."`, `{}`, `[1]`, `true`} {
-		if _, err := itemID(json.RawMessage(in)); err == nil {
-			t.Errorf("%s accepted", in)
-		}
-	}
-}
-
-// FuzzParseFrame: no input panics the parser, every refusal is a 400 with
+// FuzzParseSeedFrame: no input panics the parser, every refusal is a 400 with
 // a message, and an accepted frame has a lower-case type and, if it names a
 // collection that validates, a plain name.
-func FuzzParseFrame(f *testing.F) {
+func FuzzParseSeedFrame(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"get","collection":"test","query":{"limit":2}}`,
 		`{"type":"post","collection":"test","data":[{"a":1}],"uid":[1]}`,
@@ -63,7 +54,7 @@ func FuzzParseFrame(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		fr, err := parseFrame(msg)
+		fr, err := parseSeedFrame(msg)
 		if err != nil {
 			if err.Status != 400 || err.Message == "" {
 				t.Fatalf("bad refusal %+v", err)
@@ -73,22 +64,22 @@ func FuzzParseFrame(f *testing.F) {
 		if fr.Type == "" {
 			t.Fatal("accepted a frame without type")
 		}
-		if c, err := fr.collection(); err == nil {
+		if c, err := session.Collection(fr.Collection); err == nil {
 			for _, r := range c {
 				if r == '/' || r == '.' || r == '%' || r == '?' || r == '#' {
 					t.Fatalf("collection %q validated", c)
 				}
 			}
 		}
-		_, _ = fr.query()
+		_, _ = session.Query(fr.Query)
 		_, _ = fr.actions()
 		if len(fr.ID) > 0 {
-			if id, err := itemID(fr.ID); err == nil && (id == "." || id == ".." || id == "") {
+			if id, err := session.ItemID(fr.ID); err == nil && (id == "." || id == ".." || id == "") {
 				t.Fatalf("id %q accepted", id)
 			}
 		}
 		// Encoding never produces invalid JSON, whatever the uid.
-		if out := errorFrame(badRequest("x"), fr.UID); !json.Valid(out) {
+		if out := seedError(session.Invalid("x"), fr.UID, "c"); !json.Valid(out) {
 			t.Fatalf("invalid error frame %s", out)
 		}
 	})

@@ -1,0 +1,207 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// One read per group and event, each subscriber getting what its own token
+// reads: a token that may not read the item gets nothing.
+func TestDispatchReadsOncePerGroup(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("1", `{"id":1}`)
+	r.reader.allow("a", "1")
+	r.reader.allow("b") // reads nothing
+	_, a1 := r.sub(t, "a", AttachOptions{})
+	_, a2 := r.sub(t, "a", AttachOptions{})
+	_, b1 := r.sub(t, "b", AttachOptions{})
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	want := []string{"ack", `update:1:[{"id":1}]:` + ev[0].ID}
+	for _, s := range []*recSink{a1, a2} {
+		if got := s.got(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("token a: %v, want %v", got, want)
+		}
+	}
+	if got := b1.got(); !reflect.DeepEqual(got, []string{"ack"}) {
+		t.Fatalf("token b must see nothing: %v", got)
+	}
+	if n := r.reader.reads.Load(); n != 2 {
+		t.Fatalf("%d reads for 2 groups", n)
+	}
+}
+
+// Events queued while a read is in flight are dispatched together: the
+// group reads all their keys at once.
+func TestDispatchBatchesQueuedEvents(t *testing.T) {
+	r := newRig(t, Options{})
+	for _, k := range []string{"1", "2", "3"} {
+		r.reader.set(k, `{"id":`+k+`}`)
+	}
+	_, sink := r.sub(t, "a", AttachOptions{})
+	r.reader.gate = make(chan struct{})
+	r.reader.started = make(chan string, 10)
+	r.publish(t, update("1"))
+	<-r.reader.started // the first read is in flight
+	r.publish(t, update("2"))
+	r.publish(t, update("3"), update("1"))
+	close(r.reader.gate)
+	sink.waitN(t, 5)
+	calls := r.reader.callLog()
+	if !reflect.DeepEqual(calls, []string{"a:1", "a:2,3,1"}) {
+		t.Fatalf("reads %v: the three queued events must share one read", calls)
+	}
+	got := sink.got()
+	for i, k := range []string{"1", "2", "3", "1"} {
+		if !strings.HasPrefix(got[i+1], "update:"+k+":") {
+			t.Fatalf("frame %d is %q, want the update of %s (order kept): %v", i+1, got[i+1], k, got)
+		}
+	}
+}
+
+// The update payload keeps only the changed fields the group's read
+// returned, with the values it returned.
+func TestDispatchRestrictsPayload(t *testing.T) {
+	e := Event{Action: ActionUpdate, Keys: []string{"1"}, Payload: json.RawMessage(`{"title":"t","secret":"s"}`)}
+	d, ok := view(e, map[string]json.RawMessage{"1": json.RawMessage(`{"id":1,"title":"T"}`)}, nil, func(string) bool { return false })
+	if !ok || string(d.Payload) != `{"title":"T"}` || string(d.Data) != `[{"id":1,"title":"T"}]` {
+		t.Fatalf("view: %+v %v", d, ok)
+	}
+	if _, ok := view(e, map[string]json.RawMessage{}, nil, func(string) bool { return false }); ok {
+		t.Fatal("an update the group cannot read must not be delivered")
+	}
+}
+
+// The delete rule: a delete reaches a group unless the group's latest read
+// of that key returned nothing; keys never read are sent.
+func TestDeleteRule(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("1", `{"id":1}`)
+	r.reader.set("2", `{"id":2}`)
+	r.reader.allow("a", "1")
+	_, sink := r.sub(t, "a", AttachOptions{})
+	r.publish(t, update("1"), update("2")) // a reads 1, not 2
+	r.drain(t)
+	ev := r.publish(t, del("1", "2", "3")) // 3 was never read
+	r.drain(t)
+	got := sink.got()
+	if last := got[len(got)-1]; last != `delete:1,3:["1","3"]:`+ev[0].ID {
+		t.Fatalf("delete frame %q: 2 (hidden at the latest read) must be withheld, 1 and 3 sent", last)
+	}
+	// The item becomes visible: the next read records it, and its delete
+	// is sent.
+	r.reader.allow("a", "2")
+	r.publish(t, update("2"))
+	r.drain(t)
+	ev = r.publish(t, del("2"))
+	r.drain(t)
+	got = sink.got()
+	if last := got[len(got)-1]; last != `delete:2:["2"]:`+ev[0].ID {
+		t.Fatalf("delete of a key the latest read showed: %q", last)
+	}
+}
+
+// A key deleted later in the same batch reads as missing; that must not
+// count as hidden, or its own delete would be withheld.
+func TestDeleteInSameBatchAsUpdate(t *testing.T) {
+	r := newRig(t, Options{})
+	_, sink := r.sub(t, "a", AttachOptions{})
+	r.reader.gate = make(chan struct{})
+	r.reader.started = make(chan string, 10)
+	r.reader.set("9", `{"id":9}`)
+	r.publish(t, update("9"))
+	<-r.reader.started
+	// Queued behind the read: an update of 5 (already deleted in Directus,
+	// so it reads as missing) and its delete.
+	ev := r.publish(t, update("5"), del("5"))
+	close(r.reader.gate)
+	got := sink.waitN(t, 3)
+	if got[2] != `delete:5:["5"]:`+ev[1].ID {
+		t.Fatalf("delete after an update in one batch: %v", got)
+	}
+}
+
+// A failed read is never replaced by unfiltered data: the group is told it
+// missed the event; deletes (no read) still go out.
+func TestReadFailureSendsNotice(t *testing.T) {
+	r := newRig(t, Options{})
+	_, sink := r.sub(t, "a", AttachOptions{})
+	r.reader.fail = errors.New("directus down")
+	ev := r.publish(t, update("1"), del("2"))
+	r.drain(t)
+	got := sink.got()
+	want := []string{"ack", "notice:EVENTS_MISSED:" + ev[0].ID + ":1", `delete:2:["2"]:` + ev[1].ID}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if m := r.b.Metrics(); m.EventsMissed != 1 || m.ReadErrors != 1 {
+		t.Fatalf("metrics %+v", m)
+	}
+}
+
+// Within one class a refused token is reported to its holder, whose
+// subscription is suspended (told of what it misses), and the read is
+// retried with another member's token: the others lose nothing.
+func TestRefusedTokenRetriesWithAnotherMember(t *testing.T) {
+	r := newRig(t, Options{Classifier: oneClass{}})
+	r.reader.set("1", `{"id":1}`)
+	_, aSink := r.sub(t, "a", AttachOptions{})
+	_, bSink := r.sub(t, "b", AttachOptions{})
+	r.reader.refuseFirst = true // whichever token the broker tries first
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	refused, other := aSink, bSink
+	if len(bSink.expired) > 0 {
+		refused, other = bSink, aSink
+	}
+	if len(refused.expired) != 1 || len(other.expired) != 0 {
+		t.Fatalf("expired: a %v b %v", aSink.expired, bSink.expired)
+	}
+	if got := other.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("the other member must get the event read with its own token: %v", got)
+	}
+	got := refused.got()
+	if got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[0].ID+":1" {
+		t.Fatalf("the refused member must get a notice, not data: %v", got)
+	}
+	// A suspended member is never read with and gets only notices, also
+	// for deletes.
+	ev = r.publish(t, update("1"), del("1"))
+	r.drain(t)
+	got = refused.got()
+	if got[len(got)-2] != "notice:EVENTS_MISSED:"+ev[0].ID+":1" || got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[1].ID+":1" {
+		t.Fatalf("suspended member: %v", got)
+	}
+	calls := r.reader.callLog()
+	if len(calls) != 3 || calls[2] != calls[1] {
+		t.Fatalf("reads %v: after the refusal every read must use the working token", calls)
+	}
+}
+
+// oneClass puts every token in one class.
+type oneClass struct{}
+
+func (oneClass) Class(Credentials, string, Query) string { return "all" }
+
+// Rebind moves a subscription to its new token's group and lifts a
+// suspension.
+func TestRebind(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("1", `{"id":1}`)
+	r.reader.allow("a")
+	r.reader.allow("b", "1")
+	s, sink := r.sub(t, "a", AttachOptions{})
+	r.b.Suspend(s)
+	r.b.Rebind(s, Credentials{Token: "b"})
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	if got := sink.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("after rebind to b: %v", got)
+	}
+	if _, groups := r.b.index.size(); groups != 1 {
+		t.Fatalf("%d groups: the old group must be gone", groups)
+	}
+}

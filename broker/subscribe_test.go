@@ -1,0 +1,185 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An item written after the snapshot was read, whose event is dispatched
+// before Subscribe returns, must reach the subscriber after the snapshot.
+// (Subscribe used to read the snapshot before attaching: such an event was
+// in neither.)
+func TestSubscribeSnapshotThenLiveWithoutGap(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("7", `{"id":7}`)
+	sink := newRecSink()
+	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
+	var ev []Event
+	snapshot := func(context.Context) (json.RawMessage, error) {
+		// The snapshot is read; then item 7 is written and its event is
+		// published and dispatched, all before the subscription is acked.
+		data := json.RawMessage(`[]`)
+		ev = r.publish(t, create("7"))
+		r.drain(t)
+		return data, nil
+	}
+	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Snapshot: snapshot}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ack+init", "init:[]", `create:7:[{"id":7}]:` + ev[0].ID}
+	if got := sink.got(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+// With since and a snapshot: ack, the replayed (older) events, the snapshot
+// (read after them), then live events.
+func TestSubscribeSinceAndInitOrder(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("1", `{"id":1}`)
+	first := r.publish(t, update("1"))
+	missed := r.publish(t, update("1"))
+	r.drain(t)
+	sink := newRecSink()
+	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
+	var live []Event
+	snapshot := func(context.Context) (json.RawMessage, error) {
+		live = r.publish(t, update("1"))
+		r.drain(t)
+		return json.RawMessage(`[{"id":1}]`), nil
+	}
+	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Since: first[0].ID, Snapshot: snapshot}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ack+init", `update:1:[{"id":1}]:` + missed[0].ID, `init:[{"id":1}]`, `update:1:[{"id":1}]:` + live[0].ID}
+	if got := sink.got(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}
+
+// A subscription whose snapshot or history cannot be read is never
+// acknowledged and receives nothing afterwards.
+func TestSubscribeFailureIsNeverAcked(t *testing.T) {
+	r := newRig(t, Options{})
+	for name, opts := range map[string]AttachOptions{
+		"snapshot": {Snapshot: func(context.Context) (json.RawMessage, error) { return nil, errors.New("forbidden") }},
+		"history":  {Since: "1-1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if name == "history" {
+				r.bus.failHistory = errors.New("redis down")
+				defer func() { r.bus.failHistory = nil }()
+			}
+			sink := newRecSink()
+			s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
+			if err := r.b.Subscribe(context.Background(), s, opts); err == nil {
+				t.Fatal("Subscribe succeeded")
+			}
+			r.publish(t, update("1"))
+			r.drain(t)
+			if got := sink.got(); len(got) != 0 {
+				t.Fatalf("a failed subscription got %v", got)
+			}
+			if subs, _ := r.b.index.size(); subs != 0 {
+				t.Fatalf("%d subscriptions left attached", subs)
+			}
+		})
+	}
+}
+
+// Live frames held back during setup are bounded in bytes; those that do not
+// fit are reported with the first missed id.
+func TestHeldFramesBoundedInBytes(t *testing.T) {
+	r := newRig(t, Options{MaxHeldBytes: 100})
+	r.reader.set("1", `{"id":1,"pad":"`+strings.Repeat("x", 30)+`"}`)
+	sink := newRecSink()
+	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
+	var ev []Event
+	snapshot := func(context.Context) (json.RawMessage, error) {
+		ev = r.publish(t, update("1"), update("1"), update("1"), update("1"))
+		r.drain(t)
+		return json.RawMessage(`[]`), nil
+	}
+	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Snapshot: snapshot}); err != nil {
+		t.Fatal(err)
+	}
+	got := sink.got()
+	// Each frame is ~60 bytes: one fits in 100.
+	if len(got) != 4 || !strings.HasPrefix(got[2], "update:1:") || got[3] != "notice:EVENTS_MISSED:"+ev[1].ID+":3" {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// A replay reads with the subscriber's own token and follows the live
+// group's delete rule: a delete the live subscription would withhold (its
+// group's latest read showed the key hidden) is withheld in a resume too.
+func TestReplayFollowsLiveDeleteRule(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("1", `{"id":1}`)
+	r.reader.allow("a") // a sees nothing
+	_, _ = r.sub(t, "a", AttachOptions{})
+	start := r.publish(t, update("1")) // a's group learns 1 is hidden
+	r.drain(t)
+	r.publish(t, del("1"))
+	r.drain(t)
+	_, sink := r.sub(t, "a", AttachOptions{Since: start[0].ID})
+	if got := sink.got(); !reflect.DeepEqual(got, []string{"ack"}) {
+		t.Fatalf("resume got %v: the delete of a key hidden from the group must be withheld", got)
+	}
+}
+
+// A full dispatch queue answers Publish at once with ErrQueueFull, takes
+// none of the batch, and does not hold up other collections.
+func TestPublishQueueFull(t *testing.T) {
+	r := newRig(t, Options{Shards: 2, QueueSize: 2})
+	r.reader.set("1", `{"id":1}`)
+	r.reader.gate = make(chan struct{})
+	r.reader.started = make(chan string, 100)
+	defer close(r.reader.gate)
+	_, _ = r.sub(t, "a", AttachOptions{})
+	r.publish(t, update("1"))
+	<-r.reader.started                      // the worker of "c" is busy
+	r.publish(t, update("1"), update("1"))  // fills the queue of "c"
+	other := otherShardCollection(r.b, "c") // a collection on the other worker
+	done := make(chan error, 1)
+	go func() {
+		done <- r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrQueueFull) || !errors.Is(err, ErrBusUnavailable) {
+			t.Fatalf("publish to a full queue: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("publish to a full queue blocked")
+	}
+	// All or none: a batch touching the full queue is refused whole.
+	batch := []Event{
+		{Action: ActionUpdate, Collection: other, Keys: []string{"1"}, Payload: json.RawMessage(`{}`)},
+		{Action: ActionUpdate, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)},
+	}
+	if err := r.b.Publish(context.Background(), batch); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("mixed batch: %v", err)
+	}
+	if m := r.b.Metrics(); m.QueueDepth != 2 {
+		t.Fatalf("queue depth %d after a refused batch, want 2", m.QueueDepth)
+	}
+	// Another collection is not held up.
+	if err := r.b.Publish(context.Background(), batch[:1]); err != nil {
+		t.Fatalf("other collection: %v", err)
+	}
+}
+
+func otherShardCollection(b *Broker, coll string) string {
+	for _, c := range []string{"d", "e", "f", "g", "h", "i", "j"} {
+		if b.shardIndex(c) != b.shardIndex(coll) {
+			return c
+		}
+	}
+	panic("no collection on another shard")
+}

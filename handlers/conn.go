@@ -1,0 +1,256 @@
+package handlers
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/directus-ws-broker/directus-ws-broker/session"
+)
+
+// Close codes the broker uses besides the standard ones.
+const (
+	closeSlowConsumer = 4008 // the client did not read fast enough
+	closeTokenExpired = 4001 // the token expired and no new one came in time
+)
+
+// codec is one WebSocket protocol: it parses frames into the session's
+// operations and encodes their results. The seed extension's protocol
+// (websocket_path, seed.go) and Directus's own (realtime_path, realtime.go)
+// are the two.
+type codec interface {
+	session.Protocol
+	// opened runs once the WebSocket is open, before any frame is handled.
+	opened(c *conn)
+	// handle handles one frame. Frames are handled one at a time in
+	// arrival order, off melody's read loop; a frame that changes the
+	// connection's state completes before the next is handled.
+	handle(c *conn, msg []byte)
+}
+
+// conn is the transport of one WebSocket connection: melody's session, the
+// send queue bounded in bytes, the inbox of received frames, the frame rate
+// limit and the bound on concurrent items requests. It is the session's
+// session.Conn.
+type conn struct {
+	srv     *Server
+	codec   codec
+	ws      *melody.Session
+	sess    *session.Session
+	log     zerolog.Logger
+	limiter *rate.Limiter
+	// inflight bounds the items requests running for this connection.
+	inflight chan struct{}
+
+	// handshakeDone releases the upgrade request once the connection is
+	// established (or failed).
+	handshakeDone func()
+	evicted       atomic.Bool
+
+	// Outgoing frames: queued counts those handed to melody and not yet
+	// written, queuedBytes their size; overflow holds the rest (see Send).
+	// closing is a close to send once everything before it was written.
+	sendMu        sync.Mutex
+	queued        int
+	queuedBytes   int
+	overflow      [][]byte
+	overflowBytes int
+	closing       []byte
+	closeSent     bool
+
+	// inbox holds received frames until a short-lived goroutine handles
+	// them in order (see receive).
+	inboxMu    sync.Mutex
+	inbox      [][]byte
+	inboxBytes int
+	draining   bool
+}
+
+func newConn(srv *Server, codec codec, log zerolog.Logger) *conn {
+	return &conn{
+		srv: srv, codec: codec, log: log,
+		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.RateLimit), srv.cfg.RateBurst),
+		inflight: make(chan struct{}, srv.cfg.MaxInFlight),
+	}
+}
+
+// Send implements session.Conn. It never blocks.
+//
+// Frames go to melody's fixed queue of send_buffer frames while it has room
+// (melody would drop a frame silently when it is full), then wait in an
+// overflow that costs memory only while it is used. When the bytes waiting
+// (in both) exceed send_queue_bytes the client is a slow consumer and is
+// disconnected: a burst does not evict a client that keeps reading, and a
+// client that does not read cannot make the broker hold more than the bound.
+// A single frame is let through when nothing else waits, so an event larger
+// than the bound still reaches a client that reads.
+func (c *conn) Send(frame []byte) {
+	if c.evicted.Load() {
+		return
+	}
+	c.sendMu.Lock()
+	if c.closing != nil {
+		c.sendMu.Unlock()
+		return // closing: nothing after the close frame
+	}
+	waiting := c.queuedBytes + c.overflowBytes
+	if waiting > 0 && waiting+len(frame) > c.srv.cfg.SendQueueBytes {
+		c.overflow, c.overflowBytes = nil, 0
+		c.sendMu.Unlock()
+		c.srv.evicted.Add(1)
+		c.evict(closeSlowConsumer, "slow consumer: send queue full")
+		return
+	}
+	if c.queued < c.srv.cfg.SendBuffer && len(c.overflow) == 0 {
+		c.queued++
+		c.queuedBytes += len(frame)
+		c.sendMu.Unlock()
+		_ = c.ws.Write(frame)
+		return
+	}
+	c.overflow = append(c.overflow, frame)
+	c.overflowBytes += len(frame)
+	c.sendMu.Unlock()
+}
+
+// sent is melody's report that frame left its queue and was written: the
+// next overflowing frame (or the pending close) takes its place.
+func (c *conn) sent(frame []byte) {
+	c.sendMu.Lock()
+	c.queued--
+	c.queuedBytes -= len(frame)
+	if len(c.overflow) == 0 {
+		c.flushCloseLocked()
+		c.sendMu.Unlock()
+		return
+	}
+	next := c.overflow[0]
+	c.overflow[0] = nil
+	c.overflow = c.overflow[1:]
+	if len(c.overflow) == 0 {
+		c.overflow = nil
+	}
+	c.overflowBytes -= len(next)
+	c.queued++
+	c.queuedBytes += len(next)
+	c.sendMu.Unlock()
+	_ = c.ws.Write(next) // runs on melody's writer, which just freed a slot
+}
+
+// Close implements session.Conn: the close frame follows every frame queued
+// before it, through the same queue (so it never overtakes the error frame
+// it explains, and a full queue delays it instead of evicting the client).
+func (c *conn) Close(code int, reason string) {
+	if c.evicted.Load() {
+		return
+	}
+	var msg []byte
+	if code != 0 {
+		msg = websocket.FormatCloseMessage(code, reason)
+	} else {
+		msg = []byte{} // no status code (the client sees 1005)
+	}
+	c.sendMu.Lock()
+	if c.closing == nil {
+		c.closing = msg
+		c.log.Debug().Int("code", code).Str("reason", reason).Msg("closing connection")
+	}
+	c.flushCloseLocked()
+	c.sendMu.Unlock()
+}
+
+// flushCloseLocked hands the pending close to melody once nothing waits in
+// the overflow and melody's queue has room for it.
+func (c *conn) flushCloseLocked() {
+	if c.closing == nil || c.closeSent || len(c.overflow) > 0 || c.queued >= c.srv.cfg.SendBuffer {
+		return
+	}
+	c.closeSent = true
+	_ = c.ws.CloseWithMsg(c.closing)
+}
+
+// evict closes a client that cannot keep up (or at shutdown). The close
+// frame is written directly on the connection because the queue it would go
+// through is the one that is full; a goroutine keeps a stuck socket from
+// stalling fan-out.
+func (c *conn) evict(code int, reason string) {
+	if !c.evicted.CompareAndSwap(false, true) {
+		return
+	}
+	level := zerolog.WarnLevel
+	if code == websocket.CloseGoingAway {
+		level = zerolog.DebugLevel
+	}
+	c.log.WithLevel(level).Int("code", code).Str("reason", reason).Msg("closing connection")
+	wc := c.ws.WebsocketConnection()
+	go func() {
+		_ = wc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		_ = wc.Close()
+	}()
+}
+
+// maxInbox bounds the frames waiting to be handled on one connection; a
+// client that outruns even the handling is flooding and is disconnected.
+const (
+	maxInbox      = 1024
+	maxInboxBytes = 4 << 20
+)
+
+// receive queues a frame from the read loop. Frames are handled in order on
+// a goroutine that exists only while there are frames: decoding JSON on the
+// read loop would grow its stack, which melody keeps for the life of the
+// connection (it doubles the memory of an idle connection).
+func (c *conn) receive(msg []byte) {
+	c.inboxMu.Lock()
+	if len(c.inbox) >= maxInbox || c.inboxBytes+len(msg) > maxInboxBytes {
+		c.inboxMu.Unlock()
+		c.evict(websocket.ClosePolicyViolation, "too many frames queued")
+		return
+	}
+	c.inbox = append(c.inbox, msg)
+	c.inboxBytes += len(msg)
+	start := !c.draining
+	c.draining = true
+	c.inboxMu.Unlock()
+	if start {
+		go c.drain()
+	}
+}
+
+func (c *conn) drain() {
+	for {
+		c.inboxMu.Lock()
+		if len(c.inbox) == 0 {
+			c.inbox, c.inboxBytes, c.draining = nil, 0, false
+			c.inboxMu.Unlock()
+			return
+		}
+		msg := c.inbox[0]
+		c.inbox[0] = nil
+		c.inbox = c.inbox[1:]
+		c.inboxBytes -= len(msg)
+		c.inboxMu.Unlock()
+		c.codec.handle(c, msg)
+	}
+}
+
+// async runs fn (an items request, already started in frame order) off the
+// frame goroutine, bounded by max_in_flight; false when the bound is
+// reached.
+func (c *conn) async(fn func()) bool {
+	select {
+	case c.inflight <- struct{}{}:
+	default:
+		return false
+	}
+	go func() {
+		defer func() { <-c.inflight }()
+		fn()
+	}()
+	return true
+}

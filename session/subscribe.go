@@ -1,0 +1,186 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+)
+
+// SubscribeRequest is a subscribe of either protocol.
+type SubscribeRequest struct {
+	// Key names the subscription within the connection (KeyForUID,
+	// KeyForCollection or NewKey). A subscription with the same key is
+	// removed first, even when this subscribe fails.
+	Key        string
+	Collection *string
+	Query      json.RawMessage
+	Actions    broker.ActionSet
+	// UID is echoed in every frame of the subscription, as the encoder
+	// writes it.
+	UID json.RawMessage
+	// Item restricts the subscription to one item (Directus's "item").
+	Item string
+	// Init sends the items the query selects (or the one item) first.
+	Init bool
+	// Since resumes after this event id: the kept events after it come
+	// first.
+	Since   string
+	Encoder broker.Encoder
+}
+
+// entry is one subscription of the session.
+type entry struct {
+	sub  *broker.Subscription
+	item string
+}
+
+// Subscribe attaches a subscription. Its ack (the encoder's) is sent only
+// once it really exists; on error nothing was sent and the client should be
+// told with the error, naming the subscription.
+func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.Subscription, error) {
+	coll, err := Collection(req.Collection)
+	if err != nil {
+		return nil, err
+	}
+	q, err := Query(req.Query)
+	if err != nil {
+		return nil, err
+	}
+	if err := Since(req.Since); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	old, replacing := s.subs[req.Key]
+	delete(s.subs, req.Key)
+	full := len(s.subs) >= s.deps.Limits.MaxSubscriptions
+	cred := s.cred
+	expired := s.expired
+	s.mu.Unlock()
+	if replacing {
+		s.deps.Broker.Unsubscribe(old.sub)
+	}
+	if full {
+		return nil, ErrTooManySubscriptions
+	}
+	if expired {
+		return nil, ErrTokenExpired
+	}
+	sub := broker.NewSubscription(coll, cred, q, req.Actions, req.UID, s, req.Encoder)
+	opts := broker.AttachOptions{Since: req.Since}
+	switch {
+	case req.Init && req.Item != "":
+		opts.Snapshot = func(ctx context.Context) (json.RawMessage, error) {
+			return s.readItem(ctx, cred.Token, coll, req.Item, q)
+		}
+	case req.Init:
+		opts.Snapshot = func(ctx context.Context) (json.RawMessage, error) {
+			return s.deps.Reader.ReadSnapshot(ctx, cred.Token, coll, q)
+		}
+	default:
+		// No snapshot: prove now that the token may read the collection
+		// with this query, so a forbidden collection or field fails here.
+		if err := s.check(ctx, cred.Token, coll, q, req.Item); err != nil {
+			return nil, s.refused(cred, err)
+		}
+	}
+	if err := s.deps.Broker.Subscribe(ctx, sub, opts); err != nil {
+		return nil, s.refused(cred, err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.deps.Broker.Unsubscribe(sub)
+		return nil, ErrClosed
+	}
+	s.subs[req.Key] = entry{sub: sub, item: req.Item}
+	now := s.cred
+	s.mu.Unlock()
+	if now != cred {
+		// The token changed while this subscribe ran (its expiry fell back
+		// to the public role): follow it.
+		s.rebind(ctx, req.Key, entry{sub: sub, item: req.Item}, cred, now)
+	}
+	return sub, nil
+}
+
+// refused passes err on; a refusal of the token itself expires it.
+func (s *Session) refused(cred broker.Credentials, err error) error {
+	var de *directus.Error
+	if errors.Is(err, broker.ErrTokenExpired) || (errors.As(err, &de) && de.Status == http.StatusUnauthorized && cred.Token != "") {
+		s.TokenExpired(cred.Token)
+		return ErrTokenExpired
+	}
+	return err
+}
+
+// check proves with Directus that token may read collection with q (or the
+// one item): a read of nothing, so a forbidden collection or field fails.
+func (s *Session) check(ctx context.Context, token, collection string, q broker.Query, item string) error {
+	if item != "" {
+		_, err := s.readItem(ctx, token, collection, item, q)
+		return err
+	}
+	probe := broker.Query{}
+	for k, v := range q {
+		probe[k] = v
+	}
+	probe["limit"] = 0
+	_, err := s.deps.Reader.ReadSnapshot(ctx, token, collection, probe)
+	return err
+}
+
+// readItem reads one item as Directus's readOne does: a 403 when the token
+// may not read it.
+func (s *Session) readItem(ctx context.Context, token, collection, item string, q broker.Query) (json.RawMessage, error) {
+	params, err := directus.QueryValues(q)
+	if err != nil {
+		return nil, Invalid(err.Error())
+	}
+	for _, p := range []string{"limit", "offset", "page", "meta", "search", "sort"} {
+		params.Del(p)
+	}
+	raw, err := s.deps.REST.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"items", collection, item}, Query: params, Token: token})
+	if err != nil {
+		return nil, err
+	}
+	return dataOf(raw)
+}
+
+// Unsubscribe removes the subscription with key; ok is false when there is
+// none.
+func (s *Session) Unsubscribe(key string) (sub *broker.Subscription, ok bool) {
+	s.mu.Lock()
+	e, ok := s.subs[key]
+	delete(s.subs, key)
+	s.mu.Unlock()
+	if ok {
+		s.deps.Broker.Unsubscribe(e.sub)
+	}
+	return e.sub, ok
+}
+
+// UnsubscribeWhere removes every subscription for which match is true (all
+// of them when match is nil) and returns them.
+func (s *Session) UnsubscribeWhere(match func(*broker.Subscription) bool) []*broker.Subscription {
+	var removed []*broker.Subscription
+	s.mu.Lock()
+	for k, e := range s.subs {
+		if match == nil || match(e.sub) {
+			removed = append(removed, e.sub)
+			delete(s.subs, k)
+		}
+	}
+	s.mu.Unlock()
+	for _, sub := range removed {
+		s.deps.Broker.Unsubscribe(sub)
+	}
+	return removed
+}
