@@ -1,6 +1,6 @@
 # directus-ws-broker — every habit has one entry point here.
 #   make demo    a real Directus (SQLite) + the broker + a Flow pointing at it, ready to try
-#   make test    the whole suite: lint, unit, integration (real Directus), fuzz smoke, browser
+#   make test    the whole suite: lint, unit, integration (real Directus), fuzz smoke, browser, SDK
 #   make bench   the benchmark table (see README)
 SHELL := /bin/bash
 GO ?= go
@@ -9,7 +9,7 @@ BIN := bin/directus-ws-broker
 # "context deadline exceeded" at the deadline (golang/go#75804); counts have no deadline to race.
 FUZZTIME ?= 100000x
 
-.PHONY: build test lint unit fuzz sdk bench-quick demo demo-check bench clean directus-install chromium
+.PHONY: build test lint unit integration fuzz sdk bench-quick demo demo-check bench clean directus-install chromium
 
 build:
 	$(GO) build -o $(BIN) .
@@ -29,7 +29,14 @@ directus-install:
 chromium:
 	scripts/ensure-chromium.sh
 
+# Unit tests: the domain (broker, session) with fakes and everything else that needs no
+# Directus, Redis or browser; seconds.
 unit:
+	DIRECTUS_TESTS=0 REDIS_TESTS=0 $(GO) test -race -count=1 ./...
+
+# Integration tests against real Directus (11.17.4 and 12.3.1), Redis, chromium and broker
+# processes, started by the project's scripts (the unit tests run again with them: seconds).
+integration: directus-install chromium
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 fuzz:
@@ -41,7 +48,7 @@ fuzz:
 sdk:
 	scripts/sdk-test.sh
 
-test: lint directus-install chromium unit fuzz sdk demo-check bench-quick
+test: lint unit integration fuzz sdk demo-check bench-quick
 	@echo "make test: all passed"
 
 demo: build

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 	"github.com/directus-ws-broker/directus-ws-broker/flow"
 )
@@ -117,7 +118,7 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	d.register(fs, getenv)
 	brokerURL := fs.String("broker-url", getenv("BROKER_URL"), "the broker's webhook URL; /webhook is appended to a URL without a path (env BROKER_URL)")
 	secret := fs.String("secret", getenv("WEBHOOK_SECRET"), "shared secret the Flow sends to the broker (env WEBHOOK_SECRET)")
-	secretHeader := fs.String("secret-header", flow.DefaultSecretHeader, "header carrying the secret")
+	secretHeader := fs.String("secret-header", envOr(getenv, "WEBHOOK_SECRET_HEADER", config.Default().WebhookSecretHeader), "header carrying the secret: the broker's webhook_secret_header (env WEBHOOK_SECRET_HEADER)")
 	collections := fs.String("collections", "", "comma-separated collections; default: every collection that exists now")
 	checkCollection := fs.String("check-collection", "", "after install, create and delete an item in this collection and wait for the broker to count the event")
 	checkTimeout := fs.Duration("check-timeout", 10*time.Second, "how long --check-collection waits for the event")
@@ -210,6 +211,14 @@ func webhookURL(raw string) (*url.URL, error) {
 		u.Path, u.RawPath = "/webhook", ""
 	}
 	return u, nil
+}
+
+// envOr is getenv(key), or def when it is empty.
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 func contains(list []string, s string) bool {

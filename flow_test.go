@@ -359,48 +359,63 @@ func TestFlowRemove(t *testing.T) {
 
 // TestFlowDeliversToBroker is the end-to-end proof: a Flow installed by the
 // command makes Directus post item events that reach a subscriber of the
-// broker.
+// broker — with the default secret header, and with another header that the
+// broker is configured to read (webhook_secret_header). flow install
+// --secret-header used to configure a header the broker never read: every
+// event got 401.
 func TestFlowDeliversToBroker(t *testing.T) {
 	dx := requireFlowDirectus(t)
-	const name = "flow-test-e2e"
-	cfg := config.Default()
-	cfg.DirectusURL = dx.URL
-	cfg.WebhookSecret = "s3cret"
-	b := brokertest.Start(t, cfg)
-	removeAfter(t, dx, name)
-
-	r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "articles",
-		"--broker-url", b.URL+"/webhook", "--secret", "s3cret", "--check-collection", "articles")
-	if r.code != 0 {
-		t.Fatalf("install --check-collection exited %d\n%s", r.code, dx.Log())
-	}
-	if !strings.Contains(r.stdout, "reached the broker") {
-		t.Errorf("stdout does not report the check:\n%s", r.stdout)
-	}
-
-	c := brokertest.Dial(t, b.WSURL, dx.AdminToken)
-	c.Send(t, map[string]any{"type": "subscribe", "collection": "articles"})
-	if f := c.NextOfType(t, "SUBSCRIBED"); f["collection"] != "articles" {
-		t.Fatalf("SUBSCRIBED frame %v", f)
-	}
-	var created struct {
-		Data struct {
-			ID float64 `json:"id"`
-		} `json:"data"`
-	}
-	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPost, "/items/articles", map[string]any{"title": "via the flow"}, &created); err != nil {
-		t.Fatal(err)
-	}
-	// The check's own delete may still be on its way: skip other events.
-	for {
-		f := c.NextOfType(t, "SUBSCRIPTION")
-		if f["action"] == "create" && fmt.Sprint(f["keys"]) == fmt.Sprint([]any{created.Data.ID}) {
-			if f["collection"] != "articles" {
-				t.Errorf("frame %v: wrong collection", f)
+	for _, header := range []string{"", "X-Broker-Secret"} {
+		t.Run("header "+header, func(t *testing.T) {
+			name := "flow-test-e2e" + strings.ToLower(header)
+			cfg := config.Default()
+			cfg.DirectusURL = dx.URL
+			cfg.WebhookSecret = "s3cret"
+			env := adminEnv(dx)
+			if header != "" {
+				cfg.WebhookSecretHeader = header
+				env["WEBHOOK_SECRET_HEADER"] = header // flow install reads the broker's setting
 			}
-			return
-		}
-		t.Logf("skipping %v", f)
+			b := brokertest.Start(t, cfg)
+			removeAfter(t, dx, name)
+
+			r := runCLI(t, env, "flow", "install", "--name", name, "--collections", "articles",
+				"--broker-url", b.URL+"/webhook", "--secret", "s3cret", "--check-collection", "articles")
+			if r.code != 0 {
+				t.Fatalf("install --check-collection exited %d\n%s", r.code, dx.Log())
+			}
+			if !strings.Contains(r.stdout, "reached the broker") {
+				t.Errorf("stdout does not report the check:\n%s", r.stdout)
+			}
+			if header != "" && !strings.Contains(r.stdout, "with the secret in "+header) {
+				t.Errorf("stdout does not name the header:\n%s", r.stdout)
+			}
+
+			c := brokertest.Dial(t, b.WSURL, dx.AdminToken)
+			c.Send(t, map[string]any{"type": "subscribe", "collection": "articles"})
+			if f := c.NextOfType(t, "SUBSCRIBED"); f["collection"] != "articles" {
+				t.Fatalf("SUBSCRIBED frame %v", f)
+			}
+			var created struct {
+				Data struct {
+					ID float64 `json:"id"`
+				} `json:"data"`
+			}
+			if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPost, "/items/articles", map[string]any{"title": "via the flow"}, &created); err != nil {
+				t.Fatal(err)
+			}
+			// The check's own delete may still be on its way: skip other events.
+			for {
+				f := c.NextOfType(t, "SUBSCRIPTION")
+				if f["action"] == "create" && fmt.Sprint(f["keys"]) == fmt.Sprint([]any{created.Data.ID}) {
+					if f["collection"] != "articles" {
+						t.Errorf("frame %v: wrong collection", f)
+					}
+					return
+				}
+				t.Logf("skipping %v", f)
+			}
+		})
 	}
 }
 

@@ -87,3 +87,24 @@ func TestCompareIDs(t *testing.T) {
 		}
 	}
 }
+
+// The history is a ring: once full, each push overwrites the oldest event,
+// and what it keeps is the newest maxLen in order, with the gap reported
+// for an id it no longer holds the successor of.
+func TestMemoryBusRingWraps(t *testing.T) {
+	b := NewMemoryBus(4, time.Hour)
+	_ = b.Start(DispatchFunc(func(Event) {}))
+	ids := publish(t, b, "a", 11)
+	events, gap, _ := b.History(context.Background(), "a", ids[6])
+	if gap || len(events) != 4 {
+		t.Fatalf("after the 7th: %d events, gap %v", len(events), gap)
+	}
+	for i, e := range events {
+		if e.ID != ids[7+i] {
+			t.Fatalf("event %d is %s, want %s", i, e.ID, ids[7+i])
+		}
+	}
+	if _, gap, _ := b.History(context.Background(), "a", ids[5]); !gap {
+		t.Fatal("the 7th event is no longer kept: a resume after the 6th must report a gap")
+	}
+}

@@ -85,3 +85,26 @@ func TestValidationNamesTheKey(t *testing.T) {
 		t.Error("a non-number for max_connections must be refused")
 	}
 }
+
+// A redis_url with the wrong scheme is refused without echoing it: it may
+// carry a password.
+func TestRedisURLErrorHidesPassword(t *testing.T) {
+	c := Default()
+	c.Bus = "redis"
+	c.RedisURL = "http://user:hunter2-secret@redis.example:6379/0"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "redis_url") {
+		t.Fatalf("want a redis_url error, got %v", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("the error echoes the password: %v", err)
+	}
+}
+
+func TestWebhookSecretHeader(t *testing.T) {
+	c := Default()
+	c.WebhookSecretHeader = "X Bad:"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "webhook_secret_header") {
+		t.Fatalf("want a webhook_secret_header error, got %v", err)
+	}
+}

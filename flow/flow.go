@@ -24,8 +24,6 @@ import (
 // DefaultName names the Flow when Spec.Name is empty.
 const DefaultName = "directus-ws-broker"
 
-// DefaultSecretHeader is the header the broker reads its shared secret from.
-const DefaultSecretHeader = "X-Webhook-Secret"
 
 // Scope is the events the Flow fires on.
 var Scope = []string{"items.create", "items.update", "items.delete"}
@@ -42,7 +40,8 @@ type Spec struct {
 	WebhookURL string
 	// Secret, when set, is sent in SecretHeader with every request.
 	Secret string
-	// SecretHeader defaults to DefaultSecretHeader.
+	// SecretHeader is the header the broker reads the secret from (its
+	// webhook_secret_header); required with Secret.
 	SecretHeader string
 	// Collections the Flow fires for. Empty means every user collection
 	// that exists at install time: Directus has no "all collections" option.
@@ -105,14 +104,11 @@ func (s Spec) normalized() (Spec, error) {
 	if s.Name == "" {
 		s.Name = DefaultName
 	}
-	if s.SecretHeader == "" {
-		s.SecretHeader = DefaultSecretHeader
-	}
 	u, err := url.Parse(s.WebhookURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return s, fmt.Errorf("broker url %q: must be an absolute http(s) URL", s.WebhookURL)
 	}
-	if !httpguts.ValidHeaderFieldName(s.SecretHeader) {
+	if s.Secret != "" && !httpguts.ValidHeaderFieldName(s.SecretHeader) {
 		return s, fmt.Errorf("secret header %q: not a valid HTTP header name", s.SecretHeader)
 	}
 	seen := map[string]bool{}

@@ -29,8 +29,9 @@ func TestFlowSpecValidate(t *testing.T) {
 		{"no url", Spec{}, "must be an absolute http(s) URL"},
 		{"relative url", Spec{WebhookURL: "/webhook"}, "must be an absolute http(s) URL"},
 		{"ftp url", Spec{WebhookURL: "ftp://host/webhook"}, "must be an absolute http(s) URL"},
-		{"bad header", Spec{WebhookURL: "http://h/webhook", SecretHeader: "X Secret"}, "not a valid HTTP header name"},
-		{"header with colon", Spec{WebhookURL: "http://h/webhook", SecretHeader: "X-Secret:"}, "not a valid HTTP header name"},
+		{"bad header", Spec{WebhookURL: "http://h/webhook", Secret: "s", SecretHeader: "X Secret"}, "not a valid HTTP header name"},
+		{"header with colon", Spec{WebhookURL: "http://h/webhook", Secret: "s", SecretHeader: "X-Secret:"}, "not a valid HTTP header name"},
+		{"secret without header", Spec{WebhookURL: "http://h/webhook", Secret: "s"}, "not a valid HTTP header name"},
 		{"system collection", Spec{WebhookURL: "http://h/webhook", Collections: []string{"articles", "directus_users"}}, "directus_users is a Directus system collection"},
 	}
 	for _, tt := range tests {
@@ -54,8 +55,8 @@ func TestFlowSpecDefaultsAndDedup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Name != DefaultName || s.SecretHeader != DefaultSecretHeader {
-		t.Errorf("defaults: name %q header %q", s.Name, s.SecretHeader)
+	if s.Name != DefaultName {
+		t.Errorf("default name %q", s.Name)
 	}
 	if strings.Join(s.Collections, ",") != "a,b" {
 		t.Errorf("collections = %q, want [a b]", s.Collections)

@@ -33,6 +33,31 @@ type codec interface {
 	handle(c *conn, msg []byte)
 }
 
+// wsConn is what a conn needs of its WebSocket (melodyConn; a fake in the
+// transport's unit tests).
+type wsConn interface {
+	// Write queues a text frame (melody's queue of send_buffer frames).
+	Write(msg []byte) error
+	// CloseWithMsg queues a close frame behind the queued frames.
+	CloseWithMsg(msg []byte) error
+	// Abort writes a close frame directly on the socket and closes it,
+	// bypassing the queue.
+	Abort(code int, reason string)
+}
+
+// melodyConn is a melody session as a wsConn.
+type melodyConn struct{ *melody.Session }
+
+// Abort implements wsConn. A goroutine keeps a stuck socket from stalling
+// the caller (fan-out).
+func (m melodyConn) Abort(code int, reason string) {
+	wc := m.WebsocketConnection()
+	go func() {
+		_ = wc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		_ = wc.Close()
+	}()
+}
+
 // conn is the transport of one WebSocket connection: melody's session, the
 // send queue bounded in bytes, the inbox of received frames, the frame rate
 // limit and the bound on concurrent items requests. It is the session's
@@ -40,7 +65,7 @@ type codec interface {
 type conn struct {
 	srv     *Server
 	codec   codec
-	ws      *melody.Session
+	ws      wsConn
 	sess    *session.Session
 	log     zerolog.Logger
 	limiter *rate.Limiter
@@ -176,8 +201,7 @@ func (c *conn) flushCloseLocked() {
 
 // evict closes a client that cannot keep up (or at shutdown). The close
 // frame is written directly on the connection because the queue it would go
-// through is the one that is full; a goroutine keeps a stuck socket from
-// stalling fan-out.
+// through is the one that is full.
 func (c *conn) evict(code int, reason string) {
 	if !c.evicted.CompareAndSwap(false, true) {
 		return
@@ -187,11 +211,7 @@ func (c *conn) evict(code int, reason string) {
 		level = zerolog.DebugLevel
 	}
 	c.log.WithLevel(level).Int("code", code).Str("reason", reason).Msg("closing connection")
-	wc := c.ws.WebsocketConnection()
-	go func() {
-		_ = wc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-		_ = wc.Close()
-	}()
+	c.ws.Abort(code, reason)
 }
 
 // maxInbox bounds the frames waiting to be handled on one connection; a

@@ -106,8 +106,15 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // and close every WebSocket with 1001 "going away".
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
-		Handler:           s.echo,
+		Handler: s.echo,
+		// A slow or idle client cannot hold a connection (and a goroutine)
+		// forever: headers within 10s, the whole request (a webhook body)
+		// within 30s, idle keep-alive connections closed after 2 minutes.
+		// WebSockets are hijacked before these matter; melody sets their
+		// deadlines from pong_wait and write_wait.
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          s.echo.StdLogger,
 	}
 	s.echo.StdLogger.SetOutput(zerologWriter{s.log})
@@ -143,6 +150,7 @@ const websocket1001 = 1001
 // closeClients closes every connection with code and waits (bounded by ctx)
 // until their handlers have finished.
 func (s *Server) closeClients(ctx context.Context, code int) {
+	s.closing.Store(true)
 	s.clientMu.Lock()
 	for c := range s.clients {
 		c.evict(code, "going away")

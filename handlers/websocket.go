@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 	"github.com/olahol/melody"
 
@@ -33,15 +34,23 @@ func (s *Server) newMelody() *melody.Melody {
 	m.HandleSentMessage(func(ms *melody.Session, msg []byte) { connOf(ms).sent(msg) })
 	m.HandleConnect(func(ms *melody.Session) {
 		c := connOf(ms)
-		c.ws = ms
+		c.ws = melodyConn{ms}
 		// Nothing reads the request after the handshake; its headers
 		// would stay in memory for the life of the connection.
 		ms.Request = nil
+		// A handshake that was still running when shutdown closed the
+		// clients must not outlive it: it closes itself.
 		s.clientMu.Lock()
-		s.clients[c] = struct{}{}
+		closing := s.closing.Load()
+		if !closing {
+			s.clients[c] = struct{}{}
+		}
 		s.clientMu.Unlock()
 		c.codec.opened(c)
 		c.handshakeDone()
+		if closing {
+			c.evict(websocket.CloseGoingAway, "going away")
+		}
 	})
 	m.HandleDisconnect(func(ms *melody.Session) {
 		c := connOf(ms)
@@ -120,6 +129,10 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, codec cod
 			return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "INVALID_CREDENTIALS", Message: "Directus refused the token"}))
 		}
 		log = log.With().Str("user", id.UserID).Logger()
+	}
+	if s.closing.Load() {
+		// Shutdown began while the token was being checked.
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&session.Error{Status: 503, Code: "SHUTTING_DOWN", Message: "broker is shutting down"}))
 	}
 	if !websocketRequest(r) {
 		return c.JSON(http.StatusBadRequest, errorBody(session.Invalid("expected a WebSocket upgrade request")))
