@@ -24,7 +24,6 @@ import (
 // DefaultName names the Flow when Spec.Name is empty.
 const DefaultName = "directus-ws-broker"
 
-
 // Scope is the events the Flow fires on.
 var Scope = []string{"items.create", "items.update", "items.delete"}
 
