@@ -30,6 +30,14 @@ type Options struct {
 	MaxHeldBytes int
 	// Classifier groups subscriptions by access class; TokenClasses if nil.
 	Classifier Classifier
+	// Access is told of access changes and refreshes the Classifier; none
+	// if nil (classes never change then).
+	Access AccessWatcher
+	// AccessRefresh is how often everything that decides the classes is
+	// reread even without events (the safety net); 0 = never.
+	AccessRefresh time.Duration
+	// AccessTimeout bounds one reread. Default 30s.
+	AccessTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -51,6 +59,9 @@ func (o Options) withDefaults() Options {
 	if o.Classifier == nil {
 		o.Classifier = TokenClasses{}
 	}
+	if o.AccessTimeout <= 0 {
+		o.AccessTimeout = 30 * time.Second
+	}
 	return o
 }
 
@@ -64,6 +75,9 @@ type Broker struct {
 	metrics Metrics
 	readSem chan struct{}
 	shards  []*shard
+	access  *accessWorker
+	// replayReads shares the reads of resumes within a class.
+	replayReads Coalescer
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -90,6 +104,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 	for range opts.Shards {
 		b.shards = append(b.shards, &shard{queue: newQueue(opts.QueueSize), last: map[string]string{}})
 	}
+	b.access = newAccessWorker(b)
 	return b
 }
 
@@ -99,6 +114,8 @@ func (b *Broker) Start() error {
 		b.wg.Add(1)
 		go b.work(s)
 	}
+	b.wg.Add(1)
+	go b.access.run()
 	return b.bus.Start(dispatcher{b})
 }
 
@@ -113,19 +130,43 @@ func (b *Broker) shardOf(collection string) *shard { return b.shards[b.shardInde
 // dispatcher is the broker as its bus's Dispatcher.
 type dispatcher struct{ b *Broker }
 
-// Dispatch implements Dispatcher.
+// Dispatch implements Dispatcher. An access event puts a barrier into
+// every shard instead (see accessChanged).
 func (d dispatcher) Dispatch(e Event) {
+	if d.b.isAccessEvent(e) {
+		bar := d.b.newBarrier(e)
+		for _, sh := range d.b.shards {
+			sh.queue.pushControl(bar.park)
+		}
+		d.b.access.enqueue(bar)
+		return
+	}
 	d.b.shardOf(e.Collection).queue.pushEvent(e, d.b.done)
 }
 
 // TryDispatch implements Dispatcher.
 func (d dispatcher) TryDispatch(events []Event) error {
-	per := map[int][]Event{}
+	per := map[int][]task{}
+	var bars []*barrier
 	for _, e := range events {
+		if d.b.isAccessEvent(e) {
+			bar := d.b.newBarrier(e)
+			bars = append(bars, bar)
+			for i := range d.b.shards {
+				per[i] = append(per[i], task{fn: bar.park})
+			}
+			continue
+		}
 		i := d.b.shardIndex(e.Collection)
-		per[i] = append(per[i], e)
+		per[i] = append(per[i], task{event: e})
 	}
-	return tryPushAll(d.b.shards, per)
+	if err := tryPushAll(d.b.shards, per); err != nil {
+		return err
+	}
+	for _, bar := range bars {
+		d.b.access.enqueue(bar)
+	}
+	return nil
 }
 
 // Publish validates events and hands them to the bus: all or none.
@@ -249,5 +290,6 @@ func (b *Broker) Metrics() MetricsSnapshot {
 		EventsPublished: m.EventsPublished.Load(), EventsDispatched: m.EventsDispatched.Load(),
 		Reads: m.Reads.Load(), ReadErrors: m.ReadErrors.Load(), FramesSent: m.FramesSent.Load(),
 		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups, QueueDepth: depth,
+		AccessChanges: m.AccessChanges.Load(), Regrouped: m.Regrouped.Load(),
 	}
 }

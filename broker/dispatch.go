@@ -156,10 +156,7 @@ func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]
 		if !ok {
 			break
 		}
-		b.metrics.Reads.Add(1)
-		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
-		items, err := b.reader.ReadItems(rctx, token, g.collection, keys, g.query)
-		cancel()
+		items, err := b.readItems(ctx, g, token, keys)
 		if err == nil {
 			return items, refused, nil
 		}
@@ -179,6 +176,27 @@ func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]
 		return nil, refused, ErrTokenExpired
 	}
 	return nil, nil, errNoReader
+}
+
+// readItems is one read of keys for g with token; a group that shares reads
+// (a replay) joins a concurrent read of its class, query and keys.
+func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []string) (map[string]json.RawMessage, error) {
+	read := func(ctx context.Context) (map[string]json.RawMessage, error) {
+		b.metrics.Reads.Add(1)
+		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
+		defer cancel()
+		return b.reader.ReadItems(rctx, token, g.collection, keys, g.query)
+	}
+	if !g.shareReads {
+		return read(ctx)
+	}
+	key, _ := json.Marshal([]any{g.class, g.collection, g.query.Key(), keys})
+	v, shared, err := b.replayReads.Do(ctx, string(key), func(ctx context.Context) (any, error) { return read(ctx) })
+	if shared && errors.Is(err, ErrTokenExpired) {
+		return read(ctx) // the sharer's token was refused; this one may work
+	}
+	items, _ := v.(map[string]json.RawMessage)
+	return items, err
 }
 
 // tokenRefused tells the sinks of g's subscriptions reading with token that

@@ -16,6 +16,10 @@ type group struct {
 	// known is shared with replays of the group's subscriptions, so a
 	// resume withholds the deletes live delivery would withhold.
 	known *keyMemory
+	// shareReads makes reads shared with other groups of the same class
+	// and query that read the same keys at the same time (a replay: many
+	// subscribers resuming from one event).
+	shareReads bool
 }
 
 func newGroup(collection, class string, q Query) *group {

@@ -103,6 +103,41 @@ func (ix *index) groups(collection string) []*group {
 	return out
 }
 
+// each calls fn for every attached subscription (under the read lock: fn
+// must not change the index).
+func (ix *index) each(fn func(s *Subscription)) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for _, groups := range ix.collections {
+		for _, g := range groups {
+			for _, s := range g.members() {
+				fn(s)
+			}
+		}
+	}
+}
+
+// regroup moves every attached subscription to the group of class(s) and
+// returns how many moved.
+func (ix *index) regroup(class func(*Subscription) string) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	var subs []*Subscription
+	for _, groups := range ix.collections {
+		for _, g := range groups {
+			subs = append(subs, g.members()...)
+		}
+	}
+	moved := 0
+	for _, s := range subs {
+		if c := class(s); s.group != nil && s.group.class != c {
+			ix.moveLocked(s, c)
+			moved++
+		}
+	}
+	return moved
+}
+
 func (ix *index) size() (subs, groups int) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()

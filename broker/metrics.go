@@ -11,11 +11,16 @@ type Metrics struct {
 	ReadErrors   atomic.Int64
 	FramesSent   atomic.Int64
 	EventsMissed atomic.Int64
+	// AccessChanges counts access events applied; Regrouped the
+	// subscriptions they (or refreshes) moved to another class.
+	AccessChanges atomic.Int64
+	Regrouped     atomic.Int64
 }
 
 // MetricsSnapshot is a copy of Metrics at one moment.
 type MetricsSnapshot struct {
 	EventsPublished, EventsDispatched, Reads, ReadErrors, FramesSent, EventsMissed int64
+	AccessChanges, Regrouped                                                       int64
 	Subscriptions, Groups                                                          int
 	// QueueDepth is the number of events waiting for the dispatch workers.
 	QueueDepth int

@@ -83,12 +83,14 @@ func (q *queue) pushEvent(e Event, done <-chan struct{}) bool {
 // room reports how many more events q takes now; the caller holds q.mu.
 func (q *queue) roomLocked() int { return q.max - q.events }
 
-// appendLocked queues events; the caller holds q.mu and checked the room.
-func (q *queue) appendLocked(events []Event) {
-	for _, e := range events {
-		q.tasks = append(q.tasks, task{event: e})
+// appendLocked queues tasks; the caller holds q.mu and checked the room.
+func (q *queue) appendLocked(tasks []task) {
+	for _, t := range tasks {
+		q.tasks = append(q.tasks, t)
+		if t.fn == nil {
+			q.events++
+		}
 	}
-	q.events += len(events)
 }
 
 // next waits for work and returns the events at the head of the queue (at
@@ -146,13 +148,13 @@ func (q *queue) depth() int {
 	return q.events
 }
 
-// tryPushAll queues each shard's events, all or none: it locks the queues
+// tryPushAll queues each shard's tasks, all or none: it locks the queues
 // in shard order (one lock order, so concurrent callers cannot deadlock),
-// checks every room, then appends.
-func tryPushAll(shards []*shard, perShard map[int][]Event) error {
+// checks that every queue has room for its events, then appends.
+func tryPushAll(shards []*shard, perShard map[int][]task) error {
 	idx := make([]int, 0, len(perShard))
 	for i := range shards {
-		if _, ok := perShard[i]; ok {
+		if len(perShard[i]) > 0 {
 			idx = append(idx, i)
 		}
 	}
@@ -161,7 +163,13 @@ func tryPushAll(shards []*shard, perShard map[int][]Event) error {
 	}
 	var err error
 	for _, i := range idx {
-		if shards[i].queue.roomLocked() < len(perShard[i]) {
+		events := 0
+		for _, t := range perShard[i] {
+			if t.fn == nil {
+				events++
+			}
+		}
+		if shards[i].queue.roomLocked() < events {
 			err = ErrQueueFull
 			break
 		}

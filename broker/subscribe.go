@@ -108,6 +108,7 @@ func (b *Broker) replay(ctx context.Context, s *Subscription, since, boundary st
 	stand := NewSubscription(s.Collection, s.Credentials(), s.Query, s.Actions, s.UID, &out, s.Encoder)
 	solo := newGroup(s.Collection, live.class, s.Query)
 	solo.known = live.known
+	solo.shareReads = true
 	solo.add(stand)
 	if err := b.deliver(ctx, solo, missed); err != nil {
 		return nil, err

@@ -25,6 +25,18 @@ type Config struct {
 	// stays well below PongWait so a slow Directus never looks like a dead
 	// client.
 	DirectusTimeout time.Duration `mapstructure:"directus_timeout"`
+	// DirectusServiceToken is a static token of a user that may read the
+	// permission model (roles, policies, access, permissions, relations,
+	// users' roles). With it, subscribers whose reads Directus answers
+	// alike share them (one read per access class instead of one per
+	// user); without it, each user is read for apart. Never logged.
+	DirectusServiceToken string `mapstructure:"directus_service_token"`
+	// AccessRefresh is how often the permission model is reread even
+	// without events (the safety net under the Flow's events); 0 = never.
+	AccessRefresh time.Duration `mapstructure:"access_refresh"`
+	// CheckCacheTTL is how long a subscribe check that passed is shared
+	// with other subscribers of the same class, collection and query.
+	CheckCacheTTL time.Duration `mapstructure:"check_cache_ttl"`
 
 	WebsocketEnabled bool   `mapstructure:"websocket_enabled"`
 	WebsocketPublic  bool   `mapstructure:"websocket_public"`
@@ -96,6 +108,8 @@ func Default() Config {
 		ListenAddr:             "127.0.0.1:8080",
 		DirectusURL:            "http://127.0.0.1:8055",
 		DirectusTimeout:        10 * time.Second,
+		AccessRefresh:          time.Minute,
+		CheckCacheTTL:          10 * time.Second,
 		WebsocketEnabled:       true,
 		WebsocketPublic:        false,
 		WebsocketPath:          "/websocket",
@@ -192,6 +206,12 @@ func (c Config) Validate() error {
 	}
 	if c.TokenCacheTTL < 0 {
 		bad("token_cache_ttl", "must not be negative")
+	}
+	if c.AccessRefresh < 0 {
+		bad("access_refresh", "must not be negative (0 turns the periodic reread off)")
+	}
+	if c.CheckCacheTTL < 0 {
+		bad("check_cache_ttl", "must not be negative")
 	}
 	if c.PingPeriod >= c.PongWait {
 		bad("ping_period", "must be shorter than pong_wait (%s)", c.PongWait)

@@ -10,11 +10,19 @@ import (
 	"time"
 )
 
-// Identity is what Directus said about a token.
+// Identity is what Directus said about a token, and what its JWT carries.
 type Identity struct {
 	UserID string
 	// Expires is when a JWT stops being valid; zero for static tokens.
 	Expires time.Time
+	// JWT is set for Directus JWTs (issuer "directus"): Directus then reads
+	// with the role the token carries (Role, "" for none), not the user's
+	// current role, until it expires. A static token reads with the user's
+	// role as the database holds it.
+	JWT  bool
+	Role string
+	// Share is the share a share token was issued for ("" otherwise).
+	Share string
 }
 
 // Authenticator validates tokens with Directus (GET /users/me), caching
@@ -48,6 +56,19 @@ func (a *Authenticator) Validate(ctx context.Context, token string) (Identity, e
 	if ok && now.Sub(c.at) < a.ttl && (c.id.Expires.IsZero() || now.Before(c.id.Expires)) {
 		return c.id, nil
 	}
+	return a.fetch(ctx, token, now)
+}
+
+// Fresh asks Directus again, bypassing the cache (a change of the token's
+// user was reported), and caches the answer.
+func (a *Authenticator) Fresh(ctx context.Context, token string) (Identity, error) {
+	a.mu.Lock()
+	delete(a.cache, token)
+	a.mu.Unlock()
+	return a.fetch(ctx, token, a.now())
+}
+
+func (a *Authenticator) fetch(ctx context.Context, token string, now time.Time) (Identity, error) {
 	data, err := a.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users", "me"},
 		Query: map[string][]string{"fields": {"id"}}, Token: token})
 	if err != nil {
@@ -57,7 +78,8 @@ func (a *Authenticator) Validate(ctx context.Context, token string) (Identity, e
 		ID string `json:"id"`
 	}
 	_ = json.Unmarshal(data, &me)
-	id := Identity{UserID: me.ID, Expires: JWTExpiry(token)}
+	id := identityOf(token)
+	id.UserID = me.ID
 	if a.ttl > 0 {
 		a.mu.Lock()
 		if len(a.cache) > 10000 {
@@ -69,22 +91,38 @@ func (a *Authenticator) Validate(ctx context.Context, token string) (Identity, e
 	return id, nil
 }
 
-// JWTExpiry reads the exp claim of a JWT without verifying it (Directus
-// already did). Static tokens, which are not JWTs, give the zero time.
-func JWTExpiry(token string) time.Time {
+// identityOf reads what a Directus JWT carries, without verifying it: it is
+// only used once Directus accepted the token, and Directus takes a token for
+// a JWT exactly when it has three parts and its payload says iss "directus"
+// (such a token with a bad signature is refused, never taken for a static
+// token). Anything else is a static token: the zero Identity.
+func identityOf(token string) Identity {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return time.Time{}
+		return Identity{}
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return time.Time{}
+		return Identity{}
 	}
 	var claims struct {
-		Exp float64 `json:"exp"`
+		Iss   string  `json:"iss"`
+		Exp   float64 `json:"exp"`
+		Role  *string `json:"role"`
+		Share *string `json:"share"`
 	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Exp == 0 {
-		return time.Time{}
+	if json.Unmarshal(payload, &claims) != nil || claims.Iss != "directus" {
+		return Identity{}
 	}
-	return time.Unix(int64(claims.Exp), 0)
+	id := Identity{JWT: true}
+	if claims.Exp != 0 {
+		id.Expires = time.Unix(int64(claims.Exp), 0)
+	}
+	if claims.Role != nil {
+		id.Role = *claims.Role
+	}
+	if claims.Share != nil {
+		id.Share = *claims.Share
+	}
+	return id
 }

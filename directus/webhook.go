@@ -89,19 +89,46 @@ func normalizeOne(raw json.RawMessage) (broker.Event, error) {
 	if action == broker.ActionDelete {
 		e.Payload, _ = json.Marshal(keys)
 	}
+	if strings.HasPrefix(collection, "directus_") {
+		// A change of access (see systemEvents): only which keys changed
+		// matters, and the payload may hold a password or a token in the
+		// clear (users.create, users.update): it is dropped here, before
+		// it could reach a log, Redis or the history.
+		e.Payload = nil
+		return e, nil
+	}
 	if action == broker.ActionUpdate && (len(e.Payload) == 0 || e.Payload[0] != '{') {
 		return broker.Event{}, &NotEventError{"update payload must be an object of the changed fields"}
 	}
 	return e, nil
 }
 
+// systemEvents are the system collections whose events the broker takes
+// (they change who may read what) by the event's prefix: users.update
+// comes from directus_users. A Flow fires them when its collections list
+// the system collection (flow install does so).
+var systemEvents = map[string]string{
+	"users": "directus_users", "roles": "directus_roles", "policies": "directus_policies",
+	"access": "directus_access", "permissions": "directus_permissions", "relations": "directus_relations",
+}
+
 // actionOf reads the action and collection from "event" ("items.create",
-// "<collection>.items.create") or "action".
+// "<collection>.items.create", "users.update") or "action".
 func actionOf(b webhookBody) (broker.Action, string, error) {
 	collection := b.Collection
 	switch {
 	case b.Event != nil:
 		ev := *b.Event
+		if prefix, action, ok := strings.Cut(ev, "."); ok && systemEvents[prefix] != "" && !strings.Contains(action, ".") {
+			a := broker.Action(action)
+			if !a.Valid() {
+				return "", "", fmt.Errorf("event %q: action %q is not create, update or delete", ev, action)
+			}
+			if collection != "" && collection != systemEvents[prefix] {
+				return "", "", fmt.Errorf("event %q does not match collection %q", ev, collection)
+			}
+			return a, systemEvents[prefix], nil
+		}
 		i := strings.LastIndex(ev, "items.")
 		if i < 0 {
 			return "", "", fmt.Errorf("event %q is not an item event (items.create, items.update or items.delete)", ev)

@@ -116,7 +116,8 @@ func TestNormalizeRejects(t *testing.T) {
 		{"a string", `"hello"`, false, "not a JSON object"},
 		{"empty array", `[]`, false, "empty array"},
 		{"no event or action", `{"payload":{}}`, false, "neither"},
-		{"not an item event", `{"event":"users.create","payload":{}}`, false, "not an item event"},
+		{"not an item event", `{"event":"files.upload","payload":{}}`, false, "not an item event"},
+		{"access event without keys", `{"event":"users.create","payload":{"password":"p"}}`, false, "without \"key\""},
 		{"unknown item action", `{"event":"test.items.sort","keys":[1]}`, false, "not create, update or delete"},
 		{"event and collection disagree", `{"event":"a.items.create","collection":"b","key":1}`, false, "does not match"},
 		{"collection with a path", `{"action":"create","collection":"../users","keys":[1]}`, false, "only letters"},
@@ -164,4 +165,42 @@ func FuzzNormalizeWebhook(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestNormalizeAccessEvents runs the bodies a real Directus 11.17.4 Flow
+// sent for changes of users, roles, policies, access rows and permissions
+// (the Flow lists those system collections): each becomes an event of the
+// system collection with its keys and no payload — users.create carries the
+// password and the token in the clear, which must go no further.
+func TestNormalizeAccessEvents(t *testing.T) {
+	f, err := os.Open("testdata/directus-11.17.4-access-event-bodies.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var got []broker.Event
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var line struct {
+			Body json.RawMessage `json:"body"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatal(err)
+		}
+		events, err := NormalizeWebhook(line.Body)
+		if err != nil {
+			t.Fatalf("%s: %v", line.Body, err)
+		}
+		for _, e := range events {
+			if e.Payload != nil {
+				t.Fatalf("%s kept a payload: %s", e.Collection, e.Payload)
+			}
+		}
+		got = append(got, events...)
+	}
+	out, _ := json.Marshal(got)
+	if bytes.Contains(out, []byte("pw123456")) || bytes.Contains(out, []byte("u1tok")) {
+		t.Fatalf("a password or token survived: %s", out)
+	}
+	golden(t, "access-11.17.4.golden.json", got)
 }

@@ -24,7 +24,9 @@ func (s *Session) Authenticate(ctx context.Context, token string) (directus.Iden
 			return id, err
 		}
 	}
-	s.switchTo(ctx, credentials(token, id), id.Expires)
+	cred := credentials(token, id)
+	s.prepare(ctx, cred)
+	s.switchTo(ctx, cred, id.Expires)
 	return id, nil
 }
 
@@ -60,7 +62,7 @@ func (s *Session) rebind(ctx context.Context, key string, e entry, old, cred bro
 	sub := e.sub
 	classes := s.deps.classes()
 	if classes.Class(old, sub.Collection, sub.Query) != classes.Class(cred, sub.Collection, sub.Query) {
-		if err := s.check(ctx, cred.Token, sub.Collection, sub.Query, e.item); err != nil && !directus.Unavailable(err) {
+		if err := s.check(ctx, cred, sub.Collection, sub.Query, e.item); err != nil && !directus.Unavailable(err) {
 			s.mu.Lock()
 			if s.subs[key].sub == sub {
 				delete(s.subs, key)

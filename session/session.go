@@ -81,7 +81,17 @@ type Deps struct {
 	// Classes is the broker's Classifier: a token change that changes a
 	// subscription's class re-checks its access (TokenClasses if nil).
 	Classes broker.Classifier
-	Limits  Limits
+	// Shared shares checks and snapshots within classes (nil: none).
+	Shared *Shared
+	// Access loads what Classes needs of a token's user before its first
+	// subscribe (nil: nothing to load).
+	Access Preparer
+	Limits Limits
+}
+
+// Preparer loads what the classifier needs of an identity (its user's role).
+type Preparer interface {
+	Prepare(ctx context.Context, id directus.Identity) error
 }
 
 func (d *Deps) classes() broker.Classifier {

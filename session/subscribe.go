@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
@@ -73,23 +72,16 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	if expired {
 		return nil, ErrTokenExpired
 	}
+	s.prepare(ctx, cred)
 	sub := broker.NewSubscription(coll, cred, q, req.Actions, req.UID, s, req.Encoder)
 	opts := broker.AttachOptions{Since: req.Since}
-	switch {
-	case req.Init && req.Item != "":
-		opts.Snapshot = func(ctx context.Context) (json.RawMessage, error) {
-			return s.readItem(ctx, cred.Token, coll, req.Item, q)
-		}
-	case req.Init:
-		opts.Snapshot = func(ctx context.Context) (json.RawMessage, error) {
-			return s.deps.Reader.ReadSnapshot(ctx, cred.Token, coll, q)
-		}
-	default:
-		// No snapshot: prove now that the token may read the collection
-		// with this query, so a forbidden collection or field fails here.
-		if err := s.check(ctx, cred.Token, coll, q, req.Item); err != nil {
-			return nil, s.refused(cred, err)
-		}
+	if req.Init {
+		opts.Snapshot = func(ctx context.Context) (json.RawMessage, error) { return s.snapshot(ctx, cred, coll, q, req.Item) }
+	} else if err := s.check(ctx, cred, coll, q, req.Item); err != nil {
+		// No snapshot: the token must be proven to read the collection
+		// with this query now, so a forbidden collection or field fails
+		// here.
+		return nil, s.refused(cred, err)
 	}
 	if err := s.deps.Broker.Subscribe(ctx, sub, opts); err != nil {
 		return nil, s.refused(cred, err)
@@ -113,27 +105,10 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 
 // refused passes err on; a refusal of the token itself expires it.
 func (s *Session) refused(cred broker.Credentials, err error) error {
-	var de *directus.Error
-	if errors.Is(err, broker.ErrTokenExpired) || (errors.As(err, &de) && de.Status == http.StatusUnauthorized && cred.Token != "") {
+	if cred.Token != "" && tokenRefused(err) {
 		s.TokenExpired(cred.Token)
 		return ErrTokenExpired
 	}
-	return err
-}
-
-// check proves with Directus that token may read collection with q (or the
-// one item): a read of nothing, so a forbidden collection or field fails.
-func (s *Session) check(ctx context.Context, token, collection string, q broker.Query, item string) error {
-	if item != "" {
-		_, err := s.readItem(ctx, token, collection, item, q)
-		return err
-	}
-	probe := broker.Query{}
-	for k, v := range q {
-		probe[k] = v
-	}
-	probe["limit"] = 0
-	_, err := s.deps.Reader.ReadSnapshot(ctx, token, collection, probe)
 	return err
 }
 
@@ -183,4 +158,15 @@ func (s *Session) UnsubscribeWhere(match func(*broker.Subscription) bool) []*bro
 		s.deps.Broker.Unsubscribe(sub)
 	}
 	return removed
+}
+
+// prepare loads what the classifier needs of cred's user (its role, once,
+// batched with other subscribers'). On failure the classifier gives the user
+// a class of its own: nothing is shared that was not proven alike.
+func (s *Session) prepare(ctx context.Context, cred broker.Credentials) {
+	if s.deps.Access == nil {
+		return
+	}
+	id, _ := cred.Principal.(directus.Identity)
+	_ = s.deps.Access.Prepare(ctx, id)
 }

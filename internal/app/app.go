@@ -24,6 +24,9 @@ type App struct {
 	Config config.Config
 	Broker *broker.Broker
 	Server *handlers.Server
+
+	classes *directus.Classes
+	log     zerolog.Logger
 }
 
 // New assembles the broker described by cfg; it does no I/O.
@@ -39,18 +42,19 @@ func New(cfg config.Config, log zerolog.Logger) (*App, error) {
 	// One reader (with the one primary-key cache) for deliveries, subscribe
 	// checks, snapshots and items reads alike.
 	reader := &directus.Reader{Client: client}
-	classes := broker.TokenClasses{}
+	auth := directus.NewAuthenticator(client, cfg.TokenCacheTTL)
+	classes := directus.NewClasses(client, cfg.DirectusServiceToken, auth, log)
 	b := broker.New(bus, reader, broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
-		MaxHeldBytes: cfg.SendQueueBytes, Classifier: classes,
+		MaxHeldBytes: cfg.SendQueueBytes, Classifier: classes, Access: classes, AccessRefresh: cfg.AccessRefresh,
 	}, log)
 	sessions := &session.Deps{
-		Broker: b, Reader: reader, REST: client, Classes: classes,
-		Auth:   directus.NewAuthenticator(client, cfg.TokenCacheTTL),
+		Broker: b, Reader: reader, REST: client, Auth: auth,
+		Classes: classes, Access: classes, Shared: &session.Shared{CheckTTL: cfg.CheckCacheTTL},
 		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes},
 	}
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files})
-	return &App{Config: cfg, Broker: b, Server: srv}, nil
+	return &App{Config: cfg, Broker: b, Server: srv, classes: classes, log: log}, nil
 }
 
 // NewBus makes the bus cfg.Bus names.
@@ -66,6 +70,18 @@ func NewBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
 // Run starts the broker, serves on ln until ctx is done, shuts down
 // gracefully and closes the broker.
 func (a *App) Run(ctx context.Context, ln net.Listener) error {
+	if a.classes.Enabled() {
+		lctx, cancel := context.WithTimeout(ctx, a.Config.DirectusTimeout)
+		err := a.classes.Load(lctx)
+		cancel()
+		if err != nil {
+			a.log.Warn().Err(err).Msg("directus_service_token: the permission model cannot be read yet (reads stay per user until it can; see README, Sharing reads)")
+		} else {
+			a.log.Info().Msg("sharing reads between subscribers with equal access (directus_service_token)")
+		}
+	} else {
+		a.log.Info().Msg("no directus_service_token: every user's subscriptions are read apart (one read per user and event); set one to share reads between users with equal access")
+	}
 	if err := a.Broker.Start(); err != nil {
 		return fmt.Errorf("start broker: %w", err)
 	}

@@ -1,0 +1,158 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// switchClasses groups by a table token → class that an access change
+// (any event of collection "sys") replaces with the next table.
+type switchClasses struct {
+	mu      sync.Mutex
+	classes map[string]string
+	next    map[string]string
+	refuse  []string
+	gate    chan struct{} // AccessChanged waits on it when set
+	seen    [][]Event
+}
+
+func (c *switchClasses) Class(cred Credentials, _ string, _ Query) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k, ok := c.classes[cred.Token]; ok {
+		return k
+	}
+	return "token:" + cred.Token
+}
+
+func (c *switchClasses) IsAccessEvent(e Event) bool { return e.Collection == "sys" }
+
+func (c *switchClasses) AccessChanged(_ context.Context, events []Event, live []Credentials) ([]string, error) {
+	if c.gate != nil {
+		<-c.gate
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen = append(c.seen, events)
+	c.classes = c.next
+	return c.refuse, nil
+}
+
+func (c *switchClasses) Refresh(context.Context, []Credentials) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.classes = c.next
+	return nil
+}
+
+// Subscribers of one class share one read, whatever their tokens; an
+// access change regroups them before any later event is dispatched, while
+// the events published before it are dispatched with the old classes.
+func TestAccessChangeRegroupsBeforeLaterEvents(t *testing.T) {
+	cls := &switchClasses{
+		classes: map[string]string{"a": "role1", "b": "role1", "c": "role1"},
+		next:    map[string]string{"a": "role1", "b": "role1", "c": "role2"},
+	}
+	r := newRig(t, Options{Classifier: cls, Access: cls})
+	r.reader.set("1", `{"id":1}`)
+	sinks := map[string]*recSink{}
+	for _, tok := range []string{"a", "b", "c"} {
+		_, sinks[tok] = r.sub(t, tok, AttachOptions{})
+	}
+	r.publish(t, update("1"))
+	r.drain(t)
+	if n := r.reader.reads.Load(); n != 1 {
+		t.Fatalf("%d reads for three subscribers of one class", n)
+	}
+	// Hold the reread: the event before the change must still go out, the
+	// one after it must wait for the regroup.
+	cls.gate = make(chan struct{})
+	r.reader.started = make(chan string, 10)
+	before := r.publish(t, update("1"))
+	if err := r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "sys", Keys: []string{"u"}}}); err != nil {
+		t.Fatal(err)
+	}
+	after := r.publish(t, update("1"))
+	<-r.reader.started // the event before the change is being read...
+	for _, tok := range []string{"a", "b", "c"} {
+		sinks[tok].waitN(t, 3) // ...and delivered, with the old classes
+	}
+	select {
+	case tok := <-r.reader.started:
+		t.Fatalf("the event after the change was read (with %s) before the reread finished", tok)
+	default:
+	}
+	close(cls.gate)
+	r.drain(t)
+	for _, tok := range []string{"a", "b", "c"} {
+		got := sinks[tok].got()
+		if got[2] != `update:1:[{"id":1}]:`+before[0].ID || got[3] != `update:1:[{"id":1}]:`+after[0].ID {
+			t.Fatalf("%s got %v", tok, got)
+		}
+	}
+	// 1 (first) + 1 (before, old class) + 2 (after: role1 and role2).
+	if n := r.reader.reads.Load(); n != 4 {
+		t.Fatalf("%d reads, want 4", n)
+	}
+	if m := r.b.Metrics(); m.Groups != 2 || m.AccessChanges != 1 || m.Regrouped != 1 {
+		t.Fatalf("metrics %+v", m)
+	}
+	if len(cls.seen) != 1 || cls.seen[0][0].Collection != "sys" {
+		t.Fatalf("access events seen %v", cls.seen)
+	}
+}
+
+// A token Directus refuses after an access change (its user was suspended)
+// suspends its subscriptions: they get notices, never data read with the
+// other members' tokens.
+func TestAccessChangeSuspendsRefusedTokens(t *testing.T) {
+	cls := &switchClasses{
+		classes: map[string]string{"a": "r", "b": "r"},
+		next:    map[string]string{"a": "r", "b": "r"},
+		refuse:  []string{"b"},
+	}
+	r := newRig(t, Options{Classifier: cls, Access: cls})
+	r.reader.set("1", `{"id":1}`)
+	_, a := r.sub(t, "a", AttachOptions{})
+	_, b := r.sub(t, "b", AttachOptions{})
+	if err := r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "sys", Keys: []string{"u"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	if got := a.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("a: %v", got)
+	}
+	got := b.got()
+	if got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[0].ID+":1" || strings.Join(b.expired, ",") != "b" {
+		t.Fatalf("b: %v expired %v", got, b.expired)
+	}
+	calls := r.reader.callLog()
+	if len(calls) != 1 || !strings.HasPrefix(calls[0], "a:") {
+		t.Fatalf("reads %v: the refused token must not be read with", calls)
+	}
+}
+
+// Reclassify (the refresh interval's work) regroups without an event.
+func TestReclassify(t *testing.T) {
+	cls := &switchClasses{
+		classes: map[string]string{"a": "x", "b": "y"},
+		next:    map[string]string{"a": "z", "b": "z"},
+	}
+	r := newRig(t, Options{Classifier: cls, Access: cls})
+	r.reader.set("1", `{"id":1}`)
+	r.sub(t, "a", AttachOptions{})
+	r.sub(t, "b", AttachOptions{})
+	if m := r.b.Metrics(); m.Groups != 2 {
+		t.Fatalf("groups %d", m.Groups)
+	}
+	r.b.Reclassify()
+	r.publish(t, Event{Action: ActionUpdate, Keys: []string{"1"}, Payload: json.RawMessage(`{}`)})
+	r.drain(t)
+	if m := r.b.Metrics(); m.Groups != 1 || m.Reads != 1 {
+		t.Fatalf("after reclassify: %+v", m)
+	}
+}

@@ -1,0 +1,176 @@
+package directus
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+)
+
+// The schema of these tests: articles has author (many-to-one to
+// directus_users) and comments (one-to-many from comments.article);
+// comments has owner (many-to-one to directus_users); pages has a
+// many-to-any field "blocks" (to text and images).
+func testSchema() *schemaGraph {
+	return &schemaGraph{
+		m2o: map[string]map[string][]string{
+			"articles": {"author": {"directus_users"}},
+			"comments": {"article": {"articles"}, "owner": {"directus_users"}},
+			"pages":    {"blocks": {"text", "images"}},
+		},
+		o2m: map[string]map[string]string{"articles": {"comments": "comments"}},
+	}
+}
+
+func q(s string) map[string]any {
+	var m map[string]any
+	if s != "" {
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			panic(err)
+		}
+	}
+	return m
+}
+
+func TestReach(t *testing.T) {
+	tests := []struct {
+		coll, query string
+		want        string // sorted touched collections, or "ALL"
+	}{
+		// The default fields (*) read the one-to-many comments (their keys,
+		// filtered by comments' rules) but the author only as a raw key.
+		{"articles", ``, "articles,comments"},
+		{"articles", `{"fields":["id","title"]}`, "articles"},
+		{"articles", `{"fields":["author"]}`, "articles"},
+		{"articles", `{"fields":["author.first_name"]}`, "articles,directus_users"},
+		{"articles", `{"fields":["comments.owner.email"]}`, "articles,comments,directus_users"},
+		{"articles", `{"fields":["*.*"]}`, "articles,comments,directus_users"},
+		{"articles", `{"fields":["count(comments)"]}`, "articles,comments"},
+		{"articles", `{"fields":["id"],"filter":{"author":{"_eq":"x"}}}`, "articles"},
+		{"articles", `{"fields":["id"],"filter":{"author":{"email":{"_contains":"@"}}}}`, "articles,directus_users"},
+		{"articles", `{"fields":["id"],"filter":{"_and":[{"comments":{"_some":{"owner":{"id":{"_eq":"x"}}}}}]}}`, "articles,comments,directus_users"},
+		{"articles", `{"fields":["id"],"sort":["-author.last_name"]}`, "articles,directus_users"},
+		{"articles", `{"fields":["id"],"deep":{"comments":{"_filter":{"owner":{"name":{"_eq":"x"}}}}}}`, "articles,comments,directus_users"},
+		{"pages", `{"fields":["blocks:text.body"]}`, "pages,text"},
+		{"pages", `{"fields":["blocks.*"]}`, "images,pages,text"},
+		{"articles", `{"fields":["id"],"unknown_key":1}`, "ALL"},
+		{"articles", `{"fields":["id"],"filter":{"$FOLLOW(comments,article)":{"_nnull":true}}}`, "ALL"},
+		{"articles", `{"fields":["$FOLLOW(x)"]}`, "ALL"},
+	}
+	g := testSchema()
+	for _, tc := range tests {
+		touched, all := g.reach(tc.coll, q(tc.query))
+		got := "ALL"
+		if !all {
+			var list []string
+			for c := range touched {
+				list = append(list, c)
+			}
+			sort.Strings(list)
+			got = strings.Join(list, ",")
+		}
+		if got != tc.want {
+			t.Errorf("%s %s: reach %s, want %s", tc.coll, tc.query, got, tc.want)
+		}
+	}
+}
+
+// testModel: role "editors" (policy p-read: full read of articles and
+// comments) and "owners" (policy p-own: articles whose user_created is the
+// user); user "u-extra" also holds p-extra directly; "admins" has p-admin;
+// the public holds p-public; "frontend" holds p-app (app access) and
+// p-read.
+func testModel() *accessModel {
+	return &accessModel{
+		parent: map[string]string{"sub-editors": "editors"},
+		rolePolicies: map[string][]string{
+			"editors": {"p-read"}, "owners": {"p-own"}, "admins": {"p-admin"}, "frontend": {"p-read", "p-app"},
+		},
+		userPolicies: map[string][]string{"u-extra": {"p-extra"}},
+		public:       []string{"p-public"},
+		admin:        map[string]bool{"p-admin": true},
+		app:          map[string]bool{"p-app": true},
+		userRule:     map[string]map[string]bool{"p-own": {"articles": true}},
+		schema:       testSchema(),
+	}
+}
+
+func testClasses(roles map[string]string) *Classes {
+	c := NewClasses(nil, "service", nil, zerolog.Nop())
+	c.model.Store(testModel())
+	for u, r := range roles {
+		r := r
+		c.users.roles[u] = &r
+	}
+	return c
+}
+
+func cred(token string, id Identity) broker.Credentials {
+	return broker.Credentials{Token: token, Principal: id}
+}
+
+// Two credentials share a class exactly when Directus answers their reads
+// alike: the table names pairs that must share and pairs that must not.
+func TestClassKeys(t *testing.T) {
+	c := testClasses(map[string]string{
+		"u1": "editors", "u2": "editors", "u-extra": "editors", "o1": "owners", "o2": "owners",
+		"a1": "admins", "a2": "admins", "f1": "frontend", "f2": "frontend", "s1": "sub-editors",
+	})
+	static := func(user string) broker.Credentials { return cred("tok-"+user, Identity{UserID: user}) }
+	jwt := func(user, role string) broker.Credentials {
+		return cred("jwt-"+user+role, Identity{UserID: user, JWT: true, Role: role})
+	}
+	cases := []struct {
+		name  string
+		a, b  broker.Credentials
+		coll  string
+		query string
+		share bool
+	}{
+		{"same role, full read", static("u1"), static("u2"), "articles", ``, true},
+		{"a user's JWT and static token, same role", static("u1"), jwt("u1", "editors"), "articles", ``, true},
+		{"a JWT still carrying the old role", static("u1"), jwt("u1", "owners"), "articles", ``, false},
+		{"policy attached to the user", static("u1"), static("u-extra"), "articles", ``, false},
+		{"owner rule", static("o1"), static("o2"), "articles", ``, false},
+		{"owner rule on a collection the read does not touch", static("o1"), static("o2"), "comments", `{"fields":["id","text"]}`, true},
+		{"child role differs from parent", static("u1"), static("s1"), "articles", ``, false},
+		{"admins", static("a1"), static("a2"), "articles", ``, true},
+		{"admins whose query names the user", static("a1"), static("a2"), "articles", `{"filter":{"user_created":{"_eq":"$CURRENT_USER"}}}`, false},
+		{"same role, query names the user", static("u1"), static("u2"), "articles", `{"filter":{"user_created":{"_eq":"$CURRENT_USER"}}}`, false},
+		{"app access, read stays in articles", static("f1"), static("f2"), "articles", `{"fields":["id","author"]}`, true},
+		{"app access, read reaches directus_users", static("f1"), static("f2"), "articles", `{"fields":["author.first_name"]}`, false},
+		{"public", cred("", Identity{}), cred("", Identity{}), "articles", ``, true},
+		{"public and a user", cred("", Identity{}), static("u1"), "articles", ``, false},
+		{"shares", cred("s-a", Identity{JWT: true, Share: "sh1"}), cred("s-b", Identity{JWT: true, Share: "sh1"}), "articles", ``, true},
+		{"unknown role: one class per user", static("u1"), static("unknown"), "articles", ``, false},
+	}
+	for _, tc := range cases {
+		ka := c.Class(tc.a, tc.coll, q(tc.query))
+		kb := c.Class(tc.b, tc.coll, q(tc.query))
+		if (ka == kb) != tc.share {
+			t.Errorf("%s: classes %q and %q, want shared=%v", tc.name, ka, kb, tc.share)
+		}
+	}
+}
+
+// Without a model (no service token, or it could not be read) every user
+// has a class of its own: its tabs and refreshed JWTs share, other users
+// never.
+func TestClassFallbackPerUser(t *testing.T) {
+	c := NewClasses(nil, "", nil, zerolog.Nop())
+	a1 := c.Class(cred("t1", Identity{UserID: "a"}), "articles", nil)
+	a2 := c.Class(cred("t2", Identity{UserID: "a"}), "articles", nil)
+	b := c.Class(cred("t3", Identity{UserID: "b"}), "articles", nil)
+	j1 := c.Class(cred("j1", Identity{UserID: "a", JWT: true, Role: "r"}), "articles", nil)
+	j2 := c.Class(cred("j2", Identity{UserID: "a", JWT: true, Role: "r"}), "articles", nil)
+	if a1 != a2 || j1 != j2 || a1 == b || a1 == j1 {
+		t.Fatalf("classes %q %q %q %q %q", a1, a2, b, j1, j2)
+	}
+	if strings.Contains(a1, "t1") {
+		t.Fatalf("a class key must not carry the token: %q", a1)
+	}
+}

@@ -1,0 +1,368 @@
+package directus
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
+)
+
+// Classes is the broker's Classifier over Directus's permission model: it
+// puts subscriptions whose reads Directus is guaranteed to answer alike in
+// one access class, so a read per (class, query) serves them all.
+//
+// The class key (see Class) is built from everything Directus uses to
+// answer a read (accessModel): admin access, or the role and the complete
+// set of policies; plus the user whenever a rule that can apply to the read
+// depends on the user, or the subscription's own query does. Anything it
+// cannot establish — no service token, the model or the user's role not
+// loaded — falls back to one class per user (and role the token carries):
+// never shared between users.
+//
+// Classes learns of changes from the events of Directus's system
+// collections (AccessChanged) and rereads everything every refresh
+// interval (Refresh).
+type Classes struct {
+	client  *Client
+	service string
+	auth    *Authenticator
+	log     zerolog.Logger
+
+	model atomic.Pointer[accessModel]
+	users *roleLoader
+	// gen counts rereads: what was proven under an older one (a cached
+	// subscribe check) is not trusted.
+	gen atomic.Uint64
+}
+
+// Generation counts the rereads of what decides access.
+func (c *Classes) Generation() uint64 { return c.gen.Load() }
+
+// NewClasses makes the classifier; service is the service token ("" = none:
+// one class per user). It does no I/O: Load reads the model.
+func NewClasses(client *Client, service string, auth *Authenticator, log zerolog.Logger) *Classes {
+	c := &Classes{client: client, service: service, auth: auth, log: log.With().Str("component", "access").Logger()}
+	c.users = &roleLoader{client: client, token: service, roles: map[string]*string{}}
+	return c
+}
+
+// Enabled reports whether subscribers can share reads across users (a
+// service token is configured).
+func (c *Classes) Enabled() bool { return c.service != "" }
+
+// Load reads the access model; on failure the classes fall back to one per
+// user until a later Load succeeds.
+func (c *Classes) Load(ctx context.Context) error {
+	if c.service == "" {
+		return nil
+	}
+	defer c.gen.Add(1)
+	m, err := loadAccessModel(ctx, c.client, c.service)
+	if err != nil {
+		c.model.Store(nil)
+		return err
+	}
+	c.model.Store(m)
+	return nil
+}
+
+// Prepare makes sure what Class needs of id is loaded: the current role of
+// a static token's user (read with the service token, batched with other
+// subscribers' lookups). Without it Class falls back to a class per user.
+func (c *Classes) Prepare(ctx context.Context, id Identity) error {
+	if c.service == "" || id.JWT || id.UserID == "" {
+		return nil
+	}
+	return c.users.load(ctx, []string{id.UserID}, false)
+}
+
+// Class implements broker.Classifier.
+func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Query) string {
+	id, _ := cred.Principal.(Identity)
+	switch {
+	case cred.Token == "":
+		// The public role: no user, no role, the same policies for all.
+		return "public"
+	case id.Share != "":
+		return "share:" + id.Share
+	case id.UserID == "":
+		// Not validated by Directus: shares nothing.
+		sum := sha256.Sum256([]byte(cred.Token))
+		return "token:" + hex.EncodeToString(sum[:8])
+	}
+	fallback := "user:" + id.UserID + "|static"
+	if id.JWT {
+		fallback = "user:" + id.UserID + "|jwt:" + id.Role
+	}
+	m := c.model.Load()
+	if m == nil {
+		return fallback
+	}
+	role := id.Role
+	if !id.JWT {
+		r, ok := c.users.role(id.UserID)
+		if !ok {
+			return fallback
+		}
+		role = r
+	}
+	a := m.accessOf(role, id.UserID)
+	qj, _ := json.Marshal(q)
+	byQuery := strings.Contains(string(qj), "$CURRENT_")
+	var key string
+	if a.admin {
+		key = "admin" // admins bypass every rule
+	} else {
+		key = fmt.Sprintf("r:%s|p:%s|app:%v", role, strings.Join(a.policies, ","), a.app)
+	}
+	if byQuery {
+		// The query itself names the user (or role, or policies).
+		key += fmt.Sprintf("|u:%s|r:%s|p:%s", id.UserID, role, strings.Join(a.policies, ","))
+	} else if !a.admin && m.userDependent(a, collection, q) {
+		key += "|u:" + id.UserID
+	}
+	return "class:" + key
+}
+
+// systemAccess lists the system collections whose changes can change a
+// class: the Flow sends their events (flow install subscribes to them).
+var systemAccess = map[string]bool{
+	"directus_users": true, "directus_roles": true, "directus_policies": true,
+	"directus_access": true, "directus_permissions": true, "directus_relations": true,
+}
+
+// IsAccessEvent implements broker.AccessWatcher: e is a change of what
+// decides access.
+func (c *Classes) IsAccessEvent(e broker.Event) bool { return systemAccess[e.Collection] }
+
+// AccessChanged implements broker.AccessWatcher. A change of roles,
+// policies, access rows, permissions or relations rereads the model. A
+// change of users rereads their roles, and the tokens of theirs that are in
+// use are checked again with Directus: those it refuses now (a token
+// rotated, a user suspended or deleted) are returned.
+func (c *Classes) AccessChanged(ctx context.Context, events []broker.Event, live []broker.Credentials) (refused []string, err error) {
+	users := map[string]bool{}
+	reload := false
+	for _, e := range events {
+		switch {
+		case e.Collection == "directus_users":
+			for _, k := range e.Keys {
+				users[k] = true
+			}
+		case systemAccess[e.Collection]:
+			reload = true
+		}
+	}
+	var errs []error
+	if reload {
+		if err := c.Load(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(users) > 0 {
+		if c.service != "" {
+			ids := make([]string, 0, len(users))
+			for u := range users {
+				ids = append(ids, u)
+			}
+			if err := c.users.load(ctx, ids, true); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		refused = append(refused, c.revalidate(ctx, live, func(id Identity) bool { return users[id.UserID] })...)
+		c.gen.Add(1)
+	}
+	return refused, errors.Join(errs...)
+}
+
+// Refresh rereads the model and the roles of every user in live: the
+// safety net under the events.
+func (c *Classes) Refresh(ctx context.Context, live []broker.Credentials) error {
+	if c.service == "" {
+		return nil
+	}
+	err := c.Load(ctx)
+	var ids []string
+	seen := map[string]bool{}
+	for _, cred := range live {
+		if id, _ := cred.Principal.(Identity); id.UserID != "" && !id.JWT && !seen[id.UserID] {
+			seen[id.UserID] = true
+			ids = append(ids, id.UserID)
+		}
+	}
+	if len(ids) > 0 {
+		err = errors.Join(err, c.users.load(ctx, ids, true))
+	}
+	return err
+}
+
+// revalidate checks again with Directus each live token of the users match
+// selects, and returns those it refuses.
+func (c *Classes) revalidate(ctx context.Context, live []broker.Credentials, match func(Identity) bool) []string {
+	var refused []string
+	seen := map[string]bool{}
+	for _, cred := range live {
+		id, _ := cred.Principal.(Identity)
+		if cred.Token == "" || seen[cred.Token] || !match(id) {
+			continue
+		}
+		seen[cred.Token] = true
+		if _, err := c.auth.Fresh(ctx, cred.Token); err != nil {
+			var de *Error
+			if errors.As(err, &de) && de.Status == http.StatusUnauthorized {
+				refused = append(refused, cred.Token)
+			} else {
+				c.log.Warn().Err(err).Str("user", id.UserID).Msg("could not check a token again after a change of its user")
+			}
+		}
+	}
+	return refused
+}
+
+// roleLoader knows the current role of users, read with the service token.
+// Lookups of many subscribers at once (a reconnect storm) share requests:
+// one is in flight at a time, and the users asked for meanwhile are read
+// together by the next (up to batchKeys per request).
+type roleLoader struct {
+	client *Client
+	token  string
+
+	mu       sync.Mutex
+	roles    map[string]*string // user → role (nil pointer: no role)
+	waiting  map[string][]chan error
+	inflight bool
+}
+
+// role is user's role when known.
+func (l *roleLoader) role(user string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r, ok := l.roles[user]
+	if !ok {
+		return "", false
+	}
+	if r == nil {
+		return "", true
+	}
+	return *r, true
+}
+
+// maxKnownUsers bounds the role cache; past it, it starts over (the roles
+// of users still connected are read again when they next subscribe).
+const maxKnownUsers = 100000
+
+// load reads the roles of users (again, with fresh) and waits for them.
+func (l *roleLoader) load(ctx context.Context, users []string, fresh bool) error {
+	l.mu.Lock()
+	var chans []chan error
+	for _, u := range users {
+		if _, ok := l.roles[u]; ok && !fresh {
+			continue
+		}
+		ch := make(chan error, 1)
+		if l.waiting == nil {
+			l.waiting = map[string][]chan error{}
+		}
+		l.waiting[u] = append(l.waiting[u], ch)
+		chans = append(chans, ch)
+	}
+	start := len(chans) > 0 && !l.inflight
+	if start {
+		l.inflight = true
+	}
+	l.mu.Unlock()
+	if start {
+		go l.run()
+	}
+	var errs []error
+	for _, ch := range chans {
+		select {
+		case err := <-ch:
+			if err != nil {
+				errs = append(errs, err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// run reads the waiting users batch after batch until none waits.
+func (l *roleLoader) run() {
+	for {
+		l.mu.Lock()
+		if len(l.waiting) == 0 {
+			l.inflight = false
+			l.mu.Unlock()
+			return
+		}
+		batch := map[string][]chan error{}
+		for u, chans := range l.waiting {
+			batch[u] = chans
+			delete(l.waiting, u)
+			if len(batch) == batchKeys {
+				break
+			}
+		}
+		l.mu.Unlock()
+		ids := make([]any, 0, len(batch))
+		for u := range batch {
+			ids = append(ids, u)
+		}
+		roles, err := l.fetch(ids)
+		l.mu.Lock()
+		if err == nil {
+			if len(l.roles) > maxKnownUsers {
+				clear(l.roles)
+			}
+			for u := range batch {
+				if r, ok := roles[u]; ok {
+					l.roles[u] = r
+				} else {
+					delete(l.roles, u) // not readable, or gone: fall back per user
+				}
+			}
+		}
+		l.mu.Unlock()
+		for _, chans := range batch {
+			for _, ch := range chans {
+				ch <- err
+			}
+		}
+	}
+}
+
+func (l *roleLoader) fetch(ids []any) (map[string]*string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	filter, _ := json.Marshal(map[string]any{"id": map[string]any{"_in": ids}})
+	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token,
+		Query: map[string][]string{"filter": {string(filter)}, "fields": {"id,role"}, "limit": {"-1"}}})
+	if err != nil {
+		return nil, fmt.Errorf("access: read users' roles: %w", err)
+	}
+	var users []struct {
+		ID   string  `json:"id"`
+		Role *string `json:"role"`
+	}
+	if err := json.Unmarshal(data, &users); err != nil {
+		return nil, fmt.Errorf("access: read users' roles: %w", err)
+	}
+	out := make(map[string]*string, len(users))
+	for _, u := range users {
+		out[u.ID] = u.Role
+	}
+	return out, nil
+}
