@@ -19,17 +19,21 @@ import (
 const flowUsage = `usage:
   directus-ws-broker flow install --directus-url URL --token ADMIN_TOKEN --broker-url URL
         [--secret S] [--secret-header X-Webhook-Secret] [--collections a,b] [--name directus-ws-broker]
+        [--accountability all] [--create-service-token]
         [--check-collection C [--check-timeout 10s] [--metrics-url URL]]
   directus-ws-broker flow remove --directus-url URL --token ADMIN_TOKEN [--name directus-ws-broker]
 
 install creates (or updates in place) an active Directus Flow that posts every item create,
-update and delete of the collections to the broker's webhook. Without --collections it watches
-every collection that exists now: run it again after adding collections.
+update and delete to the broker's webhook — of every collection, those created later too, or
+of --collections — and every change of users, roles, policies, access and permissions (so the
+broker regroups subscribers who share reads). The Flow logs no activity or revisions unless
+--accountability says so. --create-service-token also makes a user that may only read the
+permission model, and prints its token for the broker's DIRECTUS_SERVICE_TOKEN.
 --check-collection creates an item in C, waits until the broker's /metrics counts an event,
 and deletes the item; exit status 3 when nothing arrives.
 
-Environment: DIRECTUS_URL, DIRECTUS_ADMIN_TOKEN, BROKER_URL, WEBHOOK_SECRET (prefer these for
-the token and the secret: command lines are visible to every user of the machine).
+Environment: DIRECTUS_URL, DIRECTUS_ADMIN_TOKEN, BROKER_URL, WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER
+(prefer these for the token and the secret: command lines are visible to every user of the machine).
 `
 
 // exitError makes the process exit with a specific status.
@@ -119,7 +123,9 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	brokerURL := fs.String("broker-url", getenv("BROKER_URL"), "the broker's webhook URL; /webhook is appended to a URL without a path (env BROKER_URL)")
 	secret := fs.String("secret", getenv("WEBHOOK_SECRET"), "shared secret the Flow sends to the broker (env WEBHOOK_SECRET)")
 	secretHeader := fs.String("secret-header", envOr(getenv, "WEBHOOK_SECRET_HEADER", config.Default().WebhookSecretHeader), "header carrying the secret: the broker's webhook_secret_header (env WEBHOOK_SECRET_HEADER)")
-	collections := fs.String("collections", "", "comma-separated collections; default: every collection that exists now")
+	collections := fs.String("collections", "", "comma-separated collections; default: every collection, those created later included")
+	accountability := fs.String("accountability", "", "the Flow's activity logging: empty (none: no activity or revision row per event), all or activity (to debug the Flow in Directus)")
+	serviceToken := fs.Bool("create-service-token", false, "also create (or update) a least-privilege user whose static token lets the broker read the permission model, and print its token (for DIRECTUS_SERVICE_TOKEN; each run sets a new one)")
 	checkCollection := fs.String("check-collection", "", "after install, create and delete an item in this collection and wait for the broker to count the event")
 	checkTimeout := fs.Duration("check-timeout", 10*time.Second, "how long --check-collection waits for the event")
 	metricsURL := fs.String("metrics-url", "", "the broker's /metrics, read by --check-collection (default: next to the webhook)")
@@ -138,10 +144,11 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 		return usageError{fmt.Errorf("%s: %w", cmd, err)}
 	}
 	spec := flow.Spec{
-		Name:         d.name,
-		WebhookURL:   hook.String(),
-		Secret:       *secret,
-		SecretHeader: *secretHeader,
+		Name:           d.name,
+		WebhookURL:     hook.String(),
+		Secret:         *secret,
+		SecretHeader:   *secretHeader,
+		Accountability: *accountability,
 	}
 	if *collections != "" {
 		spec.Collections = strings.Split(*collections, ",")
@@ -172,14 +179,20 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	if res.Discovered {
-		fmt.Fprintln(stdout, "no --collections given: watching every collection that exists now (Directus needs them named; run install again after adding collections)")
-	}
 	verb := "updated"
 	if res.Created {
 		verb = "created"
 	}
-	fmt.Fprintf(stdout, "%s flow %s %q (active): %s on %s\n", verb, res.FlowID, d.name, strings.Join(flow.Scope, ", "), strings.Join(res.Collections, ", "))
+	on := "every collection (those created later too)"
+	if len(res.Collections) > 0 {
+		on = strings.Join(res.Collections, ", ")
+	}
+	logging := "no activity logging"
+	if spec.Accountability != "" {
+		logging = "accountability " + spec.Accountability
+	}
+	fmt.Fprintf(stdout, "%s flow %s %q (active, %s): item create, update, delete on %s; access changes of %s\n",
+		verb, res.FlowID, d.name, logging, on, strings.Join(flow.AccessCollections, ", "))
 	auth := "without a secret (the broker then accepts it only from its own host)"
 	if spec.Secret != "" {
 		auth = "with the secret in " + spec.SecretHeader
@@ -188,10 +201,17 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 	for _, id := range res.RemovedOperations {
 		fmt.Fprintf(stdout, "deleted stray operation %s\n", id)
 	}
+	if *serviceToken {
+		token, err := flow.EnsureServiceUser(ctx, client, d.token)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "service user %s: set DIRECTUS_SERVICE_TOKEN=%s in the broker's environment (shown once; run again to rotate)\n", flow.ServiceUserEmail, token)
+	}
 	if *checkCollection == "" {
 		return nil
 	}
-	if !contains(res.Collections, *checkCollection) {
+	if len(res.Collections) > 0 && !contains(res.Collections, *checkCollection) {
 		return usageError{fmt.Errorf("%s: --check-collection %s is not among the flow's collections", cmd, *checkCollection)}
 	}
 	err = flow.CheckDelivery(ctx, client, d.token, *checkCollection, metrics, *checkTimeout, stdout)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -24,8 +23,22 @@ import (
 // DefaultName names the Flow when Spec.Name is empty.
 const DefaultName = "directus-ws-broker"
 
-// Scope is the events the Flow fires on.
-var Scope = []string{"items.create", "items.update", "items.delete"}
+// itemScope is the item events of the collections the Flow lists; for a
+// system collection among them (directus_users) Directus fires its own
+// events (users.create).
+var itemScope = []string{"items.create", "items.update", "items.delete"}
+
+// allScope is the item events of every collection, those created later
+// included: Directus's event emitter matches the wildcard (checked with
+// 11.17.4 and 12.3.1).
+var allScope = []string{"*.items.create", "*.items.update", "*.items.delete"}
+
+// AccessCollections are the system collections whose changes decide who
+// may read what: the Flow also fires for them, so the broker regroups its
+// subscribers as soon as access changes (see the README, Sharing reads).
+var AccessCollections = []string{
+	"directus_users", "directus_roles", "directus_policies", "directus_access", "directus_permissions", "directus_relations",
+}
 
 // operationKey identifies the Flow's request operation among the Flow's
 // operations (keys are unique per Flow).
@@ -42,9 +55,14 @@ type Spec struct {
 	// SecretHeader is the header the broker reads the secret from (its
 	// webhook_secret_header); required with Secret.
 	SecretHeader string
-	// Collections the Flow fires for. Empty means every user collection
-	// that exists at install time: Directus has no "all collections" option.
+	// Collections the Flow fires for. Empty means every collection, those
+	// created later included.
 	Collections []string
+	// Accountability is the Flow's activity and revision logging: "" logs
+	// nothing (each event would otherwise write an activity and a revision
+	// row into Directus's database), "all" or "activity" log as Directus
+	// does for Flows, for debugging a Flow in Directus's logs.
+	Accountability string
 }
 
 // Result says what Install did.
@@ -53,11 +71,8 @@ type Result struct {
 	OperationID string
 	// Created is true when the Flow was created, false when it was updated.
 	Created bool
-	// Collections are the collections the Flow now fires for.
+	// Collections are the collections the Flow now fires for (nil: all).
 	Collections []string
-	// Discovered is true when Collections were listed from Directus because
-	// the spec named none.
-	Discovered bool
 	// RemovedFlows are duplicate Flows of the same name that were deleted.
 	RemovedFlows []string
 	// RemovedOperations are other operations of the Flow that were deleted.
@@ -126,6 +141,11 @@ func (s Spec) normalized() (Spec, error) {
 		cols = append(cols, c)
 	}
 	s.Collections = cols
+	switch s.Accountability {
+	case "", "all", "activity":
+	default:
+		return s, fmt.Errorf("accountability %q: must be empty (no logging), all or activity", s.Accountability)
+	}
 	return s, nil
 }
 
@@ -235,47 +255,27 @@ func (ci collectionInfo) isTable() bool {
 }
 
 // resolveCollections checks that each named collection exists and is a
-// table, or, with none named, lists the user collections that exist.
-func resolveCollections(ctx context.Context, c *directus.Client, token string, names []string) (cols []string, discovered bool, err error) {
-	if len(names) == 0 {
-		data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"collections"}, Token: token})
-		if err != nil {
-			return nil, false, fmt.Errorf("list collections: %w", err)
-		}
-		var all []collectionInfo
-		if err := json.Unmarshal(data, &all); err != nil {
-			return nil, false, fmt.Errorf("list collections: %w", err)
-		}
-		for _, ci := range all {
-			if !strings.HasPrefix(ci.Collection, "directus_") && ci.isTable() {
-				cols = append(cols, ci.Collection)
-			}
-		}
-		if len(cols) == 0 {
-			return nil, true, fmt.Errorf("%w: Directus has no collections yet; create one first or name them", ErrNoCollections)
-		}
-		sort.Strings(cols)
-		return cols, true, nil
-	}
+// table.
+func resolveCollections(ctx context.Context, c *directus.Client, token string, names []string) ([]string, error) {
 	for _, name := range names {
 		data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"collections", name}, Token: token})
 		var de *directus.Error
 		if errors.As(err, &de) && (de.Status == http.StatusNotFound || de.Status == http.StatusForbidden) {
 			// An admin gets 403 for a collection that does not exist.
-			return nil, false, fmt.Errorf("%w %s", ErrUnknownCollection, name)
+			return nil, fmt.Errorf("%w %s", ErrUnknownCollection, name)
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("read collection %s: %w", name, err)
+			return nil, fmt.Errorf("read collection %s: %w", name, err)
 		}
 		var ci collectionInfo
 		if err := json.Unmarshal(data, &ci); err != nil {
-			return nil, false, fmt.Errorf("read collection %s: %w", name, err)
+			return nil, fmt.Errorf("read collection %s: %w", name, err)
 		}
 		if !ci.isTable() {
-			return nil, false, fmt.Errorf("collection %s is a folder, not a table: it has no items", name)
+			return nil, fmt.Errorf("collection %s is a folder, not a table: it has no items", name)
 		}
 	}
-	return names, false, nil
+	return names, nil
 }
 
 // flowRecord is a Flow as GET /flows returns it.
@@ -350,7 +350,7 @@ func Install(ctx context.Context, c *directus.Client, token string, spec Spec) (
 	if err := CheckAdmin(ctx, c, token); err != nil {
 		return Result{}, err
 	}
-	cols, discovered, err := resolveCollections(ctx, c, token, spec.Collections)
+	cols, err := resolveCollections(ctx, c, token, spec.Collections)
 	if err != nil {
 		return Result{}, err
 	}
@@ -358,20 +358,28 @@ func Install(ctx context.Context, c *directus.Client, token string, spec Spec) (
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Collections: cols, Discovered: discovered}
+	res := Result{Collections: cols}
 
 	// Every check passed: from here on Directus changes.
+	scope := append([]string{}, itemScope...)
+	if len(cols) == 0 {
+		scope = append(scope, allScope...)
+	}
+	var accountability any // null: the Flow logs no activity and no revisions
+	if spec.Accountability != "" {
+		accountability = spec.Accountability
+	}
 	flowBody := map[string]any{
 		"name":           spec.Name,
 		"icon":           "bolt",
-		"description":    "Posts item events to directus-ws-broker. Managed by `directus-ws-broker flow install`: edits here are overwritten by the next install.",
+		"description":    "Posts item events (and changes of access) to directus-ws-broker. Managed by `directus-ws-broker flow install`: edits here are overwritten by the next install.",
 		"status":         "active",
 		"trigger":        "event",
-		"accountability": "all",
+		"accountability": accountability,
 		"options": map[string]any{
 			"type":        "action",
-			"scope":       Scope,
-			"collections": cols,
+			"scope":       scope,
+			"collections": append(append([]string{}, cols...), AccessCollections...),
 		},
 	}
 	headers := []map[string]string{}

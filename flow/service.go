@@ -1,0 +1,158 @@
+package flow
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+)
+
+// The broker's service user: a user without a role whose one policy may
+// read only what the access classes are computed from (and the Flows, to
+// tell which collections they cover). Its static token is the broker's
+// directus_service_token.
+const (
+	ServiceUserEmail  = "directus-ws-broker-service@example.com"
+	servicePolicyName = "directus-ws-broker service (read the permission model)"
+)
+
+// servicePermissions are the policy's read permissions: collection → the
+// fields it needs.
+var servicePermissions = map[string][]string{
+	"directus_users":       {"id", "role"},
+	"directus_roles":       {"id", "parent"},
+	"directus_access":      {"id", "role", "user", "policy"},
+	"directus_policies":    {"id", "admin_access", "app_access"},
+	"directus_permissions": {"id", "policy", "collection", "action", "permissions"},
+	"directus_relations":   {"*"},
+	"directus_flows":       {"id", "name", "status", "trigger", "options"},
+}
+
+// EnsureServiceUser makes the service policy, its permissions and the
+// service user exist (creating or updating them, with adminToken), gives
+// the user a new static token and returns it.
+func EnsureServiceUser(ctx context.Context, c *directus.Client, adminToken string) (string, error) {
+	if err := CheckAdmin(ctx, c, adminToken); err != nil {
+		return "", err
+	}
+	policy, err := ensureServicePolicy(ctx, c, adminToken)
+	if err != nil {
+		return "", err
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(b[:])
+	var users []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, adminToken, "users", url.Values{"filter[email][_eq]": {ServiceUserEmail}, "fields": {"id"}}, &users); err != nil {
+		return "", err
+	}
+	var user string
+	if len(users) == 0 {
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"users"}, Token: adminToken, Body: map[string]any{
+			"email": ServiceUserEmail, "first_name": "directus-ws-broker", "status": "active", "role": nil, "token": token,
+			"description": "Service user of directus-ws-broker: reads the permission model only. Managed by `directus-ws-broker flow install --create-service-token`.",
+		}})
+		if err != nil {
+			return "", fmt.Errorf("create the service user: %w", err)
+		}
+		if user, err = created(data); err != nil {
+			return "", fmt.Errorf("create the service user: %w", err)
+		}
+	} else {
+		user = users[0].ID
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodPatch, Segments: []string{"users", user}, Token: adminToken,
+			Body: map[string]any{"token": token, "status": "active", "role": nil}}); err != nil {
+			return "", fmt.Errorf("update the service user: %w", err)
+		}
+	}
+	var rows []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, adminToken, "access", url.Values{"filter[user][_eq]": {user}, "filter[policy][_eq]": {policy}, "fields": {"id"}}, &rows); err != nil {
+		return "", err
+	}
+	if len(rows) == 0 {
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"access"}, Token: adminToken,
+			Body: map[string]any{"user": user, "policy": policy}}); err != nil {
+			return "", fmt.Errorf("attach the service policy to the service user: %w", err)
+		}
+	}
+	return token, nil
+}
+
+// ensureServicePolicy makes the policy with exactly servicePermissions.
+func ensureServicePolicy(ctx context.Context, c *directus.Client, token string) (string, error) {
+	var policies []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, token, "policies", url.Values{"filter[name][_eq]": {servicePolicyName}, "fields": {"id"}}, &policies); err != nil {
+		return "", err
+	}
+	var policy string
+	if len(policies) == 0 {
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"policies"}, Token: token, Body: map[string]any{
+			"name": servicePolicyName, "icon": "key", "app_access": false, "admin_access": false, "enforce_tfa": false,
+			"description": "Lets directus-ws-broker read roles, policies, access rows, read permissions, relations, users' roles and Flows.",
+		}})
+		if err != nil {
+			return "", fmt.Errorf("create the service policy: %w", err)
+		}
+		if policy, err = created(data); err != nil {
+			return "", fmt.Errorf("create the service policy: %w", err)
+		}
+	} else {
+		policy = policies[0].ID
+	}
+	var perms []struct {
+		ID json.Number `json:"id"`
+	}
+	if err := getJSON(ctx, c, token, "permissions", url.Values{"filter[policy][_eq]": {policy}, "fields": {"id"}}, &perms); err != nil {
+		return "", err
+	}
+	if len(perms) > 0 {
+		ids := make([]json.Number, len(perms))
+		for i, p := range perms {
+			ids[i] = p.ID
+		}
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodDelete, Segments: []string{"permissions"}, Token: token, Body: ids}); err != nil {
+			return "", fmt.Errorf("reset the service policy's permissions: %w", err)
+		}
+	}
+	for coll, fields := range servicePermissions {
+		body := map[string]any{"policy": policy, "collection": coll, "action": "read", "fields": fields, "permissions": map[string]any{}}
+		_, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"permissions"}, Token: token, Body: body})
+		var de *directus.Error
+		if errors.As(err, &de) && de.Code == "RESOURCE_RESTRICTED" {
+			// Directus 12 without a license allows no field lists: all
+			// fields, still read only.
+			body["fields"] = []string{"*"}
+			_, err = c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"permissions"}, Token: token, Body: body})
+		}
+		if err != nil {
+			return "", fmt.Errorf("grant the service policy read on %s: %w", coll, err)
+		}
+	}
+	return policy, nil
+}
+
+func getJSON(ctx context.Context, c *directus.Client, token, path string, q url.Values, out any) error {
+	q.Set("limit", "-1")
+	data, err := c.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{path}, Token: token, Query: q})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
