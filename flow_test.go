@@ -204,10 +204,10 @@ func TestFlowInstallCreatesActiveFlow(t *testing.T) {
 		t.Fatalf("%d flows named %s, want 1", len(flows), name)
 	}
 	f := flows[0]
-	if f.Status != "active" || f.Trigger != "event" || f.Accountability != "all" {
-		t.Errorf("flow status %q trigger %q accountability %q, want active, event, all", f.Status, f.Trigger, f.Accountability)
+	if f.Status != "active" || f.Trigger != "event" || f.Accountability != "" {
+		t.Errorf("flow status %q trigger %q accountability %q, want active, event, null (no logging)", f.Status, f.Trigger, f.Accountability)
 	}
-	if got := fmt.Sprint(f.Options); got != "map[collections:[articles tags] scope:[items.create items.update items.delete] type:action]" {
+	if got := fmt.Sprint(f.Options); got != "map[collections:[articles tags directus_users directus_roles directus_policies directus_access directus_permissions directus_relations] scope:[items.create items.update items.delete] type:action]" {
 		t.Errorf("flow options = %s", got)
 	}
 	if len(f.Operations) != 1 {
@@ -225,7 +225,7 @@ func TestFlowInstallCreatesActiveFlow(t *testing.T) {
 		t.Errorf("operation options = %s\nwant %s", got, want)
 	}
 	for _, line := range []string{
-		"created flow " + f.ID + ` "` + name + `" (active): items.create, items.update, items.delete on articles, tags`,
+		"created flow " + f.ID + ` "` + name + `" (active, no activity logging): item create, update, delete on articles, tags; access changes of directus_users, directus_roles, directus_policies, directus_access, directus_permissions, directus_relations`,
 		"operation " + op.ID + " posts to http://127.0.0.1:9/webhook with the secret in X-Webhook-Secret",
 	} {
 		if !strings.Contains(r.stdout, line+"\n") {
@@ -248,7 +248,8 @@ func TestFlowInstallTwiceUpdatesInPlace(t *testing.T) {
 		t.Fatalf("after the first install: %+v", first)
 	}
 
-	// Second run: another URL, no secret, no collections (all that exist).
+	// Second run: another URL, no secret, no collections (all, those
+	// created later too).
 	r = runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--broker-url", "http://127.0.0.1:10/hooks/directus")
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("second install exited %d, stderr %q", r.code, r.stderr)
@@ -264,13 +265,13 @@ func TestFlowInstallTwiceUpdatesInPlace(t *testing.T) {
 	if len(f.Operations) != 1 || f.Operations[0].ID != first[0].Operations[0].ID {
 		t.Fatalf("operations %+v, want the one operation %s updated", f.Operations, first[0].Operations[0].ID)
 	}
-	if got := fmt.Sprint(f.Options["collections"]); got != "[articles tags]" {
-		t.Errorf("collections = %s, want every user collection [articles tags]", got)
+	if got := fmt.Sprint(f.Options["collections"], f.Options["scope"]); got != "[directus_users directus_roles directus_policies directus_access directus_permissions directus_relations] [items.create items.update items.delete *.items.create *.items.update *.items.delete]" {
+		t.Errorf("collections and scope = %s, want the access collections and every collection's item events", got)
 	}
 	if got := fmt.Sprint(f.Operations[0].Options); got != "map[body:{{$trigger}} headers:[] method:POST url:http://127.0.0.1:10/hooks/directus]" {
 		t.Errorf("operation options = %s", got)
 	}
-	if !strings.Contains(r.stdout, "updated flow "+f.ID) || !strings.Contains(r.stdout, "watching every collection that exists now") {
+	if !strings.Contains(r.stdout, "updated flow "+f.ID) || !strings.Contains(r.stdout, "on every collection (those created later too)") {
 		t.Errorf("stdout does not say it updated the flow and watches every collection:\n%s", r.stdout)
 	}
 }
@@ -495,5 +496,152 @@ func TestFlowCheckWarnsOnDefaultDenyList(t *testing.T) {
 	}
 	if m := b.Broker.Metrics(); m.EventsPublished != 0 {
 		t.Fatalf("an event arrived although Directus denies local addresses: %+v", m)
+	}
+}
+
+// waitFor polls cond until it holds (the Flow runs in Directus, on its own
+// time: there is nothing to wait on but the effect).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(brokertest.DefaultWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// flowActivity counts the activity rows Directus wrote about runs of the
+// Flow.
+func flowActivity(t *testing.T, dx *directustest.Instance, flowID string) int {
+	t.Helper()
+	q := url.Values{"filter[item][_eq]": {flowID}, "filter[collection][_eq]": {"directus_flows"}, "filter[action][_eq]": {"run"}, "fields": {"id"}, "limit": {"-1"}}
+	var out struct {
+		Data []map[string]any `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodGet, "/activity?"+q.Encode(), nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Data)
+}
+
+// TestFlowLogsNoActivity: the Flow flow install makes writes no activity
+// and no revision per event (at 100 writes a second, "all" adds 8.6
+// million activity rows a day); --accountability all brings the logging
+// back for debugging, and running install again updates an existing Flow.
+func TestFlowLogsNoActivity(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-activity"
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.WebhookSecret = "s3cret"
+	b := brokertest.Start(t, cfg)
+	removeAfter(t, dx, name)
+	install := func(extra ...string) string {
+		args := append([]string{"flow", "install", "--name", name, "--collections", "articles",
+			"--broker-url", b.URL + "/webhook", "--secret", "s3cret", "--check-collection", "articles"}, extra...)
+		if r := runCLI(t, adminEnv(dx), args...); r.code != 0 {
+			t.Fatalf("install %v exited %d", extra, r.code)
+		}
+		flows := flowsNamed(t, dx, name)
+		if len(flows) != 1 {
+			t.Fatalf("%d flows", len(flows))
+		}
+		return flows[0].ID
+	}
+	id := install("--accountability", "all")
+	waitFor(t, "the debugging Flow's activity", func() bool { return flowActivity(t, dx, id) > 0 })
+	before := flowActivity(t, dx, id)
+	if again := install(); again != id {
+		t.Fatalf("install again made flow %s instead of updating %s", again, id)
+	}
+	if f := flowsNamed(t, dx, name)[0]; f.Accountability != "" {
+		t.Fatalf("accountability %q after install without --accountability, want null", f.Accountability)
+	}
+	// The check of the second install created and deleted an item: events
+	// that reached the broker, and no activity about the Flow.
+	published := b.Broker.Metrics().EventsPublished
+	var created struct {
+		Data struct {
+			ID float64 `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPost, "/items/articles", map[string]any{"title": "quiet"}, &created); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the event", func() bool { return b.Broker.Metrics().EventsPublished > published })
+	if after := flowActivity(t, dx, id); after != before {
+		t.Fatalf("the Flow logged %d activity rows without accountability", after-before)
+	}
+}
+
+// TestFlowDeliversAccessEvents: the installed Flow posts changes of users
+// (and roles, policies, permissions) to the broker, which regroups its
+// subscribers.
+func TestFlowDeliversAccessEvents(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-access"
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.WebhookSecret = "s3cret"
+	b := brokertest.Start(t, cfg)
+	removeAfter(t, dx, name)
+	if r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--broker-url", b.URL+"/webhook", "--secret", "s3cret"); r.code != 0 {
+		t.Fatalf("install exited %d", r.code)
+	}
+	var users struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodGet, "/users?filter[email][_eq]=editor@example.com&fields=id", nil, &users); err != nil || len(users.Data) != 1 {
+		t.Fatalf("editor: %v %v", users, err)
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPatch, "/users/"+users.Data[0].ID, map[string]any{"first_name": "renamed"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the users.update event to reach the broker", func() bool { return b.Broker.Metrics().AccessChanges > 0 })
+}
+
+// TestFlowFollowsNewCollections: without --collections the Flow fires for
+// collections created after it was installed (Directus 11 and 12): their
+// subscribers get events without running install again.
+func TestFlowFollowsNewCollections(t *testing.T) {
+	for _, version := range []string{"11.17.4", "12.3.1"} {
+		t.Run(version, func(t *testing.T) {
+			dx := requireFlowDirectus(t)
+			if version != directustest.DefaultVersion {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				defer cancel()
+				var err error
+				if dx, err = directustest.Start(ctx, directustest.Options{Version: version}); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = dx.Stop() }) // after the Flow's removal
+			}
+			name := "flow-test-new-" + version
+			cfg := config.Default()
+			cfg.DirectusURL = dx.URL
+			cfg.WebhookSecret = "s3cret"
+			b := brokertest.Start(t, cfg)
+			removeAfter(t, dx, name)
+			if r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--broker-url", b.URL+"/webhook", "--secret", "s3cret"); r.code != 0 {
+				t.Fatalf("install exited %d", r.code)
+			}
+			coll := "later_" + strings.ReplaceAll(version, ".", "_")
+			if err := dx.CreateCollection(context.Background(), coll, directustest.Field{Name: "title"}); err != nil {
+				t.Fatal(err)
+			}
+			c := brokertest.Dial(t, b.WSURL, dx.AdminToken)
+			c.Send(t, map[string]any{"type": "subscribe", "collection": coll})
+			c.NextOfType(t, "SUBSCRIBED")
+			if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPost, "/items/"+coll, map[string]any{"title": "new"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if f := c.NextOfType(t, "SUBSCRIPTION"); f["action"] != "create" || f["collection"] != coll {
+				t.Fatalf("got %v", f)
+			}
+		})
 	}
 }
