@@ -223,16 +223,17 @@ func expectUpdate(t testing.TB, c *brokertest.Client, key, title string) {
 // cleanups can call it.
 func execOutput(t testing.TB, argv ...string) (string, error) {
 	t.Helper()
-	return execOutputEnv(t, nil, argv...)
+	return execIn(t, "", nil, argv...)
 }
 
-// execOutputEnv is execOutput with exactly env (nil: inherited).
-func execOutputEnv(t testing.TB, env []string, argv ...string) (string, error) {
+// execIn is execOutput in dir ("": the test's) with exactly env (nil:
+// inherited).
+func execIn(t testing.TB, dir string, env []string, argv ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = env
+	cmd.Dir, cmd.Env = dir, env
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -218,7 +218,7 @@ func startCaddy(t *testing.T, upstream string) string {
 			t.Fatal(err)
 		}
 		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
-		if out, err := execOutputEnv(t, env, caddy, "validate", "--config", conf, "--adapter", "caddyfile"); err != nil {
+		if out, err := execIn(t, "", env, caddy, "validate", "--config", conf, "--adapter", "caddyfile"); err != nil {
 			t.Fatalf("caddy validate refuses the Caddyfile: %v\n%s", err, out)
 		}
 		p, _ := startProc(t, fmt.Sprintf("caddy-%d", attempt), dir, env, false, caddy, "run", "--config", conf, "--adapter", "caddyfile")
