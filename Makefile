@@ -80,7 +80,7 @@ deploy-tools:
 	scripts/ensure-docker-compose.sh
 
 deploy-test: directus-install deploy-tools
-	$(GO) test -count=1 -timeout 15m ./e2e/deploy/
+	$(GO) test -race -count=1 -timeout 15m ./e2e/deploy/
 
 # The container image, where a Docker (or podman: CONTAINER=podman) engine can pull golang and
 # build it.

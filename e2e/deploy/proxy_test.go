@@ -16,14 +16,22 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 )
 
-// A reverse proxy from deploy/ started in front of a broker: start returns
-// its base URL (http://127.0.0.1:PORT) once it answers.
+// A reverse proxy from deploy/ started in front of a broker: require skips
+// the test when the program is not available; start returns its base URL
+// (http://127.0.0.1:PORT) once it answers.
 type proxyKind struct {
-	name  string
-	start func(t *testing.T, upstream string) string
+	name    string
+	require func(t *testing.T) string
+	start   func(t *testing.T, upstream string) string
 }
 
-var proxies = []proxyKind{{"nginx", startNginx}, {"caddy", startCaddy}}
+var proxies = []proxyKind{
+	{"nginx", requireNginx, startNginx},
+	{"caddy", requireCaddy, startCaddy},
+}
+
+func requireNginx(t *testing.T) string { return requireTool(t, "nginx", "ensure-nginx.sh", "NGINX_TESTS") }
+func requireCaddy(t *testing.T) string { return requireTool(t, "caddy", "ensure-caddy.sh", "CADDY_TESTS") }
 
 // TestReverseProxy runs each recipe, as written, in front of the broker:
 // a subscriber connected through the proxy receives an event posted
@@ -34,6 +42,7 @@ var proxies = []proxyKind{{"nginx", startNginx}, {"caddy", startCaddy}}
 func TestReverseProxy(t *testing.T) {
 	for _, kind := range proxies {
 		t.Run(kind.name, func(t *testing.T) {
+			kind.require(t)
 			requireDirectus(t)
 			withSecret := startBroker(t, "broker-secret", map[string]string{"WEBHOOK_SECRET": secret})
 			front := kind.start(t, withSecret.addr)
@@ -141,7 +150,7 @@ func replaceOnce(t testing.TB, file, s, old, new string) string {
 // taken meanwhile.
 func startNginx(t *testing.T, upstream string) string {
 	t.Helper()
-	nginx := requireTool(t, "nginx", "ensure-nginx.sh", "NGINX_TESTS")
+	nginx := requireNginx(t)
 	const recipeFile = "deploy/nginx/directus-ws-broker.conf"
 	recipe := repoFile(t, recipeFile)
 	for attempt := 1; ; attempt++ {
@@ -204,7 +213,7 @@ http {
 // directory.
 func startCaddy(t *testing.T, upstream string) string {
 	t.Helper()
-	caddy := requireTool(t, "caddy", "ensure-caddy.sh", "CADDY_TESTS")
+	caddy := requireCaddy(t)
 	const file = "deploy/caddy/Caddyfile"
 	recipe := repoFile(t, file)
 	recipe = replaceOnce(t, file, recipe, "\t\treverse_proxy 127.0.0.1:8080\n", "\t\treverse_proxy "+upstream+"\n")
