@@ -30,8 +30,12 @@ var proxies = []proxyKind{
 	{"caddy", requireCaddy, startCaddy},
 }
 
-func requireNginx(t *testing.T) string { return requireTool(t, "nginx", "ensure-nginx.sh", "NGINX_TESTS") }
-func requireCaddy(t *testing.T) string { return requireTool(t, "caddy", "ensure-caddy.sh", "CADDY_TESTS") }
+func requireNginx(t *testing.T) string {
+	return requireTool(t, "nginx", "ensure-nginx.sh", "NGINX_TESTS")
+}
+func requireCaddy(t *testing.T) string {
+	return requireTool(t, "caddy", "ensure-caddy.sh", "CADDY_TESTS")
+}
 
 // TestReverseProxy runs each recipe, as written, in front of the broker:
 // a subscriber connected through the proxy receives an event posted
