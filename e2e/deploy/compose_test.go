@@ -12,9 +12,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
 )
 
@@ -33,7 +35,8 @@ type composeService struct {
 		Test    []string `yaml:"test"`
 		Disable bool     `yaml:"disable"`
 	} `yaml:"healthcheck"`
-	Restart string `yaml:"restart"`
+	Restart         string `yaml:"restart"`
+	StopGracePeriod string `yaml:"stop_grace_period"`
 }
 
 // TestComposeFile checks compose.yaml statically (no base image can be
@@ -116,6 +119,9 @@ func TestComposeFile(t *testing.T) {
 		}
 		if !strings.HasPrefix(b.Environment["WEBHOOK_SECRET"], "${WEBHOOK_SECRET") {
 			t.Errorf("%s: WEBHOOK_SECRET must come from .env", name)
+		}
+		if d, err := time.ParseDuration(b.StopGracePeriod); err != nil || d <= config.Default().ShutdownTimeout {
+			t.Errorf("%s: stop_grace_period %q: want more than SHUTDOWN_TIMEOUT (%s)", name, b.StopGracePeriod, config.Default().ShutdownTimeout)
 		}
 		healthy(name, b, "directus", "redis")
 	}
