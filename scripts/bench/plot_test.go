@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"image/png"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,5 +88,23 @@ func TestWritePlot(t *testing.T) {
 	}
 	if err := writePlot(t.Context(), filepath.Join(dir, "none.png"), "", nil); err != errNoPlotData {
 		t.Errorf("no series: %v, want errNoPlotData", err)
+	}
+}
+
+func TestPlotOption(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "bench-results/latency.png"},
+		{[]string{"-plot", "out.svg"}, "out.svg"},
+		{[]string{"-plot", ""}, ""},
+		{[]string{"-quick"}, ""}, // the smoke run draws nothing unless asked
+		{[]string{"-quick", "-plot", "q.png"}, "q.png"},
+	} {
+		o, err := parseOptions(tc.args, io.Discard)
+		if err != nil || o.plot != tc.want {
+			t.Errorf("parseOptions(%q): plot %q, %v; want %q", tc.args, o.plot, err, tc.want)
+		}
 	}
 }
