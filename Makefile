@@ -9,10 +9,16 @@ BIN := bin/directus-ws-broker
 # "context deadline exceeded" at the deadline (golang/go#75804); counts have no deadline to race.
 FUZZTIME ?= 100000x
 
-.PHONY: build test lint unit integration fuzz sdk bench-quick demo demo-check bench clean directus-install chromium
+.PHONY: build test lint unit integration fuzz sdk bench-quick demo demo-check bench clean directus-install chromium \
+	gnuplot deploy-tools deploy-test image
+
+# The version printed by `directus-ws-broker version` and logged at start.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 build:
-	$(GO) build -o $(BIN) .
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -59,12 +65,35 @@ demo-check: build
 	d=$$(mktemp -d); DEMO_EXIT=1 DEMO_DIR=$$d scripts/demo.sh; rc=$$?; rm -rf $$d; exit $$rc
 
 BENCH_FLAGS ?=
-bench: build
+# Also draws bench-results/latency.png (scenario 6) with gnuplot.
+bench: build gnuplot
 	$(GO) run ./scripts/bench $(BENCH_FLAGS)
+
+gnuplot:
+	scripts/ensure-gnuplot.sh
 
 # A 30-second smoke run of every scenario, so the benchmark tool keeps working (run by make test).
 bench-quick: build
 	$(GO) run ./scripts/bench -quick -json
 
+# The deployment files (Dockerfile, compose.yaml, deploy/) against podman, nginx, Caddy,
+# systemd-analyze and docker-compose (installed when missing; see e2e/deploy). Not part of
+# `make test`.
+deploy-tools:
+	scripts/ensure-podman.sh
+	scripts/ensure-nginx.sh
+	scripts/ensure-caddy.sh
+	scripts/ensure-systemd.sh
+	scripts/ensure-docker-compose.sh
+
+deploy-test: directus-install deploy-tools
+	$(GO) test -race -count=1 -timeout 15m ./e2e/deploy/
+
+# The container image, where a Docker (or podman: CONTAINER=podman) engine can pull golang and
+# build it.
+CONTAINER ?= docker
+image:
+	$(CONTAINER) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t directus-ws-broker:$(VERSION) .
+
 clean:
-	rm -rf bin .demo
+	rm -rf bin .demo bench-results

@@ -50,6 +50,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return checkConfig(args, getenv, stdout)
 	case "flow":
 		return flowCommand(ctx, args, getenv, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCommand(ctx, args, getenv, stdout)
+	case "version", "--version":
+		return versionCommand(args, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -63,5 +67,7 @@ const usage = `usage:
   directus-ws-broker flow install --directus-url URL --token ADMIN_TOKEN --broker-url URL [--secret S] [--collections a,b]
                                   [--check-collection C]   (exit 3 when no event reaches the broker)
   directus-ws-broker flow remove  --directus-url URL --token ADMIN_TOKEN
+  directus-ws-broker healthcheck [--url URL]          GET /healthz: exit 0 when healthy, 1 otherwise
+  directus-ws-broker version                          print the version, commit and Go version
 Settings come from config.yaml and environment variables (environment wins); see README.md.
 `

@@ -88,7 +88,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if cfg.WebhookSecret == "" {
 		log.Warn().Msg("WEBHOOK_SECRET is not set: the webhook accepts events only from loopback addresses. Set a secret for any other setup.")
 	}
-	log.Info().Str("addr", ln.Addr().String()).Str("directus", cfg.DirectusURL).Str("bus", cfg.Bus).
+	log.Info().Str("version", buildVersion().Version).Str("addr", ln.Addr().String()).Str("directus", cfg.DirectusURL).Str("bus", cfg.Bus).
 		Bool("public", cfg.WebsocketPublic).Str("websocket_path", cfg.WebsocketPath).Str("webhook_path", cfg.WebhookPath).Msg("broker started")
 	if cfg.PprofAddr != "" {
 		if err := servePprof(ctx, cfg.PprofAddr, log); err != nil {

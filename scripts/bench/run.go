@@ -29,6 +29,7 @@ type options struct {
 	dxVersion  string
 	noDirectus bool
 	timeout    time.Duration
+	plot       string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -44,8 +45,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.dxVersion, "directus-version", "12.3.1", "Directus version for the scenarios that need a real one (1, 6)")
 	fs.BoolVar(&o.noDirectus, "no-directus", false, "do not start Directus: scenario 1 only with stub reads, scenario 6 skipped")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (default 15m, 3m with -quick)")
+	fs.StringVar(&o.plot, "plot", "bench-results/latency.png", "plot of scenario 6 (.png or .svg, drawn by gnuplot); empty: none; with -quick only when given")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.quick && !flagSet(fs, "plot") {
+		o.plot = ""
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -87,6 +92,7 @@ type bench struct {
 	self   string // this program, re-run as the stub
 	work   string // scratch dir: the broker's working directory
 	dx     *directustest.Instance
+	plot   latencyPlot // scenario 6's figures, for the plot
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -136,6 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if b.dx != nil {
 		meta["directus_version"] = b.dx.Version
 	}
+	b.drawPlot(meta)
 	fmt.Fprintf(stdout, "\ndirectus-ws-broker bench — %s, %v cores, %s; load avg %s → %s; runs %d%s; %.0fs\n",
 		meta["cpu"], meta["cores"], meta["kernel"], meta["load_avg_start"], meta["load_avg_end"], opts.runs,
 		map[bool]string{true: " (quick sizes)"}[opts.quick], time.Since(b.log.start).Seconds())

@@ -144,6 +144,9 @@ func (b *bench) versusDirectus(ctx context.Context) error {
 		N := thousands(n)
 		b.rep.add(scen, fmt.Sprintf("REST write → last of %s broker subs (Flow → webhook → read → fan-out)", N), "ms", nil, brokerMs...)
 		b.rep.add(scen, fmt.Sprintf("REST write → last of %s Directus realtime subs, same writes", N), "ms", nil, dxMs...)
+		b.plot.add(seriesBroker, n, brokerMs)
+		b.plot.add(seriesDirectus, n, dxMs)
+		b.plot.add(seriesAlone, n, alone[i])
 		var tgt *target
 		switch n {
 		case 1000:
