@@ -13,12 +13,18 @@ import (
 // is what lets subscribers of one access class share a snapshot read
 // without missing an event written just before they subscribed.
 type Coalescer struct {
+	// JoinRunning lets a caller share the call that is running, not only
+	// the next one: for answers whose age does not matter (a permission
+	// check), not for reads of data.
+	JoinRunning bool
+
 	mu   sync.Mutex
 	keys map[string]*coalesced
 }
 
 type coalesced struct {
 	running bool
+	current *flight
 	next    *flight
 }
 
@@ -43,6 +49,17 @@ func (c *Coalescer) Do(ctx context.Context, key string, fn func(context.Context)
 	if st == nil {
 		st = &coalesced{}
 		c.keys[key] = st
+	}
+	if c.JoinRunning && st.current != nil {
+		f := st.current
+		f.waiters++
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.val, true, f.err
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		}
 	}
 	f := st.next
 	if f == nil {
@@ -70,7 +87,13 @@ func (c *Coalescer) Do(ctx context.Context, key string, fn func(context.Context)
 // run makes the calls of key one after another while callers wait.
 func (c *Coalescer) run(key string, st *coalesced, f *flight) {
 	for f != nil {
+		c.mu.Lock()
+		st.current = f
+		c.mu.Unlock()
 		f.val, f.err = f.fn(f.ctx)
+		c.mu.Lock()
+		st.current = nil
+		c.mu.Unlock()
 		close(f.done)
 		c.mu.Lock()
 		f, st.next = st.next, nil

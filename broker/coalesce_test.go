@@ -71,3 +71,35 @@ func TestCoalescer(t *testing.T) {
 		t.Fatalf("shared %d, other %v", sharedN.Load(), other)
 	}
 }
+
+// With JoinRunning, callers share the call that is running.
+func TestCoalescerJoinRunning(t *testing.T) {
+	c := Coalescer{JoinRunning: true}
+	running, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	fn := func(context.Context) (any, error) {
+		if calls.Add(1) == 1 {
+			close(running)
+			<-release
+		}
+		return "v", nil
+	}
+	done := make(chan any, 1)
+	go func() { v, _, _ := c.Do(context.Background(), "k", fn); done <- v }()
+	<-running
+	joined := make(chan bool, 1)
+	go func() { _, shared, _ := c.Do(context.Background(), "k", fn); joined <- shared }()
+	for {
+		c.mu.Lock()
+		n := c.keys["k"].current.waiters
+		c.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	if !<-joined || <-done != "v" || calls.Load() != 1 {
+		t.Fatalf("calls %d: the second caller must share the running call", calls.Load())
+	}
+}

@@ -34,6 +34,15 @@ type Authenticator struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedIdentity
+	// flights shares one /users/me among concurrent checks of one token
+	// (a user's tabs reconnecting at once).
+	flights map[string]*tokenFlight
+}
+
+type tokenFlight struct {
+	done chan struct{}
+	id   Identity
+	err  error
 }
 
 type cachedIdentity struct {
@@ -56,7 +65,34 @@ func (a *Authenticator) Validate(ctx context.Context, token string) (Identity, e
 	if ok && now.Sub(c.at) < a.ttl && (c.id.Expires.IsZero() || now.Before(c.id.Expires)) {
 		return c.id, nil
 	}
-	return a.fetch(ctx, token, now)
+	return a.shared(ctx, token, now)
+}
+
+// shared makes one fetch for the concurrent callers of one token.
+func (a *Authenticator) shared(ctx context.Context, token string, now time.Time) (Identity, error) {
+	a.mu.Lock()
+	f, ok := a.flights[token]
+	if !ok {
+		if a.flights == nil {
+			a.flights = map[string]*tokenFlight{}
+		}
+		f = &tokenFlight{done: make(chan struct{})}
+		a.flights[token] = f
+		a.mu.Unlock()
+		f.id, f.err = a.fetch(context.WithoutCancel(ctx), token, now)
+		a.mu.Lock()
+		delete(a.flights, token)
+		a.mu.Unlock()
+		close(f.done)
+		return f.id, f.err
+	}
+	a.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.id, f.err
+	case <-ctx.Done():
+		return Identity{}, ctx.Err()
+	}
 }
 
 // Fresh asks Directus again, bypassing the cache (a change of the token's

@@ -21,10 +21,17 @@ import (
 type Shared struct {
 	CheckTTL time.Duration
 
-	mu        sync.Mutex
-	checked   map[string]time.Time
+	mu      sync.Mutex
+	checked map[string]time.Time
+	// checks may join a running check (a permission proof a moment old is
+	// as good); snapshots only join one that has not started (data).
 	checks    broker.Coalescer
 	snapshots broker.Coalescer
+}
+
+// NewShared makes a Shared remembering passed checks for checkTTL.
+func NewShared(checkTTL time.Duration) *Shared {
+	return &Shared{CheckTTL: checkTTL, checks: broker.Coalescer{JoinRunning: true}}
 }
 
 // maxChecked bounds the remembered checks.

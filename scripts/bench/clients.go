@@ -66,8 +66,12 @@ func (d *spreadDialer) DialContext(ctx context.Context, network, addr string) (n
 
 // protocol is what differs between the broker's and Directus's endpoints.
 type protocol struct {
-	// hello runs on a new connection until its subscription is confirmed.
-	hello func(ws *websocket.Conn, collection string) error
+	// hello runs on a new connection until its subscription is confirmed;
+	// token is the connection's (for protocols that authenticate in a
+	// frame).
+	hello func(ws *websocket.Conn, collection, token string) error
+	// headerToken sends the token in the upgrade's Authorization header.
+	headerToken bool
 	// key finds the event key of a received frame.
 	key func(msg []byte) (int, bool)
 }
@@ -75,7 +79,8 @@ type protocol struct {
 // brokerProtocol subscribes with the broker's extension protocol (the
 // token travels in the upgrade request's Authorization header).
 var brokerProtocol = protocol{
-	hello: func(ws *websocket.Conn, collection string) error {
+	headerToken: true,
+	hello: func(ws *websocket.Conn, collection, _ string) error {
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","collection":"`+collection+`"}`)); err != nil {
 			return err
 		}
@@ -92,11 +97,15 @@ var brokerProtocol = protocol{
 	key: brokerKey,
 }
 
-// directusProtocol authenticates and subscribes with Directus's own
-// realtime protocol; the subscription's init message confirms it.
-func directusProtocol(token string) protocol {
+// directusProtocol authenticates (with token, or the connection's token
+// when empty) and subscribes with Directus's own realtime protocol; the
+// subscription's init message confirms it.
+func directusProtocol(fixed string) protocol {
 	return protocol{
-		hello: func(ws *websocket.Conn, collection string) error {
+		hello: func(ws *websocket.Conn, collection, token string) error {
+			if fixed != "" {
+				token = fixed
+			}
 			if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"auth","access_token":"`+token+`"}`)); err != nil {
 				return err
 			}
@@ -154,11 +163,15 @@ func isDirectusPing(msg []byte) bool { return len(msg) < 40 && bytes.Contains(ms
 // own goroutine.
 type pool struct {
 	url    string
+	token  string
 	header http.Header
-	proto  protocol
-	tr     *tracker
-	dialer websocket.Dialer
-	spread *spreadDialer
+	// tokenOf, when set, is the token of the i-th connection (distinct
+	// users); otherwise every connection uses token.
+	tokenOf func(i int) string
+	proto   protocol
+	tr      *tracker
+	dialer  websocket.Dialer
+	spread  *spreadDialer
 	// record makes every connection keep each delivery's latency.
 	record atomic.Bool
 
@@ -190,10 +203,7 @@ type conn struct {
 // newPool makes a pool of subscribers of url (ws://...). The token goes
 // into the upgrade's Authorization header unless empty.
 func newPool(url, token string, proto protocol, tr *tracker) *pool {
-	p := &pool{url: url, proto: proto, tr: tr, header: http.Header{}, spread: newSpreadDialer(), closing: make(chan struct{})}
-	if token != "" {
-		p.header.Set("Authorization", "Bearer "+token)
-	}
+	p := &pool{url: url, token: token, proto: proto, tr: tr, header: http.Header{}, spread: newSpreadDialer(), closing: make(chan struct{})}
 	p.dialer = websocket.Dialer{
 		NetDialContext:   p.spread.DialContext,
 		HandshakeTimeout: time.Minute,
@@ -225,7 +235,7 @@ func (p *pool) grow(ctx context.Context, n, parallel int, collection func(i int)
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c, err := p.connect(ctx, collection(i))
+			c, err := p.connect(ctx, i, collection(i))
 			if err != nil {
 				cancel(fmt.Errorf("subscriber %d of %d: %w", i+1, n, err))
 				return
@@ -239,8 +249,16 @@ func (p *pool) grow(ctx context.Context, n, parallel int, collection func(i int)
 	return context.Cause(ctx)
 }
 
-func (p *pool) connect(ctx context.Context, collection string) (*conn, error) {
-	ws, resp, err := p.dialer.DialContext(ctx, p.url, p.header)
+func (p *pool) connect(ctx context.Context, i int, collection string) (*conn, error) {
+	token := p.token
+	if p.tokenOf != nil {
+		token = p.tokenOf(i)
+	}
+	header := p.header
+	if p.proto.headerToken && token != "" {
+		header = http.Header{"Authorization": {"Bearer " + token}}
+	}
+	ws, resp, err := p.dialer.DialContext(ctx, p.url, header)
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -248,7 +266,7 @@ func (p *pool) connect(ctx context.Context, collection string) (*conn, error) {
 		}
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	if err := p.proto.hello(ws, collection); err != nil {
+	if err := p.proto.hello(ws, collection, token); err != nil {
 		ws.Close()
 		return nil, err
 	}

@@ -30,6 +30,14 @@ type sizes struct {
 
 	redisSubs   int // scenario 7: split over two instances, then on one
 	redisEvents int // events per run and setup (plus warm-up)
+
+	// scenario 8: classUsers users per role (classRoles roles) for the
+	// one-role figures, all of them for the 10-role figure; events timed
+	// with classes, before them (one read per user) and with the owner
+	// rule; REST writes against Directus realtime; the storm's size.
+	classUsers, classRoles                      int
+	classEvents, classBeforeEvents, classWrites int
+	stormSubs, stormUsers                       int
 }
 
 var defaultSizes = sizes{
@@ -43,6 +51,8 @@ var defaultSizes = sizes{
 	slowSubs: 1000, slowRate: 40, slowItemBytes: 8192, slowBase: 4 * time.Second, slowDur: 12 * time.Second,
 	vsSubs: []int{1000, 5000}, vsWrites: []int{5, 3},
 	redisSubs: 10000, redisEvents: 30,
+	classUsers: 1000, classRoles: 10, classEvents: 20, classBeforeEvents: 3, classWrites: 15,
+	stormSubs: 10000, stormUsers: 1000,
 }
 
 var quickSizes = sizes{
@@ -53,6 +63,8 @@ var quickSizes = sizes{
 	slowSubs: 200, slowRate: 64, slowItemBytes: 16384, slowBase: 2 * time.Second, slowDur: 6 * time.Second,
 	vsSubs: []int{100, 300}, vsWrites: []int{2, 2},
 	redisSubs: 1000, redisEvents: 10,
+	classUsers: 50, classRoles: 10, classEvents: 3, classBeforeEvents: 2, classWrites: 2,
+	stormSubs: 500, stormUsers: 50,
 }
 
 // subscriberToken is the token of the broker's subscribers. With the stub

@@ -42,6 +42,7 @@ func stubMain(ctx context.Context, args []string, stdout io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	upstream := fs.String("upstream", "", "real Directus to proxy item reads to when proxying is on")
 	proxyOn := fs.Bool("proxy", false, "proxy item reads from the start")
+	proxyAll := fs.Bool("proxy-all", false, "proxy every request to -upstream, counting them by kind (GET /_bench/counts)")
 	itemBytes := fs.Int("item-bytes", 64, "size of the title of the items it answers")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,6 +60,7 @@ func stubMain(ctx context.Context, args []string, stdout io.Writer) error {
 			Transport: tr,
 		}
 		s.proxy.Store(*proxyOn)
+		s.all = *proxyAll
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -78,12 +80,57 @@ type stub struct {
 	upstream *httputil.ReverseProxy
 	proxy    atomic.Bool
 	fan      *fanout
+	// all proxies every request (a counting proxy in front of the real
+	// Directus: what the broker asks of it).
+	all    bool
+	countM sync.Mutex
+	counts map[string]int
+}
+
+// kind names what a request to Directus is for, as the broker makes them.
+func kind(r *http.Request) string {
+	path := r.URL.Path
+	switch {
+	case path == "/users/me":
+		return "token checks (GET /users/me)"
+	case path == "/users":
+		return "users' roles (GET /users)"
+	case strings.HasPrefix(path, "/items/") && strings.Count(path, "/") == 3:
+		return "item reads, one key"
+	case strings.HasPrefix(path, "/items/") && r.URL.Query().Get("limit") == "0":
+		return "subscribe checks (limit=0)"
+	case strings.HasPrefix(path, "/items/"):
+		return "item reads, batches and snapshots"
+	case path == "/roles" || path == "/access" || path == "/policies" || path == "/permissions" || path == "/relations":
+		return "permission model"
+	case strings.HasPrefix(path, "/fields/"):
+		return "primary keys (GET /fields)"
+	}
+	return "other"
 }
 
 func (s *stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if s.all && !strings.HasPrefix(path, "/_bench/") {
+		s.countM.Lock()
+		if s.counts == nil {
+			s.counts = map[string]int{}
+		}
+		s.counts[kind(r)]++
+		s.countM.Unlock()
+		s.upstream.ServeHTTP(w, r)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	switch {
+	case path == "/_bench/counts":
+		s.countM.Lock()
+		b, _ := json.Marshal(s.counts)
+		if r.Method == http.MethodPost {
+			s.counts = nil
+		}
+		s.countM.Unlock()
+		_, _ = w.Write(b)
 	case path == "/_bench/proxy" && r.Method == http.MethodPost:
 		s.proxy.Store(r.URL.Query().Get("on") == "1" && s.upstream != nil)
 		_, _ = io.WriteString(w, `{"proxy":`+strconv.FormatBool(s.proxy.Load())+`}`)

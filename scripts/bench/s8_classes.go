@@ -1,0 +1,481 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/flow"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
+)
+
+// classes is scenario 8 (issue 10): subscribers who each have their own
+// token, as in a frontend app, on a real Directus 11.17.4 (custom rules
+// need 11) — reads follow distinct access, not users.
+//
+//   - 1,000 users of one role (full read): webhook → last subscriber and
+//     reads per event, first with a broker without a service token (one
+//     read per user: the behaviour before access classes), then with one;
+//     then a REST write → last subscriber of the broker and of Directus's
+//     own realtime, the same users connected to both.
+//   - 10,000 subscribers of 10,000 users in 10 roles (5 with full read, 5
+//     with an item rule): webhook → last, reads per event.
+//   - 1,000 users with an owner rule: reads per event, webhook → the owner.
+//   - a reconnect storm: 10,000 subscribers of 1,000 users in 10 roles
+//     connect and subscribe at once to a fresh broker: the time until all
+//     are subscribed and every call the broker made to Directus (counted by
+//     the stub, a proxy in front of Directus here).
+func (b *bench) classes(ctx context.Context) error {
+	const scen = "8"
+	if b.opts.noDirectus {
+		b.rep.skip(scen, "access classes", "no Directus (-no-directus)")
+		return nil
+	}
+	sz := b.sz
+	b.log.printf("  starting Directus 11.17.4 (WEBSOCKETS_ENABLED=true)")
+	dx, err := directustest.Start(ctx, directustest.Options{Version: "11.17.4", Env: map[string]string{"WEBSOCKETS_ENABLED": "true"}})
+	if err != nil {
+		return fmt.Errorf("starting Directus 11.17.4: %w", err)
+	}
+	defer dx.Stop()
+	w, err := newClassWorld(ctx, dx, sz.classUsers*sz.classRoles, sz.classRoles, sz.classUsers, sz.classEvents*4+sz.classWrites+8, sz.classBeforeEvents+1)
+	if err != nil {
+		return err
+	}
+	b.log.printf("  %d users in %d roles and %d owner-rule users created", len(w.users), sz.classRoles, len(w.owners))
+	client, _ := directus.NewClient(dx.URL, time.Minute)
+	service, err := flow.EnsureServiceUser(ctx, client, dx.AdminToken)
+	if err != nil {
+		return fmt.Errorf("service user: %w", err)
+	}
+	startRig := func(withService bool) (*rig, error) {
+		env := []string{"TOKEN_CACHE_TTL=1h"}
+		if withService {
+			env = append(env, "DIRECTUS_SERVICE_TOKEN="+service)
+		}
+		return b.startRig(ctx, []string{"-upstream", dx.URL, "-proxy-all"}, env...)
+	}
+	tr := newTracker(w.first, w.keys)
+	next := w.first
+	// fanout times events posted to the webhook, one at a time, to the
+	// want subscribers that may see them; it returns the latencies and the
+	// broker's reads per event.
+	fanout := func(r *rig, want, events int, label string) ([]float64, float64, error) {
+		p := newPoster(r.webhookURL(), true, 1)
+		defer p.close()
+		reads0, _ := r.metric("broker_reads_total")
+		var lats []float64
+		for i := range events + 1 {
+			key := next
+			next++
+			tr.arm(key, want)
+			tr.markSent(key, tr.now())
+			if err := p.post(ctx, w.coll, key); err != nil {
+				return nil, 0, err
+			}
+			d, ok := tr.wait(key, 2*time.Minute)
+			if !ok {
+				wnt, got := tr.counts(key, key+1)
+				return nil, 0, fmt.Errorf("%s: %d of %d subscribers got the event", label, got, wnt)
+			}
+			if i > 0 { // the first warms caches
+				lats = append(lats, ms(d))
+			}
+		}
+		reads1, _ := r.metric("broker_reads_total")
+		b.log.printf("  %s: median %.1f ms, %.1f reads per event", label, median(lats), (reads1-reads0)/float64(events+1))
+		return lats, (reads1 - reads0) / float64(events+1), nil
+	}
+	N := thousands(sz.classUsers)
+	oneRole := func(i int) string { return w.users[i*sz.classRoles].token } // users of role 0
+
+	// Before: no service token, one read per user and event.
+	r, err := startRig(false)
+	if err != nil {
+		return err
+	}
+	pool := newPool(r.wsURL(), "", brokerProtocol, tr)
+	pool.tokenOf = oneRole
+	start := time.Now()
+	if err := pool.grow(ctx, sz.classUsers, 64, func(int) string { return w.coll }); err != nil {
+		pool.close()
+		r.stop()
+		return err
+	}
+	b.log.printf("  %d users subscribed (no service token) in %.1fs", sz.classUsers, time.Since(start).Seconds())
+	lats, reads, err := fanout(r, sz.classUsers, sz.classBeforeEvents, "no service token")
+	pool.close()
+	r.stop()
+	if err != nil {
+		return err
+	}
+	b.rep.add(scen, fmt.Sprintf("webhook → last of %s users of 1 role, no service token (one read per user)", N), "ms", nil, lats...)
+	b.rep.add(scen, "  reads per event, no service token", "reads", nil, reads)
+
+	// After: the same users with access classes.
+	if r, err = startRig(true); err != nil {
+		return err
+	}
+	defer func() { r.stop() }()
+	pool = newPool(r.wsURL(), "", brokerProtocol, tr)
+	pool.tokenOf = oneRole
+	start = time.Now()
+	if err := pool.grow(ctx, sz.classUsers, 64, func(int) string { return w.coll }); err != nil {
+		pool.close()
+		return err
+	}
+	b.log.printf("  %d users subscribed (service token) in %.1fs", sz.classUsers, time.Since(start).Seconds())
+	if lats, reads, err = fanout(r, sz.classUsers, sz.classEvents, "1 role, classes"); err != nil {
+		pool.close()
+		return err
+	}
+	b.rep.add(scen, fmt.Sprintf("webhook → last of %s users of 1 role (full read), Directus read included", N), "ms", atMost(60), lats...)
+	b.rep.add(scen, "  reads per event", "reads", atMost(1), reads)
+
+	// The same users on Directus's own realtime, the same REST writes.
+	if err := b.installClassFlow(ctx, dx, r); err != nil {
+		pool.close()
+		return err
+	}
+	trD := tr.sibling()
+	pD := newPool(strings.Replace(dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(""), trD)
+	pD.tokenOf = oneRole
+	start = time.Now()
+	if err := pD.grow(ctx, sz.classUsers, 16, func(int) string { return w.coll }); err != nil {
+		pD.close()
+		pool.close()
+		return fmt.Errorf("subscribing to Directus realtime: %w", err)
+	}
+	b.log.printf("  %d users subscribed to Directus realtime in %.1fs", sz.classUsers, time.Since(start).Seconds())
+	var brokerMs, dxMs []float64
+	for i := range sz.classWrites + 1 {
+		key := next
+		next++
+		tr.arm(key, sz.classUsers)
+		trD.arm(key, sz.classUsers)
+		at := tr.now()
+		tr.markSent(key, at)
+		trD.markSent(key, at)
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/items/"+w.coll+"/"+strconv.Itoa(key), map[string]any{"title": "write " + strconv.Itoa(i)}, nil); err != nil {
+			pD.close()
+			pool.close()
+			return err
+		}
+		bt, okB := tr.wait(key, 2*time.Minute)
+		dt, okD := trD.wait(key, 2*time.Minute)
+		if !okB || !okD {
+			pD.close()
+			pool.close()
+			return fmt.Errorf("REST write %d: not every subscriber got it (broker %v, Directus %v)", i, okB, okD)
+		}
+		if i > 0 {
+			brokerMs = append(brokerMs, ms(bt))
+			dxMs = append(dxMs, ms(dt))
+			b.log.printf("  REST write %d: broker %.1f ms, Directus realtime %.1f ms", i, ms(bt), ms(dt))
+		}
+	}
+	pD.close()
+	pool.close()
+	b.rep.add(scen, fmt.Sprintf("REST write → last of %s users, broker (Flow → webhook → 1 read → fan-out)", N), "ms", nil, brokerMs...)
+	b.rep.add(scen, fmt.Sprintf("REST write → last of the same %s users on Directus's own realtime", N), "ms", nil, dxMs...)
+	b.rep.add(scen, "  Directus realtime ÷ broker", "×", atLeast(20), median(dxMs)/median(brokerMs))
+
+	// 10,000 subscribers of 10,000 users in 10 roles.
+	all := newPool(r.wsURL(), "", brokerProtocol, tr)
+	all.tokenOf = func(i int) string { return w.users[i].token }
+	start = time.Now()
+	if err := all.grow(ctx, len(w.users), 128, func(int) string { return w.coll }); err != nil {
+		all.close()
+		return err
+	}
+	b.log.printf("  %d users subscribed in %.1fs", len(w.users), time.Since(start).Seconds())
+	lats, reads, err = fanout(r, len(w.users), sz.classEvents, "10 roles")
+	all.close()
+	if err != nil {
+		return err
+	}
+	M := thousands(len(w.users))
+	b.rep.add(scen, fmt.Sprintf("webhook → last of %s subs of %s users in %d roles (half with an item rule)", M, M, sz.classRoles), "ms", atMost(250), lats...)
+	b.rep.add(scen, "  reads per event", "reads", atMost(float64(sz.classRoles)), reads)
+
+	// The owner rule: a class per user; only the owner sees the items.
+	trO := newTracker(w.ownFirst, w.ownKeys)
+	owners := newPool(r.wsURL(), "", brokerProtocol, trO)
+	owners.tokenOf = func(i int) string { return w.owners[i].token }
+	if err := owners.grow(ctx, len(w.owners), 64, func(int) string { return w.ownColl }); err != nil {
+		owners.close()
+		return err
+	}
+	ownPoster := newPoster(r.webhookURL(), true, 1)
+	reads0, _ := r.metric("broker_reads_total")
+	var ownLats []float64
+	for i := range w.ownKeys {
+		key := w.ownFirst + i
+		trO.arm(key, 1)
+		trO.markSent(key, trO.now())
+		if err := ownPoster.post(ctx, w.ownColl, key); err != nil {
+			owners.close()
+			return err
+		}
+		d, ok := trO.wait(key, 2*time.Minute)
+		if !ok {
+			owners.close()
+			return fmt.Errorf("owner rule: the owner did not get the event")
+		}
+		if i > 0 {
+			ownLats = append(ownLats, ms(d))
+		}
+		// The other users' reads of the event go on after the owner's:
+		// let them end before the next event.
+		if err := waitQuiet(ctx, r); err != nil {
+			owners.close()
+			return err
+		}
+	}
+	reads1, _ := r.metric("broker_reads_total")
+	owners.close()
+	ownerReads := (reads1 - reads0) / float64(w.ownKeys)
+	b.log.printf("  owner rule: median %.1f ms to the owner, %.0f reads per event", median(ownLats), ownerReads)
+	b.rep.add(scen, fmt.Sprintf("owner rule, %s users: webhook → the owner (the only reader)", thousands(len(w.owners))), "ms", nil, ownLats...)
+	b.rep.add(scen, "  reads per event (a class per user: the rule depends on the user)", "reads", nil, ownerReads)
+	r.stop()
+
+	// The reconnect storm, against a fresh broker (cold caches).
+	if r, err = startRig(true); err != nil {
+		return err
+	}
+	if err := resetCounts(r); err != nil {
+		return err
+	}
+	storm := newPool(r.wsURL(), "", brokerProtocol, tr)
+	perUser := sz.stormSubs / sz.stormUsers
+	storm.tokenOf = func(i int) string { return w.users[i/perUser].token }
+	start = time.Now()
+	if err := storm.grow(ctx, sz.stormSubs, 512, func(int) string { return w.coll }); err != nil {
+		storm.close()
+		return err
+	}
+	took := time.Since(start)
+	storm.close()
+	counts, err := directusCounts(r)
+	if err != nil {
+		return err
+	}
+	total := 0
+	var parts []string
+	for k, v := range counts {
+		total += v
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(parts)
+	S, U := thousands(sz.stormSubs), thousands(sz.stormUsers)
+	b.log.printf("  storm: %s subscribers of %s users in %.1fs; Directus calls %d: %s", S, U, took.Seconds(), total, strings.Join(parts, ", "))
+	b.rep.add(scen, fmt.Sprintf("reconnect storm: %s subs of %s users in %d roles all subscribed", S, U, sz.classRoles), "s", atMost(15), took.Seconds())
+	b.rep.add(scen, "  Directus calls made (users + classes × collections + a few)", "calls", atMost(float64(sz.stormUsers+sz.classRoles+20)), float64(total))
+	b.rep.note(strings.Join(parts, "; "))
+	return nil
+}
+
+// waitQuiet waits until the broker dispatched every event and its read
+// count stood still for three polls (its reads for the last event ended).
+func waitQuiet(ctx context.Context, r *rig) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	last, still := -1.0, 0
+	for time.Now().Before(deadline) {
+		pub, err1 := r.metric("broker_events_published_total")
+		disp, err2 := r.metric("broker_events_dispatched_total")
+		reads, err3 := r.metric("broker_reads_total")
+		if err1 != nil || err2 != nil || err3 != nil {
+			return fmt.Errorf("metrics: %v %v %v", err1, err2, err3)
+		}
+		if pub == disp && reads == last {
+			if still++; still == 3 {
+				return nil
+			}
+		} else {
+			still = 0
+		}
+		last = reads
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the broker did not finish dispatching")
+}
+
+func resetCounts(r *rig) error {
+	resp, err := http.Post("http://"+r.stub.addr+"/_bench/counts", "", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func directusCounts(r *rig) (map[string]int, error) {
+	resp, err := http.Get("http://" + r.stub.addr + "/_bench/counts")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var m map[string]int
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("counts: %w", err)
+	}
+	return m, nil
+}
+
+// installClassFlow makes Directus post the item events to r's broker (and
+// the access changes), with the broker's own flow install.
+func (b *bench) installClassFlow(ctx context.Context, dx *directustest.Instance, r *rig) error {
+	cmd := exec.CommandContext(ctx, b.broker, "flow", "install", "--directus-url", dx.URL, "--broker-url", r.webhookURL())
+	cmd.Env = append(cmd.Environ(), "DIRECTUS_ADMIN_TOKEN="+dx.AdminToken, "WEBHOOK_SECRET="+webhookSecret)
+	cmd.Dir = b.work
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("flow install: %v: %s", err, out)
+	}
+	return nil
+}
+
+// classWorld is scenario 8's Directus content.
+type classWorld struct {
+	coll, ownColl string
+	first, keys   int // items first..first+keys-1 of coll, all published
+	// ownFirst..ownFirst+ownKeys-1 are the items of ownColl owners[0] owns.
+	ownFirst, ownKeys int
+	users             []benchUser
+	owners            []benchUser
+}
+
+type benchUser struct{ id, token string }
+
+// newClassWorld makes roles 0..roles-1 (even: full read, odd: status =
+// published) with n users (user i in role i%roles), an owner role with
+// owners users (rule owner = $CURRENT_USER), and the collections.
+func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, owners, keys, ownedItems int) (*classWorld, error) {
+	w := &classWorld{coll: "bench_classes", ownColl: "bench_owned", keys: keys}
+	fields := []directustest.Field{{Name: "title"}, {Name: "status"}, {Name: "owner"}}
+	for _, c := range []string{w.coll, w.ownColl} {
+		if err := dx.CreateCollection(ctx, c, fields...); err != nil {
+			return nil, err
+		}
+	}
+	items := make([]map[string]any, keys)
+	for i := range items {
+		items[i] = map[string]any{"title": "item " + strconv.Itoa(i), "status": "published"}
+	}
+	var created struct {
+		Data []struct {
+			ID int `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+w.coll+"?fields=id", items, &created); err != nil {
+		return nil, fmt.Errorf("items: %w", err)
+	}
+	w.first = created.Data[0].ID
+	for _, d := range created.Data {
+		w.first = min(w.first, d.ID)
+	}
+	do := func(path string, body any) (string, error) {
+		var out struct {
+			Data struct {
+				ID any `json:"id"`
+			} `json:"data"`
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, path, body, &out); err != nil {
+			return "", fmt.Errorf("POST %s: %w", path, err)
+		}
+		return fmt.Sprint(out.Data.ID), nil
+	}
+	role := func(name string, filter map[string]any, coll string) (string, error) {
+		r, err := do("/roles", map[string]any{"name": name})
+		if err != nil {
+			return "", err
+		}
+		p, err := do("/policies", map[string]any{"name": name, "app_access": false, "admin_access": false})
+		if err != nil {
+			return "", err
+		}
+		if _, err := do("/permissions", map[string]any{"policy": p, "collection": coll, "action": "read", "fields": []string{"*"}, "permissions": filter}); err != nil {
+			return "", err
+		}
+		_, err = do("/access", map[string]any{"role": r, "policy": p})
+		return r, err
+	}
+	roleIDs := make([]string, roles)
+	for i := range roleIDs {
+		filter := map[string]any{}
+		if i%2 == 1 {
+			filter = map[string]any{"status": map[string]any{"_eq": "published"}}
+		}
+		id, err := role(fmt.Sprintf("bench role %d", i), filter, w.coll)
+		if err != nil {
+			return nil, err
+		}
+		roleIDs[i] = id
+	}
+	ownerRole, err := role("bench owners", map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}}, w.ownColl)
+	if err != nil {
+		return nil, err
+	}
+	makeUsers := func(prefix string, count int, roleOf func(i int) string) ([]benchUser, error) {
+		var out []benchUser
+		for start := 0; start < count; start += 500 {
+			var batch []map[string]any
+			for i := start; i < min(count, start+500); i++ {
+				batch = append(batch, map[string]any{"email": fmt.Sprintf("%s%d@example.com", prefix, i), "token": fmt.Sprintf("%s-token-%d", prefix, i), "role": roleOf(i), "status": "active"})
+			}
+			var res struct {
+				Data []struct {
+					ID    string `json:"id"`
+					Email string `json:"email"`
+				} `json:"data"`
+			}
+			if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/users?fields=id,email", batch, &res); err != nil {
+				return nil, fmt.Errorf("users: %w", err)
+			}
+			byEmail := map[string]string{}
+			for _, u := range res.Data {
+				byEmail[u.Email] = u.ID
+			}
+			for i := start; i < min(count, start+500); i++ {
+				out = append(out, benchUser{id: byEmail[fmt.Sprintf("%s%d@example.com", prefix, i)], token: fmt.Sprintf("%s-token-%d", prefix, i)})
+			}
+		}
+		return out, nil
+	}
+	if w.users, err = makeUsers("bu", n, func(i int) string { return roleIDs[i%roles] }); err != nil {
+		return nil, err
+	}
+	if w.owners, err = makeUsers("bo", owners, func(int) string { return ownerRole }); err != nil {
+		return nil, err
+	}
+	owned := make([]map[string]any, ownedItems)
+	for i := range owned {
+		owned[i] = map[string]any{"title": "owned " + strconv.Itoa(i), "owner": w.owners[0].id}
+	}
+	var ownIDs struct {
+		Data []struct {
+			ID int `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+w.ownColl+"?fields=id", owned, &ownIDs); err != nil {
+		return nil, fmt.Errorf("owned items: %w", err)
+	}
+	w.ownFirst, w.ownKeys = ownIDs.Data[0].ID, len(ownIDs.Data)
+	for _, d := range ownIDs.Data {
+		w.ownFirst = min(w.ownFirst, d.ID)
+	}
+	return w, nil
+}
