@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/config"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/flow"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
 )
@@ -644,4 +648,139 @@ func TestFlowFollowsNewCollections(t *testing.T) {
 			}
 		})
 	}
+}
+
+// heldWebhook is a proxy in front of the broker's webhook that can hold the
+// Flow's POSTs back: the event of a write is then still on its way while a
+// client subscribes — the race seen under load, made to happen on demand.
+type heldWebhook struct {
+	*httptest.Server
+	mu      sync.Mutex
+	holding bool
+	held    chan struct{} // receives when a POST is held
+	release chan struct{}
+}
+
+func newHeldWebhook(t *testing.T, target string) *heldWebhook {
+	u, _ := url.Parse(target)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	h := &heldWebhook{held: make(chan struct{}, 16), release: make(chan struct{})}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		hold := h.holding
+		h.mu.Unlock()
+		if hold {
+			h.held <- struct{}{}
+			<-h.release
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+// TestNoDuplicateCreateAfterInit: a subscription opened while a create's
+// event is still on its way gets an init that holds the item already; the
+// create that follows is dropped (Directus never sends both), on both
+// protocols; the next update comes through.
+func TestNoDuplicateCreateAfterInit(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-dup"
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.WebhookSecret = "s3cret"
+	b := brokertest.Start(t, cfg)
+	hook := newHeldWebhook(t, b.URL)
+	removeAfter(t, dx, name)
+	if r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "tags", "--broker-url", hook.URL+"/webhook", "--secret", "s3cret"); r.code != 0 {
+		t.Fatalf("install exited %d", r.code)
+	}
+	hook.mu.Lock()
+	hook.holding = true
+	hook.mu.Unlock()
+	var created struct {
+		Data struct {
+			ID float64 `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPost, "/items/tags", map[string]any{"title": "raced"}, &created); err != nil {
+		t.Fatal(err)
+	}
+	<-hook.held // the create's event is on its way, held back
+	hook.mu.Lock()
+	hook.holding = false
+	hook.mu.Unlock()
+	id := fmt.Sprint(created.Data.ID)
+
+	seed := brokertest.Dial(t, b.WSURL, dx.AdminToken)
+	seed.Send(t, map[string]any{"type": "subscribe", "collection": "tags", "uid": "s", "init": true})
+	seed.NextOfType(t, "SUBSCRIBED")
+	if f := seed.Next(t); f["action"] != "init" || !strings.Contains(fmt.Sprint(f["data"]), "raced") {
+		t.Fatalf("seed init: %v", f)
+	}
+	rt := brokertest.Dial(t, strings.Replace(b.URL, "http", "ws", 1)+"/realtime", "")
+	rt.Send(t, map[string]any{"type": "auth", "access_token": dx.AdminToken})
+	rt.Next(t)
+	rt.Send(t, map[string]any{"type": "subscribe", "collection": "tags", "uid": "r"})
+	if f := rt.Next(t); f["event"] != "init" || !strings.Contains(fmt.Sprint(f["data"]), "raced") {
+		t.Fatalf("realtime init: %v", f)
+	}
+	close(hook.release) // the create arrives after both inits
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPatch, "/items/tags/"+id, map[string]any{"title": "raced 2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if f := seed.Next(t); f["action"] != "update" || fmt.Sprint(f["keys"]) != "["+id+"]" {
+		t.Fatalf("seed: the first event after init must be the update, got %v", f)
+	}
+	if f := rt.Next(t); f["event"] != "update" {
+		t.Fatalf("realtime: the first event after init must be the update, got %v", f)
+	}
+}
+
+// TestUncoveredCollectionNotice: a subscriber of a collection no active
+// Flow covers is told so once (it would otherwise wait forever); one of a
+// covered collection is not. It needs the service token (to read the
+// Flows).
+func TestUncoveredCollectionNotice(t *testing.T) {
+	dx := requireFlowDirectus(t)
+	const name = "flow-test-cover"
+	client, _ := directus.NewClient(dx.URL, 10*time.Second)
+	service, err := flow.EnsureServiceUser(context.Background(), client, dx.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeAfter(t, dx, name)
+	// Other tests' Flows may follow every collection: this test's Flow
+	// must be the only active one.
+	var flows struct {
+		Data []struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodGet, "/flows?fields=id,name&filter[status][_eq]=active", nil, &flows); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flows.Data {
+		t.Logf("deactivating flow %s (%s) for this test", f.ID, f.Name)
+		if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPatch, "/flows/"+f.ID, map[string]any{"status": "inactive"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name, "--collections", "tags", "--broker-url", "http://127.0.0.1:9/webhook"); r.code != 0 {
+		t.Fatalf("install exited %d", r.code)
+	}
+	cfg := config.Default()
+	cfg.DirectusURL = dx.URL
+	cfg.DirectusServiceToken = service
+	b := brokertest.Start(t, cfg)
+	c := brokertest.Dial(t, b.WSURL, dx.AdminToken)
+	c.Send(t, map[string]any{"type": "subscribe", "collection": "articles", "uid": "a"})
+	c.NextOfType(t, "SUBSCRIBED")
+	if f := c.Next(t); f["type"] != "ERROR" || f["data"].(map[string]any)["code"] != "NOT_COVERED" || f["uid"] != "a" {
+		t.Fatalf("want a NOT_COVERED notice, got %v", f)
+	}
+	c.Send(t, map[string]any{"type": "subscribe", "collection": "tags", "uid": "t"})
+	c.NextOfType(t, "SUBSCRIBED")
+	c.Quiet(t, "covered")
 }

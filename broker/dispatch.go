@@ -215,9 +215,13 @@ func (b *Broker) tokenRefused(g *group, token string) {
 func view(e Event, items map[string]json.RawMessage, deleted map[string]bool, hidden func(string) bool) (*Delivery, bool) {
 	d := &Delivery{Event: e}
 	if e.Action == ActionDelete {
-		for _, k := range e.Keys {
+		var raw []json.RawMessage
+		for i, k := range e.Keys {
 			if !hidden(k) {
 				d.Keys = append(d.Keys, k)
+				if len(e.RawKeys) == len(e.Keys) {
+					raw = append(raw, e.RawKeys[i])
+				}
 			}
 		}
 		if len(d.Keys) == 0 {
@@ -225,6 +229,9 @@ func view(e Event, items map[string]json.RawMessage, deleted map[string]bool, hi
 		}
 		d.Payload, _ = json.Marshal(d.Keys)
 		d.Data = d.Payload
+		if raw != nil {
+			d.RawKeys = jsonArray(raw)
+		}
 		return d, true
 	}
 	data := make([]json.RawMessage, 0, len(e.Keys))
@@ -282,6 +289,13 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 			b.missed(s, d.Event, expiredNotice)
 			continue
 		}
+		if snap := s.snapshot.Load(); snap != nil {
+			if action == ActionDelete {
+				snap.forget(d.Keys)
+			} else if action == ActionCreate && snap.holdsAll(d.Keys) {
+				continue // the snapshot already showed it
+			}
+		}
 		k := frameKey{s.Encoder, string(s.UID)}
 		frame := lastFrame
 		if lastFrame == nil || k != lastKey {
@@ -294,7 +308,7 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 			}
 			lastKey, lastFrame = k, frame
 		}
-		s.deliver(frame, d.Event.ID)
+		s.deliver(frame, d.Event.ID, action, d.Keys)
 		sent++
 	}
 	b.metrics.FramesSent.Add(sent)
@@ -308,7 +322,7 @@ const (
 // missed tells s it did not get e.
 func (b *Broker) missed(s *Subscription, e Event, message string) {
 	b.metrics.EventsMissed.Add(1)
-	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Count: 1, Message: message}), e.ID)
+	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Count: 1, Message: message}), e.ID, "", nil)
 }
 
 // readFailed tells g's subscribers they missed e: nothing unfiltered is ever

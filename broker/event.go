@@ -29,6 +29,10 @@ type Event struct {
 	Collection string          `json:"collection"`
 	Keys       []string        `json:"keys"`
 	Payload    json.RawMessage `json:"payload,omitempty"`
+	// RawKeys are the keys as Directus wrote them (numbers stay numbers),
+	// one per key, when known: a delete's frame repeats them as Directus's
+	// own realtime does.
+	RawKeys []json.RawMessage `json:"raw_keys,omitempty"`
 }
 
 // Validate reports what makes e unusable, or nil.

@@ -13,7 +13,16 @@ type AttachOptions struct {
 	// Snapshot, when set, reads the items the subscription starts from (its
 	// Init frame). It runs after the subscription is attached, so every
 	// event is either reflected in it or delivered after it.
-	Snapshot func(ctx context.Context) (json.RawMessage, error)
+	Snapshot func(ctx context.Context) (Snapshot, error)
+}
+
+// Snapshot is what a subscription starts from.
+type Snapshot struct {
+	Data json.RawMessage
+	// Keys of the items in Data (nil when unknown): a create of one of
+	// them that arrives after the snapshot is a duplicate and is dropped,
+	// until a delete of it is seen.
+	Keys []string
 }
 
 // Subscribe attaches s and sends, in this order: the ack, the events after
@@ -55,7 +64,7 @@ func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOpti
 			return fail(err)
 		}
 	}
-	var snapshot json.RawMessage
+	var snapshot Snapshot
 	if opts.Snapshot != nil {
 		if snapshot, err = opts.Snapshot(ctx); err != nil {
 			return fail(err)
@@ -67,10 +76,12 @@ func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOpti
 	for _, f := range replayed {
 		s.Sink.Send(f)
 	}
+	keys := newInitKeys(snapshot.Keys)
 	if opts.Snapshot != nil {
-		s.Sink.Send(s.Encoder.Init(s, snapshot))
+		s.Sink.Send(s.Encoder.Init(s, snapshot.Data))
+		s.snapshot.Store(keys)
 	}
-	s.release()
+	s.release(keys)
 	return nil
 }
 

@@ -20,13 +20,13 @@ func TestSubscribeSnapshotThenLiveWithoutGap(t *testing.T) {
 	sink := newRecSink()
 	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
 	var ev []Event
-	snapshot := func(context.Context) (json.RawMessage, error) {
+	snapshot := func(context.Context) (Snapshot, error) {
 		// The snapshot is read; then item 7 is written and its event is
 		// published and dispatched, all before the subscription is acked.
 		data := json.RawMessage(`[]`)
 		ev = r.publish(t, create("7"))
 		r.drain(t)
-		return data, nil
+		return Snapshot{Data: data}, nil
 	}
 	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Snapshot: snapshot}); err != nil {
 		t.Fatal(err)
@@ -48,10 +48,10 @@ func TestSubscribeSinceAndInitOrder(t *testing.T) {
 	sink := newRecSink()
 	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
 	var live []Event
-	snapshot := func(context.Context) (json.RawMessage, error) {
+	snapshot := func(context.Context) (Snapshot, error) {
 		live = r.publish(t, update("1"))
 		r.drain(t)
-		return json.RawMessage(`[{"id":1}]`), nil
+		return Snapshot{Data: json.RawMessage(`[{"id":1}]`)}, nil
 	}
 	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Since: first[0].ID, Snapshot: snapshot}); err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestSubscribeSinceAndInitOrder(t *testing.T) {
 func TestSubscribeFailureIsNeverAcked(t *testing.T) {
 	r := newRig(t, Options{})
 	for name, opts := range map[string]AttachOptions{
-		"snapshot": {Snapshot: func(context.Context) (json.RawMessage, error) { return nil, errors.New("forbidden") }},
+		"snapshot": {Snapshot: func(context.Context) (Snapshot, error) { return Snapshot{}, errors.New("forbidden") }},
 		"history":  {Since: "1-1"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -100,10 +100,10 @@ func TestHeldFramesBoundedInBytes(t *testing.T) {
 	sink := newRecSink()
 	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
 	var ev []Event
-	snapshot := func(context.Context) (json.RawMessage, error) {
+	snapshot := func(context.Context) (Snapshot, error) {
 		ev = r.publish(t, update("1"), update("1"), update("1"), update("1"))
 		r.drain(t)
-		return json.RawMessage(`[]`), nil
+		return Snapshot{Data: json.RawMessage(`[]`)}, nil
 	}
 	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Snapshot: snapshot}); err != nil {
 		t.Fatal(err)
@@ -182,4 +182,32 @@ func otherShardCollection(b *Broker, coll string) string {
 		}
 	}
 	panic("no collection on another shard")
+}
+
+// A create of an item the snapshot already holds is a duplicate (its event
+// was on its way through the Flow when the snapshot was read): it is
+// dropped, held back or live, until a delete of that key is seen.
+func TestNoCreateAfterInitHoldsIt(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("7", `{"id":7}`)
+	r.reader.set("8", `{"id":8}`)
+	sink := newRecSink()
+	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
+	snapshot := func(context.Context) (Snapshot, error) {
+		r.publish(t, create("7")) // held back: the snapshot shows 7
+		r.drain(t)
+		return Snapshot{Data: json.RawMessage(`[{"id":7}]`), Keys: []string{"7"}}, nil
+	}
+	if err := r.b.Subscribe(context.Background(), s, AttachOptions{Snapshot: snapshot}); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(t, create("7")) // live: still a duplicate (a retry)
+	c8 := r.publish(t, create("8"))
+	d7 := r.publish(t, del("7"))
+	again := r.publish(t, create("7")) // after its delete: a new item
+	r.drain(t)
+	want := []string{"ack+init", `init:[{"id":7}]`, `create:8:[{"id":8}]:` + c8[0].ID, `delete:7:["7"]:` + d7[0].ID, `create:7:[{"id":7}]:` + again[0].ID}
+	if got := sink.got(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
 }

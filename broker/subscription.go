@@ -97,6 +97,9 @@ type Subscription struct {
 	// tokens, until it is rebound to a working token.
 	suspended atomic.Bool
 	held      holdQueue
+	// snapshot holds the keys of the init snapshot, for dropping the
+	// duplicate creates that follow it (nil: no snapshot).
+	snapshot atomic.Pointer[initKeys]
 }
 
 // NewSubscription makes a subscription reading with cred.
@@ -123,4 +126,7 @@ type Delivery struct {
 	// Data holds the items as the group's query reads them (create and
 	// update), or the keys (delete).
 	Data json.RawMessage
+	// RawKeys are a delete's keys as Directus wrote them (numbers as
+	// numbers), when known: Directus's own frames repeat them so.
+	RawKeys json.RawMessage
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,11 +40,14 @@ type Classes struct {
 	auth    *Authenticator
 	log     zerolog.Logger
 
-	model atomic.Pointer[accessModel]
-	users *roleLoader
+	model    atomic.Pointer[accessModel]
+	coverage atomic.Pointer[coverage]
+	users    *roleLoader
 	// gen counts rereads: what was proven under an older one (a cached
 	// subscribe check) is not trusted.
 	gen atomic.Uint64
+	// preloaded is set when the last Load read every user's role.
+	preloaded atomic.Bool
 }
 
 // Generation counts the rereads of what decides access.
@@ -68,12 +72,24 @@ func (c *Classes) Load(ctx context.Context) error {
 		return nil
 	}
 	defer c.gen.Add(1)
+	if cov, err := loadCoverage(ctx, c.client, c.service); err == nil {
+		c.coverage.Store(cov)
+	} else {
+		c.coverage.Store(nil) // unknown: no notices
+	}
 	m, err := loadAccessModel(ctx, c.client, c.service)
 	if err != nil {
 		c.model.Store(nil)
 		return err
 	}
 	c.model.Store(m)
+	// Every user's role at once, while there are not too many: a reconnect
+	// storm then costs no lookups (users created since are read on demand).
+	err = c.users.preload(ctx)
+	c.preloaded.Store(err == nil)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("users' roles not preloaded; read on demand")
+	}
 	return nil
 }
 
@@ -193,6 +209,9 @@ func (c *Classes) Refresh(ctx context.Context, live []broker.Credentials) error 
 		return nil
 	}
 	err := c.Load(ctx)
+	if c.preloaded.Load() {
+		return err
+	}
 	var ids []string
 	seen := map[string]bool{}
 	for _, cred := range live {
@@ -242,6 +261,37 @@ type roleLoader struct {
 	roles    map[string]*string // user → role (nil pointer: no role)
 	waiting  map[string][]chan error
 	inflight bool
+}
+
+// maxPreload bounds the users whose roles Load reads at once.
+const maxPreload = 100000
+
+// preload reads the roles of all users, unless there are more than
+// maxPreload (they are then read on demand).
+func (l *roleLoader) preload(ctx context.Context) error {
+	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token,
+		Query: map[string][]string{"fields": {"id,role"}, "limit": {strconv.Itoa(maxPreload + 1)}}})
+	if err != nil {
+		return err
+	}
+	var users []struct {
+		ID   string  `json:"id"`
+		Role *string `json:"role"`
+	}
+	if err := json.Unmarshal(data, &users); err != nil {
+		return err
+	}
+	if len(users) > maxPreload {
+		return fmt.Errorf("more than %d users", maxPreload)
+	}
+	roles := make(map[string]*string, len(users))
+	for _, u := range users {
+		roles[u.ID] = u.Role
+	}
+	l.mu.Lock()
+	l.roles = roles
+	l.mu.Unlock()
+	return nil
 }
 
 // role is user's role when known.

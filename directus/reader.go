@@ -279,3 +279,32 @@ func readError(collection string, err error) error {
 	}
 	return fmt.Errorf("read %s: %w", collection, err)
 }
+
+// KeysOf returns the primary keys of the items in a snapshot (a JSON array,
+// or one object) as token sees the collection's primary key; nil when it
+// cannot tell (no primary key visible, or the query left it out).
+func (r *Reader) KeysOf(ctx context.Context, token, collection string, data json.RawMessage) []string {
+	pk := r.primaryKey(ctx, token, collection)
+	if pk == "" {
+		return nil
+	}
+	var items []map[string]json.RawMessage
+	if len(data) > 0 && data[0] == '{' {
+		var one map[string]json.RawMessage
+		if json.Unmarshal(data, &one) != nil {
+			return nil
+		}
+		items = []map[string]json.RawMessage{one}
+	} else if json.Unmarshal(data, &items) != nil {
+		return nil
+	}
+	keys := make([]string, 0, len(items))
+	for _, it := range items {
+		k, ok := keyText(it[pk])
+		if !ok {
+			return nil
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}

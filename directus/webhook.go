@@ -72,7 +72,7 @@ func normalizeOne(raw json.RawMessage) (broker.Event, error) {
 		return broker.Event{}, &NotEventError{"not a JSON object"}
 	}
 	if err := dec.Decode(&b); err != nil {
-		return broker.Event{}, &NotEventError{"unexpected field types: " + err.Error()}
+		return broker.Event{}, &NotEventError{fieldTypes(err)}
 	}
 	action, collection, err := actionOf(b)
 	if err != nil {
@@ -81,13 +81,14 @@ func normalizeOne(raw json.RawMessage) (broker.Event, error) {
 	if err := broker.ValidateCollection(collection); err != nil {
 		return broker.Event{}, &NotEventError{err.Error()}
 	}
-	keys, err := keysOf(b, action)
+	keys, rawKeys, err := keysOf(b, action)
 	if err != nil {
 		return broker.Event{}, &NotEventError{err.Error()}
 	}
 	e := broker.Event{Action: action, Collection: collection, Keys: keys, Payload: b.Payload}
 	if action == broker.ActionDelete {
 		e.Payload, _ = json.Marshal(keys)
+		e.RawKeys = rawKeys
 	}
 	if strings.HasPrefix(collection, "directus_") {
 		// A change of access (see systemEvents): only which keys changed
@@ -165,32 +166,33 @@ func actionOf(b webhookBody) (broker.Action, string, error) {
 
 // keysOf reads "keys" (array) or "key" (scalar) as strings; a delete may
 // carry its keys only as the payload.
-func keysOf(b webhookBody, action broker.Action) ([]string, error) {
+func keysOf(b webhookBody, action broker.Action) ([]string, []json.RawMessage, error) {
 	var raw []json.RawMessage
 	switch {
 	case len(b.Keys) > 0 && string(b.Keys) != "null":
 		if err := json.Unmarshal(b.Keys, &raw); err != nil {
-			return nil, errors.New(`"keys" must be an array`)
+			return nil, nil, errors.New(`"keys" must be an array`)
 		}
 	case len(b.Key) > 0 && string(b.Key) != "null":
 		raw = []json.RawMessage{b.Key}
 	case action == broker.ActionDelete && len(b.Payload) > 0 && b.Payload[0] == '[':
 		if err := json.Unmarshal(b.Payload, &raw); err != nil {
-			return nil, errors.New(`delete payload must be an array of keys`)
+			return nil, nil, errors.New(`delete payload must be an array of keys`)
 		}
 	}
 	if len(raw) == 0 {
-		return nil, fmt.Errorf(`%s event without "key" or "keys"`, action)
+		return nil, nil, fmt.Errorf(`%s event without "key" or "keys"`, action)
 	}
 	keys := make([]string, len(raw))
 	for i, r := range raw {
 		k, err := keyString(r)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		keys[i] = k
+		raw[i] = bytes.TrimSpace(r)
 	}
-	return keys, nil
+	return keys, raw, nil
 }
 
 // keyString renders a primary key (number or string) as a string, numbers
@@ -211,4 +213,18 @@ func keyString(r json.RawMessage) (string, error) {
 		return string(r), nil
 	}
 	return "", fmt.Errorf("key %s: keys must be strings or numbers", r)
+}
+
+// fieldTypes says which field of a body has the wrong type, in the broker's
+// words (the decoder's own error names Go types and struct fields).
+func fieldTypes(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		want := map[string]string{"event": "a string", "action": "a string", "collection": "a string", "keys": "an array of keys"}[te.Field]
+		if want == "" {
+			want = "of another type"
+		}
+		return fmt.Sprintf("%q must be %s", te.Field, want)
+	}
+	return "the body is not an event object (event, collection, payload, key or keys)"
 }

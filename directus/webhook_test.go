@@ -76,17 +76,17 @@ func TestNormalizeShapes(t *testing.T) {
 		{"flow update with numeric keys", `{"event":"test.items.update","payload":{"a":1},"keys":[5,6],"collection":"test"}`,
 			[]broker.Event{{Action: "update", Collection: "test", Keys: []string{"5", "6"}, Payload: json.RawMessage(`{"a":1}`)}}},
 		{"collection taken from the event name", `{"event":"posts.items.delete","payload":["x"],"keys":["x"]}`,
-			[]broker.Event{{Action: "delete", Collection: "posts", Keys: []string{"x"}, Payload: json.RawMessage(`["x"]`)}}},
+			[]broker.Event{{Action: "delete", Collection: "posts", Keys: []string{"x"}, Payload: json.RawMessage(`["x"]`), RawKeys: []json.RawMessage{json.RawMessage(`"x"`)}}}},
 		{"collection name containing items", `{"event":"my_items.items.update","payload":{},"keys":[1],"collection":"my_items"}`,
 			[]broker.Event{{Action: "update", Collection: "my_items", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}}},
 		{"legacy webhook", `{"event":"items.update","accountability":{"user":"u","role":"r"},"payload":{"t":"x"},"keys":["3"],"collection":"test"}`,
 			[]broker.Event{{Action: "update", Collection: "test", Keys: []string{"3"}, Payload: json.RawMessage(`{"t":"x"}`)}}},
 		{"legacy delete with keys only in payload", `{"event":"items.delete","payload":[7,8],"collection":"test"}`,
-			[]broker.Event{{Action: "delete", Collection: "test", Keys: []string{"7", "8"}, Payload: json.RawMessage(`["7","8"]`)}}},
+			[]broker.Event{{Action: "delete", Collection: "test", Keys: []string{"7", "8"}, Payload: json.RawMessage(`["7","8"]`), RawKeys: []json.RawMessage{json.RawMessage(`7`), json.RawMessage(`8`)}}}},
 		{"seed shape", `{"action":"UPDATE","payload":{"test":"new"},"keys":["3"],"collection":"test"}`,
 			[]broker.Event{{Action: "update", Collection: "test", Keys: []string{"3"}, Payload: json.RawMessage(`{"test":"new"}`)}}},
 		{"array of shapes", `[{"action":"create","payload":{},"keys":[1],"collection":"a"},{"event":"b.items.delete","keys":["2"]}]`,
-			[]broker.Event{{Action: "create", Collection: "a", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}, {Action: "delete", Collection: "b", Keys: []string{"2"}, Payload: json.RawMessage(`["2"]`)}}},
+			[]broker.Event{{Action: "create", Collection: "a", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}, {Action: "delete", Collection: "b", Keys: []string{"2"}, Payload: json.RawMessage(`["2"]`), RawKeys: []json.RawMessage{json.RawMessage(`"2"`)}}}},
 		{"uuid keys stay strings", `{"event":"t.items.create","payload":{},"key":"0b5c4a6e-1f4c-4a54-9a3e-6b3a0a6b8f10","collection":"t"}`,
 			[]broker.Event{{Action: "create", Collection: "t", Keys: []string{"0b5c4a6e-1f4c-4a54-9a3e-6b3a0a6b8f10"}, Payload: json.RawMessage(`{}`)}}},
 	}
@@ -124,6 +124,8 @@ func TestNormalizeRejects(t *testing.T) {
 		{"no keys", `{"event":"test.items.update","payload":{},"collection":"test"}`, false, "without"},
 		{"key is an object", `{"event":"test.items.create","key":{"a":1},"collection":"test"}`, false, "keys must be"},
 		{"update payload not an object", `{"event":"test.items.update","payload":[1],"keys":[1],"collection":"test"}`, false, "changed fields"},
+		{"event not a string: the broker's words, not Go's", `{"event":5,"keys":[1]}`, false, `"event" must be a string`},
+		{"keys not an array", `{"event":"a.items.update","keys":{"x":1},"payload":{}}`, false, `"keys" must be an array`},
 		{"one bad event rejects the batch", `[{"action":"create","collection":"a","keys":[1]},{"action":"nope","collection":"a","keys":[1]}]`, false, "event 1"},
 	}
 	for _, tt := range tests {
@@ -140,6 +142,8 @@ func TestNormalizeRejects(t *testing.T) {
 				t.Fatalf("want NotEventError, got %v", err)
 			case !tt.malformed && !strings.Contains(ne.Reason, tt.reason):
 				t.Fatalf("reason %q does not mention %q", ne.Reason, tt.reason)
+			case !tt.malformed && (strings.Contains(ne.Reason, "Go ") || strings.Contains(ne.Reason, "webhookBody")):
+				t.Fatalf("reason %q shows decoder internals", ne.Reason)
 			}
 		})
 	}

@@ -48,7 +48,7 @@ func requireDirectus(t testing.TB) {
 	dxOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		dx, dxErr = directustest.Start(ctx, directustest.Options{Version: "11.17.4"})
+		dx, dxErr = directustest.Start(ctx, directustest.Options{Version: "11.17.4", Env: map[string]string{"WEBSOCKETS_ENABLED": "true"}})
 		if dxErr == nil {
 			if dxErr = setupFixture(ctx); dxErr != nil {
 				dxErr = fmt.Errorf("fixture: %w\n%s", dxErr, dx.Log())

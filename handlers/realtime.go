@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
@@ -134,8 +133,10 @@ func (r *realtimeCodec) heartbeat(c *conn) {
 			return
 		case <-handshake:
 			if !r.spoke.Load() {
-				c.Send(rtError("auth", "AUTH_TIMEOUT", "Authentication timed out.", nil))
-				c.Close(websocket.ClosePolicyViolation, "authentication timed out")
+				// As Directus: the handshake failed, closed without a
+				// status code (the client sees 1005).
+				c.Send(rtHandshakeFailed)
+				c.Close(0, "")
 				return
 			}
 		case now := <-tick.C:
@@ -144,7 +145,7 @@ func (r *realtimeCodec) heartbeat(c *conn) {
 			}
 			if !pinged.IsZero() && r.lastSeen.Load() < pinged.UnixNano() {
 				c.log.Debug().Msg("no frame since the last heartbeat ping; closing")
-				c.Close(websocket.CloseNormalClosure, "no message since the last ping")
+				c.Close(0, "") // as Directus: no status code
 				return
 			}
 			pinged = now
@@ -199,13 +200,18 @@ func (r *realtimeCodec) handle(c *conn, msg []byte) {
 	}
 }
 
+// rtHandshakeFailed is Directus's answer to any failed handshake: no auth
+// frame in time, another frame first, or credentials it refuses.
+var rtHandshakeFailed = rtError("auth", "AUTH_FAILED", "Authentication handshake failed.", nil)
+
 // handshake handles the first frame of a handshake-mode connection: it must
-// be an auth frame with valid credentials, or the connection is closed.
+// be an auth frame with valid credentials, or the connection is closed as
+// Directus closes it (no status code).
 func (r *realtimeCodec) handshake(c *conn, msg []byte) {
 	f, perr := parseRealtimeFrame(msg)
 	if perr != nil || f.Type != "auth" {
-		c.Send(rtError("auth", "AUTH_FAILED", "Authentication handshake failed.", nil))
-		c.Close(websocket.ClosePolicyViolation, "authentication failed")
+		c.Send(rtHandshakeFailed)
+		c.Close(0, "")
 		return
 	}
 	r.auth(c, f, true)
@@ -237,20 +243,21 @@ func (r *realtimeCodec) auth(c *conn, f realtimeFrame, handshake bool) {
 		_, err = c.sess.Authenticate(ctx, token)
 	}
 	if err != nil {
-		code, msg := "AUTH_FAILED", "Authentication failed."
+		// Directus answers every failure alike; the cause is the broker's
+		// to log (an unreachable Directus), not the client's to parse.
+		msg := "Authentication failed."
 		if handshake {
 			msg = "Authentication handshake failed."
 		}
 		if directus.Unavailable(err) {
-			code, msg = "SERVICE_UNAVAILABLE", "Directus could not be reached or did not answer in time."
 			c.log.Warn().Err(err).Msg("realtime auth: Directus unreachable")
 		}
-		c.Send(rtError("auth", code, msg, uid))
+		c.Send(rtError("auth", "AUTH_FAILED", msg, uid))
 		if r.mode == authPublic {
 			_, _ = c.sess.Authenticate(ctx, "")
 			return
 		}
-		c.Close(websocket.ClosePolicyViolation, "authentication failed")
+		c.Close(0, "") // as Directus: no status code
 		return
 	}
 	c.Send(rtAuthOK(f.UID, refresh))
@@ -263,8 +270,10 @@ type subscribeFrame struct {
 	Query      json.RawMessage `json:"query"`
 	Event      *string         `json:"event"`
 	Item       json.RawMessage `json:"item"`
-	// Since resumes after a broker event id (an addition to Directus).
-	Since string `json:"since"`
+	// Since resumes after a broker event id; EventIDs asks for each
+	// event's id (additions to Directus: frames carry no id otherwise).
+	Since    string `json:"since"`
+	EventIDs bool   `json:"event_ids"`
 }
 
 // subscribe attaches a subscription. As in Directus, a subscription with
@@ -314,7 +323,9 @@ func (r *realtimeCodec) subscribe(c *conn, f realtimeFrame) {
 		// An event filter or a resume: init carries no data (Directus
 		// sends none with an event filter; a resume replays instead).
 		Init: m.Event == nil && m.Since == "", Since: m.Since,
-		Encoder: realtimeEncoder{item: item},
+		// Event ids only when asked for (a resume implies it): Directus's
+		// frames have none, and strict clients compare them whole.
+		Encoder: realtimeEncoder{item: item, ids: m.EventIDs || m.Since != ""},
 	})
 	if err != nil && ctx.Err() == nil {
 		fail(err)
@@ -405,7 +416,7 @@ func (r *realtimeCodec) GraceOver(s *session.Session) {
 			return
 		}
 	}
-	r.c.Close(closeTokenExpired, "token expired")
+	r.c.Close(0, "") // as Directus: no status code
 }
 
 // Dropped implements session.Protocol: a subscribe error with the

@@ -132,15 +132,22 @@ func rtItems(data, meta json.RawMessage, uid json.RawMessage) []byte {
 // deletes), not an array.
 type realtimeEncoder struct {
 	item string
+	// ids adds "event_id" to event frames (the subscribe asked for them
+	// with event_ids or since).
+	ids bool
 }
 
 var _ broker.Encoder = realtimeEncoder{}
 
-// Event implements broker.Encoder. The broker's event id rides along as
-// "event_id" (an addition to Directus's frame), for resuming with "since".
-// It returns nil when an item subscription's item is not in d.
+// Event implements broker.Encoder: byte for byte Directus's frame, plus
+// "event_id" (the broker's event id, for resuming with "since") when the
+// subscription asked for it. It returns nil when an item subscription's
+// item is not in d.
 func (e realtimeEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
 	data := d.Data
+	if d.Event.Action == broker.ActionDelete && d.RawKeys != nil {
+		data = d.RawKeys // as Directus writes them: numbers stay numbers
+	}
 	if e.item != "" {
 		data = itemOf(d, e.item)
 		if data == nil {
@@ -152,7 +159,7 @@ func (e realtimeEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
 	b = append(b, d.Event.Action...)
 	b = append(b, `","data":`...)
 	b = append(b, data...)
-	if d.Event.ID != "" {
+	if e.ids && d.Event.ID != "" {
 		b = append(b, `,"event_id":"`...)
 		b = append(b, d.Event.ID...) // "<ms>-<seq>": no escaping needed
 		b = append(b, '"')

@@ -47,16 +47,20 @@ func TestRealtimeEncoder(t *testing.T) {
 	create := &broker.Delivery{Event: broker.Event{ID: "1-1", Action: broker.ActionCreate}, Keys: []string{"1", "2"},
 		Data: json.RawMessage(`[{"id":1},{"id":2}]`)}
 	del := &broker.Delivery{Event: broker.Event{ID: "1-2", Action: broker.ActionDelete}, Keys: []string{"2"}, Data: json.RawMessage(`["2"]`)}
+	// Keys Directus wrote as numbers are repeated so, as its realtime does.
+	delNum := &broker.Delivery{Event: broker.Event{ID: "1-3", Action: broker.ActionDelete}, Keys: []string{"2"}, Data: json.RawMessage(`["2"]`), RawKeys: json.RawMessage(`[2]`)}
 	tests := []struct {
 		enc  realtimeEncoder
 		d    *broker.Delivery
 		want string
 	}{
-		{realtimeEncoder{}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"event_id":"1-1","uid":"s"}`},
-		{realtimeEncoder{item: "2"}, create, `{"type":"subscription","event":"create","data":{"id":2},"event_id":"1-1","uid":"s"}`},
+		{realtimeEncoder{}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"uid":"s"}`},
+		{realtimeEncoder{ids: true}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"event_id":"1-1","uid":"s"}`},
+		{realtimeEncoder{item: "2"}, create, `{"type":"subscription","event":"create","data":{"id":2},"uid":"s"}`},
 		{realtimeEncoder{item: "3"}, create, ``},
-		{realtimeEncoder{}, del, `{"type":"subscription","event":"delete","data":["2"],"event_id":"1-2","uid":"s"}`},
-		{realtimeEncoder{item: "2"}, del, `{"type":"subscription","event":"delete","data":"2","event_id":"1-2","uid":"s"}`},
+		{realtimeEncoder{}, del, `{"type":"subscription","event":"delete","data":["2"],"uid":"s"}`},
+		{realtimeEncoder{}, delNum, `{"type":"subscription","event":"delete","data":[2],"uid":"s"}`},
+		{realtimeEncoder{item: "2", ids: true}, del, `{"type":"subscription","event":"delete","data":"2","event_id":"1-2","uid":"s"}`},
 	}
 	for _, tc := range tests {
 		if got := string(tc.enc.Event(tc.d, uid)); got != tc.want {

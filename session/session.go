@@ -54,6 +54,13 @@ type Protocol interface {
 	Dropped(sub *broker.Subscription, err error) []byte
 }
 
+// Reader reads items with a client's token (the broker's Reader), and tells
+// the keys of the items of a snapshot (nil when it cannot).
+type Reader interface {
+	broker.Reader
+	KeysOf(ctx context.Context, token, collection string, data json.RawMessage) []string
+}
+
 // Authenticator validates tokens with Directus.
 type Authenticator interface {
 	Validate(ctx context.Context, token string) (directus.Identity, error)
@@ -75,7 +82,7 @@ type Limits struct {
 // broker's assembly (internal/app).
 type Deps struct {
 	Broker *broker.Broker
-	Reader broker.Reader
+	Reader Reader
 	Auth   Authenticator
 	REST   REST
 	// Classes is the broker's Classifier: a token change that changes a
@@ -86,7 +93,20 @@ type Deps struct {
 	// Access loads what Classes needs of a token's user before its first
 	// subscribe (nil: nothing to load).
 	Access Preparer
-	Limits Limits
+	// Coverage tells whether a Directus Flow sends a collection's events
+	// (nil: unknown).
+	Coverage Coverage
+	Limits   Limits
+	Log      zerolog.Logger
+
+	// warnedUncovered remembers the collections logged as not covered.
+	warnedUncovered sync.Map
+}
+
+// Coverage tells whether a collection's events reach the broker; known is
+// false when it cannot tell.
+type Coverage interface {
+	Covered(collection string) (covered, known bool)
 }
 
 // Preparer loads what the classifier needs of an identity (its user's role).

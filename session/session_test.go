@@ -83,6 +83,8 @@ func (d *fakeDirectus) ReadSnapshot(_ context.Context, token, collection string,
 	return json.RawMessage(`[]`), nil
 }
 
+func (d *fakeDirectus) KeysOf(context.Context, string, string, json.RawMessage) []string { return nil }
+
 func (d *fakeDirectus) DoRaw(_ context.Context, r directus.Request) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -102,8 +102,24 @@ func (s *Session) checkDirect(ctx context.Context, token, collection string, q b
 }
 
 // snapshot reads what a subscription starts from, sharing the read with the
-// subscribers of its class who ask before it starts.
-func (s *Session) snapshot(ctx context.Context, cred broker.Credentials, collection string, q broker.Query, item string) (json.RawMessage, error) {
+// subscribers of its class who ask before it starts, with its items' keys
+// (for dropping the duplicate creates that may follow it).
+func (s *Session) snapshot(ctx context.Context, cred broker.Credentials, collection string, q broker.Query, item string) (broker.Snapshot, error) {
+	data, err := s.snapshotData(ctx, cred, collection, q, item)
+	if err != nil {
+		return broker.Snapshot{}, err
+	}
+	snap := broker.Snapshot{Data: data}
+	switch {
+	case item != "":
+		snap.Keys = []string{item}
+	default:
+		snap.Keys = s.deps.Reader.KeysOf(ctx, cred.Token, collection, data)
+	}
+	return snap, nil
+}
+
+func (s *Session) snapshotData(ctx context.Context, cred broker.Credentials, collection string, q broker.Query, item string) (json.RawMessage, error) {
 	read := func(ctx context.Context) (json.RawMessage, error) {
 		if item != "" {
 			return s.readItem(ctx, cred.Token, collection, item, q)

@@ -76,7 +76,7 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	sub := broker.NewSubscription(coll, cred, q, req.Actions, req.UID, s, req.Encoder)
 	opts := broker.AttachOptions{Since: req.Since}
 	if req.Init {
-		opts.Snapshot = func(ctx context.Context) (json.RawMessage, error) { return s.snapshot(ctx, cred, coll, q, req.Item) }
+		opts.Snapshot = func(ctx context.Context) (broker.Snapshot, error) { return s.snapshot(ctx, cred, coll, q, req.Item) }
 	} else if err := s.check(ctx, cred, coll, q, req.Item); err != nil {
 		// No snapshot: the token must be proven to read the collection
 		// with this query now, so a forbidden collection or field fails
@@ -100,7 +100,25 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 		// to the public role): follow it.
 		s.rebind(ctx, req.Key, entry{sub: sub, item: req.Item}, cred, now)
 	}
+	s.warnUncovered(sub)
 	return sub, nil
+}
+
+// warnUncovered tells the subscriber (once, after its ack) and the log (once
+// per collection) when no active Flow sends the collection's events: it
+// would otherwise wait for events that never come.
+func (s *Session) warnUncovered(sub *broker.Subscription) {
+	if s.deps.Coverage == nil {
+		return
+	}
+	if covered, known := s.deps.Coverage.Covered(sub.Collection); !known || covered {
+		return
+	}
+	s.Send(sub.Encoder.Notice(sub, broker.Notice{Code: "NOT_COVERED",
+		Message: "no active Directus Flow sends this collection's events to the broker: run directus-ws-broker flow install (without --collections it follows every collection)"}))
+	if _, seen := s.deps.warnedUncovered.LoadOrStore(sub.Collection, true); !seen {
+		s.deps.Log.Warn().Str("collection", sub.Collection).Msg("subscription to a collection no active Flow covers: its subscribers get no events (flow install)")
+	}
 }
 
 // refused passes err on; a refusal of the token itself expires it.

@@ -50,7 +50,8 @@ func New(cfg config.Config, log zerolog.Logger) (*App, error) {
 	}, log)
 	sessions := &session.Deps{
 		Broker: b, Reader: reader, REST: client, Auth: auth,
-		Classes: classes, Access: classes, Shared: session.NewShared(cfg.CheckCacheTTL),
+		Classes: classes, Access: classes, Coverage: classes, Shared: session.NewShared(cfg.CheckCacheTTL),
+		Log:    log.With().Str("component", "session").Logger(),
 		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes},
 	}
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files})
