@@ -102,6 +102,9 @@ func TestClassMemberJWTExpires(t *testing.T) {
 	if err := short.CreateCollection(ctx, "articles", directustest.Field{Name: "title"}, directustest.Field{Name: "secret"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := coverEverything(ctx, short); err != nil {
+		t.Fatal(err)
+	}
 	role, err := short.CreateRoleWithReadPolicy(ctx, "readers", "articles", []string{"id", "title"}, nil)
 	if err != nil {
 		t.Fatal(err)

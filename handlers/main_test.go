@@ -93,7 +93,22 @@ func setupFixture(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := coverEverything(ctx, dx); err != nil {
+		return err
+	}
 	return dx.SetPublicRead(ctx, "articles", []string{"id", "title"}, map[string]any{"status": map[string]any{"_eq": "published"}})
+}
+
+// coverEverything makes an active event Flow (without operations: it
+// posts nothing) whose scope covers every collection, as flow install's
+// does: brokers with a service token then see every collection covered and
+// send no NOT_COVERED notices. The tests post their events themselves.
+func coverEverything(ctx context.Context, inst *directustest.Instance) error {
+	_, err := inst.Do(ctx, inst.AdminToken, http.MethodPost, "/flows", map[string]any{
+		"name": "tests cover everything", "status": "active", "trigger": "event", "accountability": nil,
+		"options": map[string]any{"type": "action", "scope": []string{"*.items.create", "*.items.update", "*.items.delete"}},
+	}, nil)
+	return err
 }
 
 // brokerConfig is the default configuration pointed at dx (started if

@@ -54,7 +54,7 @@ func TestWebhookAnswers(t *testing.T) {
 		{"wrong secret", good, map[string]string{"X-Webhook-Secret": "nope"}, 401, "UNAUTHORIZED"},
 		{"wrong bearer", good, map[string]string{"Authorization": "Bearer nope"}, 401, "UNAUTHORIZED"},
 		{"malformed JSON", `{"event":`, withSecret, 400, "INVALID_PAYLOAD"},
-		{"not an item event", `{"event":"users.create"}`, withSecret, 422, "not an item event"},
+		{"not an item event", `{"event":"files.upload"}`, withSecret, 422, "not an item event"},
 		{"batch with one bad event", `[` + good + `,{"action":"nope"}]`, withSecret, 422, "event 1"},
 		{"too large", `{"pad":"` + strings.Repeat("x", 4096) + `"}`, withSecret, 413, "PAYLOAD_TOO_LARGE"},
 	}
