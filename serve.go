@@ -18,6 +18,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/broker/redisbus"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
+	"github.com/directus-ws-broker/directus-ws-broker/metrics"
 )
 
 func loadConfig(args []string, getenv func(string) string, name string) (config.Config, []string, error) {
@@ -77,7 +78,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if cfg.Bus == "redis" {
 		redisbus.RouteLogs(log)
 	}
-	a, err := app.New(cfg, log)
+	bi := buildVersion()
+	a, err := app.New(cfg, log, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
 	if err != nil {
 		return err
 	}

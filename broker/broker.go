@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -38,6 +39,15 @@ type Options struct {
 	AccessRefresh time.Duration
 	// AccessTimeout bounds one reread. Default 30s.
 	AccessTimeout time.Duration
+	// Observer is told of latencies (nil: nobody).
+	Observer Observer
+}
+
+// Observer is told what the counters of Metrics cannot say: latencies.
+type Observer interface {
+	// Delivered: an event was queued for every subscriber that gets it, d
+	// after the webhook received it.
+	Delivered(d time.Duration)
 }
 
 func (o Options) withDefaults() Options {
@@ -89,6 +99,9 @@ type shard struct {
 	queue *queue
 	// last is the ID of the newest event dispatched, per collection.
 	last map[string]string
+	// busySince is when the oldest event of the batch being dispatched
+	// was received (unix ns; 0 when idle): part of the lag.
+	busySince atomic.Int64
 }
 
 // New makes a broker; Start begins dispatching.
@@ -278,6 +291,23 @@ func (b *Broker) Close() error {
 	return err
 }
 
+// Lag is the age of the oldest event received and not yet dispatched (0
+// when none waits): how far behind the broker is.
+func (b *Broker) Lag() time.Duration {
+	oldest := int64(0)
+	for _, s := range b.shards {
+		for _, t := range []int64{s.queue.oldest(), s.busySince.Load()} {
+			if t != 0 && (oldest == 0 || t < oldest) {
+				oldest = t
+			}
+		}
+	}
+	if oldest == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, oldest))
+}
+
 // Metrics returns a snapshot of the counters.
 func (b *Broker) Metrics() MetricsSnapshot {
 	subs, groups := b.index.size()
@@ -290,6 +320,6 @@ func (b *Broker) Metrics() MetricsSnapshot {
 		EventsPublished: m.EventsPublished.Load(), EventsDispatched: m.EventsDispatched.Load(),
 		Reads: m.Reads.Load(), ReadErrors: m.ReadErrors.Load(), FramesSent: m.FramesSent.Load(),
 		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups, QueueDepth: depth,
-		AccessChanges: m.AccessChanges.Load(), Regrouped: m.Regrouped.Load(),
+		AccessChanges: m.AccessChanges.Load(), Regrouped: m.Regrouped.Load(), HistoryGaps: m.HistoryGaps.Load(),
 	}
 }

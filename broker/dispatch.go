@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"time"
 )
 
 // maxBatch bounds how many queued events one dispatch round takes.
@@ -35,6 +36,10 @@ func (b *Broker) work(sh *shard) {
 // dispatchBatch fans out events (in publish order) collection by
 // collection; each collection's events keep their order for every group.
 func (b *Broker) dispatchBatch(sh *shard, events []Event) {
+	if oldest := oldestReceived(events); !oldest.IsZero() {
+		sh.busySince.Store(oldest.UnixNano())
+		defer sh.busySince.Store(0)
+	}
 	for len(events) > 0 {
 		coll := events[0].Collection
 		same, rest := events[:0:0], events[:0:0]
@@ -59,18 +64,36 @@ func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 	ctx := context.Background()
 	if len(groups) == 1 {
 		_ = b.deliver(ctx, groups[0], events)
-		return
+	} else {
+		var wg sync.WaitGroup
+		for _, g := range groups {
+			b.readSem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-b.readSem; wg.Done() }()
+				_ = b.deliver(ctx, g, events)
+			}()
+		}
+		wg.Wait()
 	}
-	var wg sync.WaitGroup
-	for _, g := range groups {
-		b.readSem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-b.readSem; wg.Done() }()
-			_ = b.deliver(ctx, g, events)
-		}()
+	if o := b.opts.Observer; o != nil {
+		for _, e := range events {
+			if !e.Received.IsZero() {
+				o.Delivered(time.Since(e.Received))
+			}
+		}
 	}
-	wg.Wait()
+}
+
+// oldestReceived is the earliest receive time of events (zero if none).
+func oldestReceived(events []Event) time.Time {
+	var oldest time.Time
+	for _, e := range events {
+		if !e.Received.IsZero() && (oldest.IsZero() || e.Received.Before(oldest)) {
+			oldest = e.Received
+		}
+	}
+	return oldest
 }
 
 // deliver reads the keys of events once for g, then sends each event, in

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Action is what happened to the items of an event.
@@ -33,6 +34,9 @@ type Event struct {
 	// one per key, when known: a delete's frame repeats them as Directus's
 	// own realtime does.
 	RawKeys []json.RawMessage `json:"raw_keys,omitempty"`
+	// Received is when the webhook took the event (the instance that took
+	// it, with BUS=redis): the broker's own latency is measured from it.
+	Received time.Time `json:"received,omitzero"`
 }
 
 // Validate reports what makes e unusable, or nil.

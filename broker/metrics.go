@@ -15,12 +15,14 @@ type Metrics struct {
 	// subscriptions they (or refreshes) moved to another class.
 	AccessChanges atomic.Int64
 	Regrouped     atomic.Int64
+	// HistoryGaps counts resumes told the history no longer holds their id.
+	HistoryGaps atomic.Int64
 }
 
 // MetricsSnapshot is a copy of Metrics at one moment.
 type MetricsSnapshot struct {
 	EventsPublished, EventsDispatched, Reads, ReadErrors, FramesSent, EventsMissed int64
-	AccessChanges, Regrouped                                                       int64
+	AccessChanges, Regrouped, HistoryGaps                                          int64
 	Subscriptions, Groups                                                          int
 	// QueueDepth is the number of events waiting for the dispatch workers.
 	QueueDepth int

@@ -141,6 +141,19 @@ func (q *queue) compactLocked() {
 	}
 }
 
+// oldest is the receive time (unix ns) of the oldest event waiting, 0 when
+// none waits or none says.
+func (q *queue) oldest() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, t := range q.tasks[q.head:] {
+		if t.fn == nil && !t.event.Received.IsZero() {
+			return t.event.Received.UnixNano()
+		}
+	}
+	return 0
+}
+
 // depth is the number of events waiting.
 func (q *queue) depth() int {
 	q.mu.Lock()

@@ -95,6 +95,7 @@ func (b *Broker) replay(ctx context.Context, s *Subscription, since, boundary st
 	}
 	var out collector
 	if gap {
+		b.metrics.HistoryGaps.Add(1)
 		out.Send(s.Encoder.Notice(s, Notice{Code: "HISTORY_GAP", EventID: since,
 			Message: "events after this id are no longer kept; refetch the collection"}))
 	}

@@ -91,11 +91,17 @@ type Config struct {
 	ExampleEnabled bool          `mapstructure:"example_enabled"`
 	// PprofAddr, when set, serves Go's profiler on its own listener (keep
 	// it on loopback): never on the public address.
-	PprofAddr       string `mapstructure:"pprof_addr"`
-	LogLevel        string `mapstructure:"log_level"`
-	LogFormat       string `mapstructure:"log_format"`
-	RealtimeEnabled bool   `mapstructure:"realtime_enabled"`
-	RealtimePath    string `mapstructure:"realtime_path"`
+	PprofAddr string `mapstructure:"pprof_addr"`
+	// AdminAddr, when set, serves /metrics, /healthz, /readyz and the
+	// profiler on their own listener, and /metrics leaves the public port.
+	AdminAddr string `mapstructure:"admin_addr"`
+	// ReadyMaxLag makes /readyz answer 503 when the oldest undispatched
+	// event is older (the broker falls behind); 0 = never.
+	ReadyMaxLag     time.Duration `mapstructure:"ready_max_lag"`
+	LogLevel        string        `mapstructure:"log_level"`
+	LogFormat       string        `mapstructure:"log_format"`
+	RealtimeEnabled bool          `mapstructure:"realtime_enabled"`
+	RealtimePath    string        `mapstructure:"realtime_path"`
 	// RealtimeAuthMode is public, handshake or strict, as Directus's
 	// WEBSOCKETS_REST_AUTH.
 	RealtimeAuthMode    string        `mapstructure:"realtime_auth_mode"`
@@ -143,6 +149,7 @@ func Default() Config {
 		HistorySize:            1000,
 		HistoryMaxAge:          time.Hour,
 		ExampleEnabled:         true,
+		ReadyMaxLag:            10 * time.Second,
 		LogLevel:               "info",
 		LogFormat:              "auto",
 		RealtimeEnabled:        true,
@@ -242,10 +249,16 @@ func (c Config) Validate() error {
 	default:
 		bad("log_format", "must be auto, json or console, got %q", c.LogFormat)
 	}
-	if c.PprofAddr != "" {
-		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
-			bad("pprof_addr", "must be host:port, got %q", c.PprofAddr)
+	for key, addr := range map[string]string{"pprof_addr": c.PprofAddr, "admin_addr": c.AdminAddr} {
+		if addr == "" {
+			continue
 		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "must be host:port, got %q", addr)
+		}
+	}
+	if c.ReadyMaxLag < 0 {
+		bad("ready_max_lag", "must not be negative (0 turns the check off)")
 	}
 	switch c.RealtimeAuthMode {
 	case "public", "handshake", "strict":

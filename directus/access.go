@@ -125,7 +125,7 @@ func mentionsUser(raw []byte) bool { return bytes.Contains(raw, []byte("$CURRENT
 func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel, error) {
 	get := func(path string, q url.Values, out any) error {
 		q.Set("limit", "-1")
-		data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: strings.Split(path, "/"), Query: q, Token: token})
+		data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: strings.Split(path, "/"), Query: q, Token: token, Kind: "model"})
 		if err != nil {
 			return fmt.Errorf("access model: read %s: %w", path, err)
 		}

@@ -105,7 +105,7 @@ func (a *Authenticator) Fresh(ctx context.Context, token string) (Identity, erro
 }
 
 func (a *Authenticator) fetch(ctx context.Context, token string, now time.Time) (Identity, error) {
-	data, err := a.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users", "me"},
+	data, err := a.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users", "me"}, Kind: "auth",
 		Query: map[string][]string{"fields": {"id"}}, Token: token})
 	if err != nil {
 		return Identity{}, err

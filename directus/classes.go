@@ -269,7 +269,7 @@ const maxPreload = 100000
 // preload reads the roles of all users, unless there are more than
 // maxPreload (they are then read on demand).
 func (l *roleLoader) preload(ctx context.Context) error {
-	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token,
+	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token, Kind: "model",
 		Query: map[string][]string{"fields": {"id,role"}, "limit": {strconv.Itoa(maxPreload + 1)}}})
 	if err != nil {
 		return err
@@ -398,7 +398,7 @@ func (l *roleLoader) fetch(ids []any) (map[string]*string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	filter, _ := json.Marshal(map[string]any{"id": map[string]any{"_in": ids}})
-	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token,
+	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token, Kind: "model",
 		Query: map[string][]string{"filter": {string(filter)}, "fields": {"id,role"}, "limit": {"-1"}}})
 	if err != nil {
 		return nil, fmt.Errorf("access: read users' roles: %w", err)

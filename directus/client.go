@@ -17,9 +17,18 @@ import (
 // Client calls the Directus REST API. Every call takes the token to use, so
 // one client serves every connection with that connection's own rights.
 type Client struct {
-	base *url.URL
-	http *http.Client
+	base    *url.URL
+	http    *http.Client
+	observe Observer
 }
+
+// Observer is told of every request the client makes: its kind (the
+// Request's), its outcome (ok, denied: 401/403, not_found, client_error,
+// server_error: 5xx, timeout, unavailable) and how long it took.
+type Observer func(kind, outcome string, d time.Duration)
+
+// Observe makes o see every request from now on (set it before use).
+func (c *Client) Observe(o Observer) { c.observe = o }
 
 // NewClient makes a client for the Directus at baseURL. Each call is bounded
 // by timeout.
@@ -48,6 +57,9 @@ type Request struct {
 	Query    url.Values
 	Body     any
 	Token    string
+	// Kind names what the request is for, for the metrics (read,
+	// snapshot, check, auth, model, crud…); "other" when empty.
+	Kind string
 }
 
 // Do performs r and returns the "data" member of the answer (nil for 204).
@@ -68,6 +80,47 @@ func (c *Client) Do(ctx context.Context, r Request) (json.RawMessage, error) {
 
 // DoRaw performs r and returns the whole answer body.
 func (c *Client) DoRaw(ctx context.Context, r Request) ([]byte, error) {
+	if c.observe == nil {
+		return c.do(ctx, r)
+	}
+	start := time.Now()
+	data, err := c.do(ctx, r)
+	kind := r.Kind
+	if kind == "" {
+		kind = "other"
+	}
+	c.observe(kind, outcome(err), time.Since(start))
+	return data, err
+}
+
+// outcome classifies a request's result for the metrics.
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var de *Error
+	if errors.As(err, &de) && de.Code != "SERVICE_UNAVAILABLE" {
+		switch {
+		case de.Status == http.StatusUnauthorized || de.Status == http.StatusForbidden:
+			return "denied"
+		case de.Status == http.StatusNotFound:
+			return "not_found"
+		case de.Status >= 500:
+			return "server_error"
+		}
+		return "client_error"
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) || strings.Contains(err.Error(), "timeout") {
+		return "timeout"
+	}
+	if errors.As(err, &de) {
+		return "server_error" // 502-504 from a proxy in front of Directus
+	}
+	return "unavailable"
+}
+
+func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
 	u := *c.base
 	segs := make([]string, len(r.Segments))
 	for i, s := range r.Segments {
@@ -142,6 +195,6 @@ func Unavailable(err error) bool {
 
 // Health checks that Directus answers /server/health.
 func (c *Client) Health(ctx context.Context) error {
-	_, err := c.DoRaw(ctx, Request{Method: http.MethodGet, Segments: []string{"server", "health"}})
+	_, err := c.DoRaw(ctx, Request{Method: http.MethodGet, Segments: []string{"server", "health"}, Kind: "health"})
 	return err
 }

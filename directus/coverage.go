@@ -24,7 +24,7 @@ func (c *coverage) covers(collection string) bool {
 // loadCoverage reads the active event Flows (the service user may read
 // directus_flows; flow install grants it).
 func loadCoverage(ctx context.Context, c *Client, token string) (*coverage, error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"flows"}, Token: token, Query: url.Values{
+	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"flows"}, Token: token, Kind: "model", Query: url.Values{
 		"filter[status][_eq]": {"active"}, "filter[trigger][_eq]": {"event"}, "fields": {"options"}, "limit": {"-1"},
 	}})
 	if err != nil {

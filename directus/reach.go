@@ -20,7 +20,7 @@ type schemaGraph struct {
 }
 
 func loadSchema(ctx context.Context, c *Client, token string) (*schemaGraph, error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"relations"}, Token: token, Query: url.Values{"limit": {"-1"}}})
+	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"relations"}, Token: token, Kind: "model", Query: url.Values{"limit": {"-1"}}})
 	if err != nil {
 		return nil, fmt.Errorf("access model: read relations: %w", err)
 	}

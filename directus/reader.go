@@ -79,7 +79,7 @@ func (r *Reader) readEach(ctx context.Context, token, collection string, keys []
 		firstErr error
 	)
 	read := func(key string) {
-		data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"items", collection, key}, Query: params, Token: token})
+		data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"items", collection, key}, Query: params, Token: token, Kind: "read"})
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -160,7 +160,7 @@ func (r *Reader) readBatch(ctx context.Context, token, collection, pk string, ke
 		strip = true
 	}
 	bq["limit"] = len(keys)
-	data, err := r.ReadSnapshot(ctx, token, collection, bq)
+	data, err := r.readList(ctx, token, collection, bq, "read")
 	if err != nil {
 		return nil, err
 	}
@@ -255,11 +255,20 @@ func (r *Reader) primaryKey(ctx context.Context, token, collection string) strin
 
 // ReadSnapshot implements broker.Reader.
 func (r *Reader) ReadSnapshot(ctx context.Context, token, collection string, q broker.Query) (json.RawMessage, error) {
+	kind := "snapshot"
+	if q["limit"] == 0 {
+		kind = "check" // a subscribe check reads nothing
+	}
+	return r.readList(ctx, token, collection, q, kind)
+}
+
+// readList is GET /items/<collection> with q; kind names it for the metrics.
+func (r *Reader) readList(ctx context.Context, token, collection string, q broker.Query, kind string) (json.RawMessage, error) {
 	params, err := QueryValues(q)
 	if err != nil {
 		return nil, err
 	}
-	data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"items", collection}, Query: params, Token: token})
+	data, err := r.Client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"items", collection}, Query: params, Token: token, Kind: kind})
 	if err != nil {
 		return nil, readError(collection, err)
 	}

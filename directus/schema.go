@@ -15,7 +15,7 @@ var ErrNoPrimaryKey = errors.New("no primary key field visible")
 // PrimaryKey asks Directus (GET /fields/<collection>) for the name of the
 // collection's primary key field, as token sees it.
 func PrimaryKey(ctx context.Context, c *Client, token, collection string) (string, error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token})
+	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"fields", collection}, Token: token, Kind: "schema"})
 	if err != nil {
 		return "", fmt.Errorf("read fields of %s: %w", collection, err)
 	}

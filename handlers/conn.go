@@ -125,12 +125,14 @@ func (c *conn) Send(frame []byte) {
 	}
 	waiting := c.queuedBytes + c.overflowBytes
 	if waiting > 0 && waiting+len(frame) > c.srv.cfg.SendQueueBytes {
+		c.srv.stats.queuedBytes.Add(-int64(c.overflowBytes))
 		c.overflow, c.overflowBytes = nil, 0
 		c.sendMu.Unlock()
 		c.srv.evicted.Add(1)
 		c.evict(closeSlowConsumer, "slow consumer: send queue full")
 		return
 	}
+	c.srv.stats.queuedBytes.Add(int64(len(frame)))
 	if c.queued < c.srv.cfg.SendBuffer && len(c.overflow) == 0 {
 		c.queued++
 		c.queuedBytes += len(frame)
@@ -149,6 +151,7 @@ func (c *conn) sent(frame []byte) {
 	c.sendMu.Lock()
 	c.queued--
 	c.queuedBytes -= len(frame)
+	c.srv.stats.queuedBytes.Add(-int64(len(frame)))
 	if len(c.overflow) == 0 {
 		c.flushCloseLocked()
 		c.sendMu.Unlock()
@@ -165,6 +168,14 @@ func (c *conn) sent(frame []byte) {
 	c.queuedBytes += len(next)
 	c.sendMu.Unlock()
 	_ = c.ws.Write(next) // runs on melody's writer, which just freed a slot
+}
+
+// dropQueued forgets the frames still waiting when the connection ended.
+func (c *conn) dropQueued() {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.srv.stats.queuedBytes.Add(-int64(c.queuedBytes + c.overflowBytes))
+	c.queued, c.queuedBytes, c.overflow, c.overflowBytes = 0, 0, nil, 0
 }
 
 // Close implements session.Conn: the close frame follows every frame queued
@@ -211,6 +222,7 @@ func (c *conn) evict(code int, reason string) {
 		level = zerolog.DebugLevel
 	}
 	c.log.WithLevel(level).Int("code", code).Str("reason", reason).Msg("closing connection")
+	add(&c.srv.stats.evictions, evictionReason(code))
 	c.ws.Abort(code, reason)
 }
 

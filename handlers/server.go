@@ -34,6 +34,8 @@ type Deps struct {
 	Log      zerolog.Logger
 	// Example is the file system served at /example/ (nil: not served).
 	Example fs.FS
+	// Metrics serves /metrics (on admin_addr when set).
+	Metrics http.Handler
 }
 
 // Server is the HTTP edge: webhook, WebSocket endpoints, health, metrics.
@@ -46,12 +48,16 @@ type Server struct {
 	sessions *session.Deps
 	echo     *echo.Echo
 	melody   *melody.Melody
+	metrics  http.Handler
+	// adminAddr is where the admin listener listens, once it does.
+	adminAddr atomic.Pointer[string]
 
 	conns    atomic.Int64
 	closing  atomic.Bool
 	clientMu sync.Mutex
 	clients  map[*conn]struct{}
 	evicted  atomic.Int64
+	stats    stats
 }
 
 // New builds the server; it does no I/O.
@@ -59,7 +65,7 @@ func New(d Deps) *Server {
 	s := &Server{
 		cfg: d.Config, log: d.Log.With().Str("component", "http").Logger(),
 		broker: d.Broker, directus: d.Directus,
-		auth: d.Sessions.Auth, sessions: d.Sessions,
+		auth: d.Sessions.Auth, sessions: d.Sessions, metrics: d.Metrics,
 		clients: map[*conn]struct{}{},
 	}
 	s.melody = s.newMelody()
@@ -75,7 +81,7 @@ func New(d Deps) *Server {
 		},
 	}))
 	e.Use(middleware.Recover())
-	e.POST(s.cfg.WebhookPath, s.webhook)
+	e.POST(s.cfg.WebhookPath, s.webhook, s.countWebhook)
 	if s.cfg.WebsocketEnabled {
 		e.GET(s.cfg.WebsocketPath, s.upgrade)
 	} else {
@@ -86,7 +92,11 @@ func New(d Deps) *Server {
 	}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", s.metrics)
+	if s.cfg.AdminAddr == "" && d.Metrics != nil {
+		// No admin listener: the metrics are on the public port (block
+		// them in the proxy; see the nginx recipe).
+		e.GET("/metrics", echo.WrapHandler(d.Metrics))
+	}
 	if d.Example != nil && s.cfg.ExampleEnabled {
 		e.GET("/example", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/example/") })
 		e.GET("/example/*", echo.WrapHandler(http.StripPrefix("/example/", http.FileServer(http.FS(d.Example)))))
@@ -118,6 +128,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          s.echo.StdLogger,
 	}
 	s.echo.StdLogger.SetOutput(zerologWriter{s.log})
+	if s.cfg.AdminAddr != "" {
+		stop, err := s.serveAdmin()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -168,43 +185,8 @@ func (s *Server) closeClients(ctx context.Context, code int) {
 }
 
 func (s *Server) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
-	defer cancel()
-	status := map[string]string{"directus": "ok", "bus": "ok"}
-	code := http.StatusOK
-	if err := s.directus.Health(ctx); err != nil {
-		status["directus"], code = "unreachable", http.StatusServiceUnavailable
-	}
-	if err := s.broker.Ready(ctx); err != nil {
-		status["bus"], code = "unavailable", http.StatusServiceUnavailable
-	}
-	return c.JSON(code, status)
-}
-
-func (s *Server) metrics(c echo.Context) error {
-	m := s.broker.Metrics()
-	body := fmt.Sprintf(`# TYPE broker_connections gauge
-broker_connections %d
-# TYPE broker_subscriptions gauge
-broker_subscriptions %d
-# TYPE broker_groups gauge
-broker_groups %d
-# TYPE broker_events_published_total counter
-broker_events_published_total %d
-# TYPE broker_events_dispatched_total counter
-broker_events_dispatched_total %d
-# TYPE broker_reads_total counter
-broker_reads_total %d
-# TYPE broker_read_errors_total counter
-broker_read_errors_total %d
-# TYPE broker_frames_sent_total counter
-broker_frames_sent_total %d
-# TYPE broker_events_missed_total counter
-broker_events_missed_total %d
-# TYPE broker_slow_consumers_evicted_total counter
-broker_slow_consumers_evicted_total %d
-`, s.conns.Load(), m.Subscriptions, m.Groups, m.EventsPublished, m.EventsDispatched, m.Reads, m.ReadErrors, m.FramesSent, m.EventsMissed, s.evicted.Load())
-	return c.String(http.StatusOK, body)
+	code, body := s.readiness(c.Request().Context())
+	return c.JSON(code, body)
 }
 
 // httpError answers errors echo itself raises (404, 405...), unwrapping a

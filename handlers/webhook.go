@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -42,6 +43,10 @@ func (s *Server) webhook(c echo.Context) error {
 		return c.JSON(http.StatusUnprocessableEntity, errorBody(&session.Error{Status: 422, Code: "NOT_AN_ITEM_EVENT", Message: notEvent.Reason}))
 	case err != nil:
 		return err
+	}
+	now := time.Now()
+	for i := range events {
+		events[i].Received = now
 	}
 	if err := s.broker.Publish(r.Context(), events); err != nil {
 		if errors.Is(err, broker.ErrInvalidEvent) {
@@ -82,4 +87,20 @@ func (s *Server) webhookAuthorized(r *http.Request) bool {
 	a := sha256.Sum256([]byte(got))
 	b := sha256.Sum256([]byte(s.cfg.WebhookSecret))
 	return got != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// countWebhook counts the webhook's answers by status.
+func (s *Server) countWebhook(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		status := c.Response().Status
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			status = he.Code
+		} else if err != nil {
+			status = http.StatusInternalServerError
+		}
+		add(&s.stats.webhook, status)
+		return err
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
+	"github.com/directus-ws-broker/directus-ws-broker/metrics"
 )
 
 func post(t *testing.T, url, body string, header map[string]string) (int, string) {
@@ -86,7 +87,7 @@ func TestWebhookAnswers(t *testing.T) {
 func TestWebhookWithoutSecretOnlyLoopback(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.WebhookSecret = ""
-	a, err := app.New(cfg, zerolog.Nop())
+	a, err := app.New(cfg, zerolog.Nop(), metrics.Build{})
 	if err != nil {
 		t.Fatal(err)
 	}

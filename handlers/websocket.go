@@ -46,6 +46,7 @@ func (s *Server) newMelody() *melody.Melody {
 			s.clients[c] = struct{}{}
 		}
 		s.clientMu.Unlock()
+		s.protocolConns(c).Add(1)
 		c.codec.opened(c)
 		c.handshakeDone()
 		if closing {
@@ -55,6 +56,8 @@ func (s *Server) newMelody() *melody.Melody {
 	m.HandleDisconnect(func(ms *melody.Session) {
 		c := connOf(ms)
 		c.sess.Close()
+		c.dropQueued()
+		s.protocolConns(c).Add(-1)
 		s.clientMu.Lock()
 		delete(s.clients, c)
 		s.clientMu.Unlock()

@@ -148,7 +148,7 @@ func (s *Session) Login(ctx context.Context, email, password, otp, refreshToken 
 	default:
 		return "", "", ErrNoCredentials
 	}
-	raw, err := s.deps.REST.DoRaw(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"auth", path}, Body: body})
+	raw, err := s.deps.REST.DoRaw(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"auth", path}, Body: body, Kind: "auth"})
 	if err != nil {
 		return "", "", err
 	}

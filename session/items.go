@@ -51,7 +51,7 @@ func (s *Session) Items(ctx context.Context, req ItemsRequest) (ItemsResult, err
 		return ItemsResult{}, err
 	}
 	token := s.Token()
-	r := directus.Request{Segments: []string{"items", coll}, Query: params, Token: token}
+	r := directus.Request{Segments: []string{"items", coll}, Query: params, Token: token, Kind: "crud"}
 	if hasID {
 		r.Segments = append(r.Segments, id)
 	}

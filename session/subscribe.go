@@ -140,7 +140,7 @@ func (s *Session) readItem(ctx context.Context, token, collection, item string, 
 	for _, p := range []string{"limit", "offset", "page", "meta", "search", "sort"} {
 		params.Del(p)
 	}
-	raw, err := s.deps.REST.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"items", collection, item}, Query: params, Token: token})
+	raw, err := s.deps.REST.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"items", collection, item}, Query: params, Token: token, Kind: "snapshot"})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 	"github.com/directus-ws-broker/directus-ws-broker/example"
 	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+	"github.com/directus-ws-broker/directus-ws-broker/metrics"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
@@ -30,11 +31,13 @@ type App struct {
 }
 
 // New assembles the broker described by cfg; it does no I/O.
-func New(cfg config.Config, log zerolog.Logger) (*App, error) {
+func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, error) {
 	client, err := directus.NewClient(cfg.DirectusURL, cfg.DirectusTimeout)
 	if err != nil {
 		return nil, err
 	}
+	m := metrics.New(build)
+	client.Observe(m.DirectusRequest)
 	bus, err := NewBus(cfg, log)
 	if err != nil {
 		return nil, err
@@ -47,6 +50,7 @@ func New(cfg config.Config, log zerolog.Logger) (*App, error) {
 	b := broker.New(bus, reader, broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
 		MaxHeldBytes: cfg.SendQueueBytes, Classifier: classes, Access: classes, AccessRefresh: cfg.AccessRefresh,
+		Observer: m,
 	}, log)
 	sessions := &session.Deps{
 		Broker: b, Reader: reader, REST: client, Auth: auth,
@@ -54,7 +58,8 @@ func New(cfg config.Config, log zerolog.Logger) (*App, error) {
 		Log:    log.With().Str("component", "session").Logger(),
 		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes},
 	}
-	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files})
+	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler()})
+	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: srv.Stats})
 	return &App{Config: cfg, Broker: b, Server: srv, classes: classes, log: log}, nil
 }
 

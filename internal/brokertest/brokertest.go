@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/handlers"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/app"
+	"github.com/directus-ws-broker/directus-ws-broker/metrics"
 )
 
 // Broker is a running in-process broker.
@@ -52,7 +54,7 @@ func StartE(cfg config.Config, log zerolog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a, err := app.New(cfg, log)
+	a, err := app.New(cfg, log, metrics.Build{Version: "test", Commit: "test", GoVersion: runtime.Version()})
 	if err != nil {
 		return nil, err
 	}
