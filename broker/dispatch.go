@@ -105,9 +105,12 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		items   map[string]json.RawMessage
 		refused []string
 		err     error
+		readDur time.Duration
 	)
 	if len(keys) > 0 {
+		start := time.Now()
 		items, refused, err = b.read(ctx, g, keys)
+		readDur = time.Since(start)
 	}
 	for _, e := range events {
 		if !g.wants(e.Action) {
@@ -126,6 +129,12 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 	// After the notices of what they missed: their tokens were refused.
 	for _, token := range refused {
 		b.tokenRefused(g, token)
+	}
+	if ev := b.log.Debug(); ev.Enabled() {
+		for _, e := range events {
+			b.log.Debug().Str("event", e.ID).Str("collection", e.Collection).Strs("keys", e.Keys).Int64("read_us", readDur.Microseconds()).
+				Int64("queued_us", time.Now().UnixMicro()).Msg("event delivered to a group")
+		}
 	}
 	return err
 }

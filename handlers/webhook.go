@@ -61,6 +61,13 @@ func (s *Server) webhook(c echo.Context) error {
 	for i, e := range events {
 		ids[i] = e.ID
 	}
+	// At debug level, when each event arrived (with the dispatch's
+	// "delivered" lines: the broker's share of a write's latency).
+	if ev := s.log.Debug(); ev.Enabled() {
+		for _, e := range events {
+			s.log.Debug().Str("event", e.ID).Str("collection", e.Collection).Strs("keys", e.Keys).Int64("received_us", now.UnixMicro()).Msg("event received")
+		}
+	}
 	return c.JSON(http.StatusAccepted, map[string]any{"accepted": len(events), "ids": ids})
 }
 

@@ -31,6 +31,12 @@ type proc struct {
 // startProc starts path with args and env (added to this process's
 // environment) in dir, and waits for its "listening on" line.
 func startProc(ctx context.Context, name, path string, args, env []string, dir string) (*proc, error) {
+	return startProcTap(ctx, name, path, args, env, dir, nil)
+}
+
+// startProcTap is startProc with tap seeing every line of the process's
+// stderr (its log).
+func startProcTap(ctx context.Context, name, path string, args, env []string, dir string, tap func([]byte)) (*proc, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = dir
@@ -40,7 +46,7 @@ func startProc(ctx context.Context, name, path string, args, env []string, dir s
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{name: name, cmd: cmd, tail: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, tail: &tailBuffer{max: 8 << 10, tap: tap}, done: make(chan struct{})}
 	cmd.Stderr = p.tail
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -214,11 +220,25 @@ type tailBuffer struct {
 	mu  sync.Mutex
 	max int
 	b   []byte
+	// tap, when set, sees every complete line written.
+	tap     func(line []byte)
+	partial []byte
 }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.tap != nil {
+		t.partial = append(t.partial, p...)
+		for {
+			i := bytes.IndexByte(t.partial, '\n')
+			if i < 0 {
+				break
+			}
+			t.tap(t.partial[:i])
+			t.partial = t.partial[i+1:]
+		}
+	}
 	t.b = append(t.b, p...)
 	if len(t.b) > t.max {
 		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)

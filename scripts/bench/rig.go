@@ -38,6 +38,8 @@ type sizes struct {
 	classUsers, classRoles                      int
 	classEvents, classBeforeEvents, classWrites int
 	stormSubs, stormUsers                       int
+
+	writeSubs, writeWrites int // scenario 9: the larger size, and writes per size
 }
 
 var defaultSizes = sizes{
@@ -53,6 +55,7 @@ var defaultSizes = sizes{
 	redisSubs: 10000, redisEvents: 30,
 	classUsers: 1000, classRoles: 10, classEvents: 20, classBeforeEvents: 3, classWrites: 15,
 	stormSubs: 10000, stormUsers: 1000,
+	writeSubs: 100, writeWrites: 15,
 }
 
 var quickSizes = sizes{
@@ -65,6 +68,7 @@ var quickSizes = sizes{
 	redisSubs: 1000, redisEvents: 10,
 	classUsers: 50, classRoles: 10, classEvents: 3, classBeforeEvents: 2, classWrites: 2,
 	stormSubs: 500, stormUsers: 50,
+	writeSubs: 20, writeWrites: 3,
 }
 
 // subscriberToken is the token of the broker's subscribers. With the stub

@@ -35,7 +35,7 @@ type options struct {
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", "1,2,3,4,5,6,7,8", "comma-separated scenarios to run (see the package comment)")
+	scen := fs.String("scenarios", "1,2,3,4,5,6,7,8,9", "comma-separated scenarios to run (see the package comment)")
 	runs := fs.Int("runs", 0, "runs per scenario; the table shows medians (default 3, 1 with -quick)")
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "small sizes: a smoke run of every scenario in under a minute")
@@ -57,8 +57,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for f := range strings.SplitSeq(*scen, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 8 {
-			return o, fmt.Errorf("-scenarios: %q is not a scenario (1 to 8)", f)
+		if err != nil || n < 1 || n > 9 {
+			return o, fmt.Errorf("-scenarios: %q is not a scenario (1 to 9)", f)
 		}
 		if !slices.Contains(o.scenarios, n) {
 			o.scenarios = append(o.scenarios, n)
@@ -122,7 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	meta := machine()
 	scenarios := map[int]func(context.Context) error{
 		1: b.fanout, 2: b.steady, 3: b.idleMemory, 4: b.ingest, 5: b.slowConsumers, 6: b.versusDirectus, 7: b.scaleOut,
-		8: b.classes,
+		8: b.classes, 9: b.writeLatency,
 	}
 	for _, n := range opts.scenarios {
 		if ctx.Err() != nil {
@@ -168,6 +168,7 @@ var scenarioNames = map[int]string{
 	6: "side by side with Directus's own realtime",
 	7: "two instances and Redis versus one instance",
 	8: "subscribers with their own tokens: reads by access class (Directus 11.17.4)",
+	9: "from a REST write to the first frame: broker vs Directus realtime, and where the time goes",
 }
 
 // setup finds the repository, the broker binary and, when a scenario needs
