@@ -76,13 +76,13 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("broker_delivery_seconds_count %v after one delivery (was %v)", n, deliveries)
 	}
 	for series, least := range map[string]float64{
-		`broker_directus_request_seconds_count{kind="read",outcome="ok"}`:  1,
-		`broker_directus_request_seconds_count{kind="check",outcome="ok"}`: 1,
-		`broker_directus_request_seconds_count{kind="auth",outcome="ok"}`:  1,
-		`broker_connections{protocol="seed"}`:                              1,
-		`broker_webhook_requests_total{status="202"}`:                      1,
-		`broker_events_published_total`:                                    1,
-		`broker_subscriptions`:                                             1,
+		`broker_directus_request_seconds_count{kind="read",outcome="ok"}`:                      1,
+		`broker_directus_request_seconds_count{kind="check",outcome="ok"}`:                     1,
+		`broker_directus_request_seconds_count{kind="auth",outcome="ok"}`:                      1,
+		`broker_connections{protocol="seed"}`:                                                  1,
+		`broker_webhook_requests_total{status="202"}`:                                          1,
+		`broker_events_published_total`:                                                        1,
+		`broker_subscriptions`:                                                                 1,
 		`broker_build_info{commit="test",goversion="` + runtimeVersion() + `",version="test"}`: 1,
 	} {
 		if v := sample(t, text, series); v < least {
