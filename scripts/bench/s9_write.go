@@ -104,7 +104,7 @@ func (b *bench) writeLatency(ctx context.Context) error {
 			return err
 		}
 		if err := pD.grow(ctx, n, 16, func(int) string { return coll }); err != nil {
-			return fmt.Errorf("Directus realtime: %w", err)
+			return fmt.Errorf("subscribing to Directus realtime: %w", err)
 		}
 		var brokerMs, dxMs []float64
 		var parts [5][]float64
