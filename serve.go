@@ -87,8 +87,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	if cfg.WebhookSecret == "" {
-		log.Warn().Msg("WEBHOOK_SECRET is not set: the webhook accepts events only from loopback addresses. Set a secret for any other setup.")
+	switch {
+	case cfg.WebhookSecret == "" && cfg.WebhookInsecureLoopback:
+		log.Warn().Msg("WEBHOOK_SECRET is not set and WEBHOOK_INSECURE_LOOPBACK is on: the webhook takes events without a secret from a Flow on this host (loopback, not proxied, not from a browser). Set a secret for any other setup.")
+	case cfg.WebhookSecret == "":
+		log.Error().Msg("WEBHOOK_SECRET is not set: the webhook refuses every event. Set a secret (and give the Flow the same: flow install --secret), or WEBHOOK_INSECURE_LOOPBACK=true for a Directus on this host.")
 	}
 	log.Info().Str("version", buildVersion().Version).Str("addr", ln.Addr().String()).Str("directus", cfg.DirectusURL).Str("bus", cfg.Bus).
 		Bool("public", cfg.WebsocketPublic).Str("websocket_path", cfg.WebsocketPath).Str("webhook_path", cfg.WebhookPath).Msg("broker started")

@@ -61,6 +61,11 @@ type Config struct {
 	// Bearer <secret> is accepted too.
 	WebhookSecretHeader string `mapstructure:"webhook_secret_header"`
 	WebhookMaxBody      int64  `mapstructure:"webhook_max_body"`
+	// WebhookInsecureLoopback lets the webhook take events without a
+	// secret, from a Flow on this host only (loopback, not proxied, not
+	// browser-shaped). Without a secret and without it, the webhook takes
+	// nothing.
+	WebhookInsecureLoopback bool `mapstructure:"webhook_insecure_loopback"`
 
 	MaxConnections int `mapstructure:"max_connections"`
 	// MaxSubscriptions bounds the subscriptions of one connection.

@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +78,9 @@ type conn struct {
 	// established (or failed).
 	handshakeDone func()
 	evicted       atomic.Bool
+	// rateNoticed is when the client was last told it is rate limited
+	// (unix ns).
+	rateNoticed atomic.Int64
 
 	// Outgoing frames: queued counts those handed to melody and not yet
 	// written, queuedBytes their size; overflow holds the rest (see Send).
@@ -267,8 +272,26 @@ func (c *conn) drain() {
 		c.inbox = c.inbox[1:]
 		c.inboxBytes -= len(msg)
 		c.inboxMu.Unlock()
-		c.codec.handle(c, msg)
+		if !c.contain(func() { c.codec.handle(c, msg) }) {
+			return
+		}
 	}
+}
+
+// contain runs fn, containing a panic to this connection: it is logged with
+// its stack, counted, and the connection is closed (1011); the process and
+// every other connection go on. false means fn panicked.
+func (c *conn) contain(fn func()) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			ok = false
+			c.srv.stats.panics.Add(1)
+			c.log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("handling a frame panicked; closing the connection")
+			c.evict(websocket.CloseInternalServerErr, "internal error")
+		}
+	}()
+	fn()
+	return true
 }
 
 // async runs fn (an items request, already started in frame order) off the
@@ -282,7 +305,21 @@ func (c *conn) async(fn func()) bool {
 	}
 	go func() {
 		defer func() { <-c.inflight }()
-		fn()
+		c.contain(fn)
 	}()
+	return true
+}
+
+// limited reports whether a frame is over the connection's rate; the
+// answer to tell the client is sent at most once a second (answering every
+// frame of a flood would be a flood of answers), the rest are dropped.
+func (c *conn) limited(answer func() []byte) bool {
+	if c.limiter.Allow() {
+		return false
+	}
+	now := time.Now().UnixNano()
+	if last := c.rateNoticed.Load(); now-last >= int64(time.Second) && c.rateNoticed.CompareAndSwap(last, now) {
+		c.Send(answer())
+	}
 	return true
 }

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 )
@@ -21,6 +23,7 @@ type fakeWS struct {
 	written  []string
 	overfull int // writes into a full queue
 	aborted  string
+	abortC   chan string
 	c        *conn
 }
 
@@ -36,7 +39,12 @@ func (f *fakeWS) push(msg []byte, close bool) error {
 
 func (f *fakeWS) Write(msg []byte) error        { return f.push(msg, false) }
 func (f *fakeWS) CloseWithMsg(msg []byte) error { return f.push(msg, true) }
-func (f *fakeWS) Abort(code int, reason string) { f.aborted = fmt.Sprint(code, " ", reason) }
+func (f *fakeWS) Abort(code int, reason string) {
+	f.aborted = fmt.Sprint(code, " ", reason)
+	if f.abortC != nil {
+		f.abortC <- f.aborted
+	}
+}
 
 // flush writes n queued frames, reporting each text frame as melody's
 // HandleSentMessage does.
@@ -137,5 +145,46 @@ func TestSendOverflowKeepsOrder(t *testing.T) {
 	c.Send([]byte(strings.Repeat("L", 5000)))
 	if ws.aborted != "" {
 		t.Fatalf("a large frame with nothing waiting evicted: %s", ws.aborted)
+	}
+}
+
+// A flood over the rate limit gets one RATE_LIMITED answer a second, not
+// one per frame (a flood of answers); the frames are dropped.
+func TestRateLimitAnswersOncePerSecond(t *testing.T) {
+	c, ws := newTestConn(t, 1000, 1<<20)
+	c.limiter = rate.NewLimiter(0, 1)
+	answers := 0
+	for i := range 100 {
+		if c.limited(func() []byte { answers++; return []byte("limited") }) != (i > 0) {
+			t.Fatalf("frame %d: limited %v", i, i > 0)
+		}
+	}
+	if answers != 1 || len(ws.queue) != 1 {
+		t.Fatalf("%d answers, %d frames queued for 99 frames over the limit", answers, len(ws.queue))
+	}
+}
+
+// panicking is a codec whose frame handler panics.
+type panicking struct{ *seedCodec }
+
+func (panicking) handle(*conn, []byte) { panic("a bug in a frame handler") }
+
+// A panic while handling a frame closes that connection (1011) and is
+// counted; the process goes on.
+func TestFramePanicContained(t *testing.T) {
+	c, ws := newTestConn(t, 16, 1<<20)
+	c.codec = panicking{&seedCodec{}}
+	ws.abortC = make(chan string, 1)
+	c.receive([]byte(`{"type":"ping"}`))
+	select {
+	case got := <-ws.abortC:
+		if got != "1011 internal error" {
+			t.Fatalf("closed with %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not closed")
+	}
+	if n := c.srv.stats.panics.Load(); n != 1 {
+		t.Fatalf("%d panics counted", n)
 	}
 }

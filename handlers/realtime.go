@@ -168,9 +168,8 @@ func (r *realtimeCodec) handle(c *conn, msg []byte) {
 		r.handshake(c, msg)
 		return
 	}
-	if !c.limiter.Allow() {
+	if c.limited(func() []byte { return rtError("server", "REQUESTS_EXCEEDED", "Too many messages, slow down.", nil) }) {
 		// Counted before parsing, so malformed frames are limited too.
-		c.Send(rtError("server", "REQUESTS_EXCEEDED", "Too many messages, slow down.", nil))
 		return
 	}
 	if int64(len(msg)) > c.srv.cfg.MaxFrameSize {

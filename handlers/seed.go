@@ -26,10 +26,11 @@ func (p *seedCodec) opened(c *conn) { p.c = c }
 // complete before the next frame is handled; items requests start in order
 // and run alongside, bounded by max_in_flight.
 func (p *seedCodec) handle(c *conn, msg []byte) {
-	if !c.limiter.Allow() {
+	if c.limited(func() []byte {
+		return seedError(&session.Error{Status: 429, Code: "RATE_LIMITED", Message: "too many frames; slow down (frames over the rate are dropped)"}, nil, "")
+	}) {
 		// Counted before parsing, so malformed frames are limited too; the
 		// answer carries no uid (that would mean parsing the flood).
-		c.Send(seedError(&session.Error{Status: 429, Code: "RATE_LIMITED", Message: "too many frames; slow down"}, nil, ""))
 		return
 	}
 	if int64(len(msg)) > c.srv.cfg.MaxFrameSize {

@@ -15,6 +15,8 @@ type stats struct {
 	queuedBytes atomic.Int64
 	evictions   sync.Map // reason → *atomic.Int64
 	webhook     sync.Map // HTTP status → *atomic.Int64
+	// panics counts frame handlers that panicked (contained).
+	panics atomic.Int64
 }
 
 func add(m *sync.Map, key any) {
@@ -42,6 +44,8 @@ func evictionReason(code int) string {
 		return "shutdown"
 	case closeTokenExpired:
 		return "token_expired"
+	case websocket.CloseInternalServerErr:
+		return "panic"
 	}
 	return "other"
 }
@@ -56,6 +60,9 @@ type Stats struct {
 	Evictions map[string]int64
 	// Webhook answers by HTTP status.
 	Webhook map[int]int64
+	// Panics counts frame handlers that panicked (the connection closed,
+	// the process went on).
+	Panics int64
 }
 
 // Stats returns a copy of the edge's counters.
@@ -65,6 +72,7 @@ func (s *Server) Stats() Stats {
 		SendQueueBytes: s.stats.queuedBytes.Load(),
 		Evictions:      snapshot[string](&s.stats.evictions),
 		Webhook:        snapshot[int](&s.stats.webhook),
+		Panics:         s.stats.panics.Load(),
 	}
 }
 

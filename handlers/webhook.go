@@ -24,8 +24,12 @@ import (
 func (s *Server) webhook(c echo.Context) error {
 	r := c.Request()
 	if !s.webhookAuthorized(r) {
-		s.log.Warn().Str("remote", r.RemoteAddr).Msg("webhook refused: missing or wrong secret")
-		return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "UNAUTHORIZED", Message: "missing or wrong webhook secret"}))
+		msg := "missing or wrong webhook secret"
+		if s.cfg.WebhookSecret == "" {
+			msg = "the broker has no webhook_secret (webhook_insecure_loopback accepts a Flow on this host only)"
+		}
+		s.log.Warn().Str("remote", r.RemoteAddr).Msg("webhook refused: " + msg)
+		return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "UNAUTHORIZED", Message: msg}))
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.WebhookMaxBody+1))
 	if err != nil {
@@ -75,14 +79,7 @@ func (s *Server) webhook(c echo.Context) error {
 // secret configured, that the sender is on this host.
 func (s *Server) webhookAuthorized(r *http.Request) bool {
 	if s.cfg.WebhookSecret == "" {
-		// A request relayed by a reverse proxy on this host looks local:
-		// one that says it was forwarded is not trusted.
-		if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-Ip") != "" {
-			return false
-		}
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		ip := net.ParseIP(host)
-		return ip != nil && ip.IsLoopback()
+		return s.cfg.WebhookInsecureLoopback && loopbackFlow(r)
 	}
 	got := r.Header.Get(s.cfg.WebhookSecretHeader)
 	if got == "" {
@@ -110,4 +107,50 @@ func (s *Server) countWebhook(next echo.HandlerFunc) echo.HandlerFunc {
 		add(&s.stats.webhook, status)
 		return err
 	}
+}
+
+// proxyHeaders are the headers a reverse proxy or CDN adds: a request
+// relayed by a proxy on this host looks local, so one carrying any of them
+// is not trusted without a secret.
+var proxyHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip", "Via", "True-Client-Ip", "Cf-Connecting-Ip",
+	"X-Client-Ip", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Cluster-Client-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For"}
+
+// loopbackFlow reports whether r can only be a Directus Flow on this host
+// (webhook_insecure_loopback, no secret): from a loopback address, to a
+// loopback Host (a page using DNS rebinding sends its own name), not
+// relayed by a proxy, and not shaped like a browser's request (a page on
+// this host can POST text/plain without a preflight, and a browser always
+// sends Origin or Sec-Fetch-* with it). A Flow posts application/json with
+// none of these.
+func loopbackFlow(r *http.Request) bool {
+	for _, h := range proxyHeaders {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Mode") != "" || r.Header.Get("Sec-Fetch-Site") != "" || r.Header.Get("Cookie") != "" {
+		return false
+	}
+	if mt, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";"); !strings.EqualFold(strings.TrimSpace(mt), "application/json") {
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	if !loopbackName(host) {
+		return false
+	}
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	ip := net.ParseIP(remote)
+	return ip != nil && ip.IsLoopback()
+}
+
+func loopbackName(host string) bool {
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -81,36 +81,71 @@ func TestWebhookAnswers(t *testing.T) {
 	}
 }
 
-// TestWebhookWithoutSecretOnlyLoopback: with no secret configured, the
-// webhook refuses senders that are not on this host. The remote address is
-// set on the request object: no traffic leaves loopback.
-func TestWebhookWithoutSecretOnlyLoopback(t *testing.T) {
-	cfg := brokerConfig(t)
-	cfg.WebhookSecret = ""
-	a, err := app.New(cfg, zerolog.Nop(), metrics.Build{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Broker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Broker.Close()
-	srv := a.Server
+// TestWebhookWithoutSecret: without a secret the webhook takes nothing,
+// unless webhook_insecure_loopback is on; then it takes a Flow's POST from
+// this host only — never one relayed by a proxy (X-Forwarded-For, Via,
+// CF-Connecting-IP...), never one shaped like a browser's (an Origin, a
+// text/plain body, Sec-Fetch headers: a page on this host could otherwise
+// post forged deletes), never one for another Host (DNS rebinding). The
+// remote address is set on the request object: no traffic leaves loopback.
+func TestWebhookWithoutSecret(t *testing.T) {
 	body := `{"event":"articles.items.delete","keys":["1"],"collection":"articles"}`
-	for _, tc := range []struct {
-		remote, forwarded string
-		want              int
-	}{{"203.0.113.7:5000", "", 401}, {"127.0.0.1:5000", "", 202}, {"[::1]:5000", "", 202}, {"127.0.0.1:5000", "203.0.113.7", 401}} {
-		remote, want := tc.remote, tc.want
-		req := httptest.NewRequest(http.MethodPost, cfg.WebhookPath, strings.NewReader(body))
-		req.RemoteAddr = remote
-		if tc.forwarded != "" {
-			req.Header.Set("X-Forwarded-For", tc.forwarded) // relayed by a proxy on this host
+	type tc struct {
+		name    string
+		remote  string
+		host    string
+		headers map[string]string
+		want    int
+	}
+	json := map[string]string{"Content-Type": "application/json"}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{"Content-Type": "application/json"}
+		for k, v := range extra {
+			m[k] = v
 		}
-		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, req)
-		if rec.Code != want {
-			t.Errorf("from %s: want %d, got %d %s", remote, want, rec.Code, rec.Body)
+		return m
+	}
+	cases := []tc{
+		{"a Flow on this host", "127.0.0.1:5000", "127.0.0.1:8080", json, 202},
+		{"IPv6 loopback, localhost", "[::1]:5000", "localhost:8080", json, 202},
+		{"another host", "203.0.113.7:5000", "127.0.0.1:8080", json, 401},
+		{"relayed: X-Forwarded-For", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"X-Forwarded-For": "203.0.113.7"}), 401},
+		{"relayed: Via", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"Via": "1.1 proxy"}), 401},
+		{"relayed: CF-Connecting-IP", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"CF-Connecting-IP": "203.0.113.7"}), 401},
+		{"relayed: True-Client-IP", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"True-Client-IP": "203.0.113.7"}), 401},
+		{"relayed: X-Client-IP", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"X-Client-IP": "203.0.113.7"}), 401},
+		{"browser: Origin", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"Origin": "http://127.0.0.1:8080"}), 401},
+		{"browser: text/plain", "127.0.0.1:5000", "127.0.0.1:8080", map[string]string{"Content-Type": "text/plain"}, 401},
+		{"browser: Sec-Fetch-Mode", "127.0.0.1:5000", "127.0.0.1:8080", with(map[string]string{"Sec-Fetch-Mode": "no-cors"}), 401},
+		{"DNS rebinding: another Host", "127.0.0.1:5000", "attacker.example:8080", json, 401},
+	}
+	for _, optIn := range []bool{true, false} {
+		cfg := brokerConfig(t)
+		cfg.WebhookSecret = ""
+		cfg.WebhookInsecureLoopback = optIn
+		a, err := app.New(cfg, zerolog.Nop(), metrics.Build{})
+		if err != nil {
+			t.Fatal(err)
 		}
+		if err := a.Broker.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cases {
+			req := httptest.NewRequest(http.MethodPost, cfg.WebhookPath, strings.NewReader(body))
+			req.RemoteAddr, req.Host = c.remote, c.host
+			for k, v := range c.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			a.Server.Handler().ServeHTTP(rec, req)
+			want := c.want
+			if !optIn {
+				want = 401 // without a secret and without the opt-in: nothing
+			}
+			if rec.Code != want {
+				t.Errorf("opt-in %v, %s: want %d, got %d %s", optIn, c.name, want, rec.Code, rec.Body)
+			}
+		}
+		_ = a.Broker.Close()
 	}
 }

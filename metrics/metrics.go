@@ -100,12 +100,13 @@ var (
 	descEvicted       = prometheus.NewDesc("broker_slow_consumers_evicted_total", "Clients disconnected because more than send_queue_bytes waited for them (4008).", nil, nil)
 	descEvictions     = prometheus.NewDesc("broker_evictions_total", "Connections the broker closed, by reason (slow_consumer, flood, shutdown, token_expired).", []string{"reason"}, nil)
 	descWebhook       = prometheus.NewDesc("broker_webhook_requests_total", "Webhook answers by HTTP status.", []string{"status"}, nil)
+	descPanics        = prometheus.NewDesc("broker_frame_panics_total", "Frame handlers that panicked: the connection was closed (1011), the process went on.", nil, nil)
 )
 
 func (s *snapshots) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descGroups, descQueue, descLag, descSendBytes,
 		descPublished, descDispatched, descReads, descReadErrors, descFrames, descMissed, descGaps, descAccess, descRegrouped,
-		descEvicted, descEvictions, descWebhook} {
+		descEvicted, descEvictions, descWebhook, descPanics} {
 		ch <- d
 	}
 }
@@ -142,7 +143,8 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descSendBytes, float64(e.SendQueueBytes))
 		counter(descEvicted, float64(e.Evictions["slow_consumer"]))
-		for _, r := range []string{"slow_consumer", "flood", "shutdown", "token_expired"} {
+		counter(descPanics, float64(e.Panics))
+		for _, r := range []string{"slow_consumer", "flood", "shutdown", "token_expired", "panic"} {
 			counter(descEvictions, float64(e.Evictions[r]), r)
 		}
 		for status, n := range e.Webhook {
