@@ -127,7 +127,7 @@ func TestAccessChangeSuspendsRefusedTokens(t *testing.T) {
 		t.Fatalf("a: %v", got)
 	}
 	got := b.got()
-	if got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[0].ID+":1" || strings.Join(b.expired, ",") != "b" {
+	if got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[0].ID+":0" || strings.Join(b.expired, ",") != "b" {
 		t.Fatalf("b: %v expired %v", got, b.expired)
 	}
 	calls := r.reader.callLog()

@@ -224,6 +224,7 @@ func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 		s.cred.Store(&cred)
 		b.index.move(s, b.classOf(s))
 		s.suspended.Store(false)
+		s.missing.Store(false)
 	}
 	if b.onWorker(context.Background(), s.Collection, rebind) != nil {
 		rebind(nil) // closed: nothing is dispatched any more

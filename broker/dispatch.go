@@ -111,6 +111,11 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		start := time.Now()
 		items, refused, err = b.read(ctx, g, keys)
 		readDur = time.Since(start)
+		if err == nil {
+			g.mu.Lock()
+			g.missing = false // a run of failed reads, if any, ended
+			g.mu.Unlock()
+		}
 	}
 	for _, e := range events {
 		if !g.wants(e.Action) {
@@ -347,32 +352,60 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 }
 
 const (
-	readFailedNotice = "an event could not be read from Directus with your token and was not delivered"
-	expiredNotice    = "an event was not delivered because your token expired"
+	readFailedNotice = "events from this one on could not be read from Directus and were not delivered; resume with since (the id before this one) once events arrive again"
+	expiredNotice    = "events from this one on are not delivered because your token expired; authenticate again, then resume with since (the id before this one)"
 )
 
-// missed tells s it did not get e.
+// missed tells a suspended s it did not get e — once per run of missed
+// events (a notice per event would be a flood: an expired token misses
+// every event until it is renewed).
 func (b *Broker) missed(s *Subscription, e Event, message string) {
 	b.metrics.EventsMissed.Add(1)
-	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Count: 1, Message: message}), e.ID, "", nil)
+	if s.missing.Swap(true) {
+		return // this run was reported at its first event
+	}
+	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Message: message}), e.ID, "", nil)
 }
 
 // readFailed tells g's subscribers they missed e: nothing unfiltered is ever
-// sent in place of a failed read.
+// sent in place of a failed read. A run of failed reads (Directus down) is
+// told once, at its first event, with a notice encoded once per (encoder,
+// uid): the subscribers resume from before that event once events flow
+// again. The run ends with the group's next successful read.
 func (b *Broker) readFailed(g *group, e Event, err error) {
 	members := g.members()
+	b.metrics.EventsMissed.Add(int64(len(members)))
+	g.mu.Lock()
+	inRun := g.missing
+	g.missing = true
+	g.mu.Unlock()
+	if inRun {
+		return
+	}
 	expired := errors.Is(err, ErrTokenExpired) || errors.Is(err, errNoReader)
 	b.log.Warn().Err(err).Str("collection", e.Collection).Str("event", e.ID).
-		Int("subscribers", len(members)).Bool("token_expired", expired).Msg("read for delivery failed; subscribers told they missed the event")
+		Int("subscribers", len(members)).Bool("token_expired", expired).Msg("read for delivery failed; subscribers told they miss events from this one until reads work again")
 	msg := readFailedNotice
 	if expired {
 		msg = expiredNotice
 	}
+	n := Notice{Code: "EVENTS_MISSED", EventID: e.ID, Message: msg}
+	type key struct {
+		enc Encoder
+		uid string
+	}
+	frames := map[key][]byte{}
 	for _, s := range members {
 		if s.closed.Load() || !s.Actions.Has(e.Action) {
 			continue
 		}
-		b.missed(s, e, msg)
+		k := key{s.Encoder, string(s.UID)}
+		f := frames[k]
+		if f == nil {
+			f = s.Encoder.Notice(s, n)
+			frames[k] = f
+		}
+		s.deliver(f, e.ID, "", nil)
 	}
 }
 

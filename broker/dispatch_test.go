@@ -133,7 +133,7 @@ func TestReadFailureSendsNotice(t *testing.T) {
 	ev := r.publish(t, update("1"), del("2"))
 	r.drain(t)
 	got := sink.got()
-	want := []string{"ack", "notice:EVENTS_MISSED:" + ev[0].ID + ":1", `delete:2:["2"]:` + ev[1].ID}
+	want := []string{"ack", "notice:EVENTS_MISSED:" + ev[0].ID + ":0", `delete:2:["2"]:` + ev[1].ID}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -164,16 +164,15 @@ func TestRefusedTokenRetriesWithAnotherMember(t *testing.T) {
 		t.Fatalf("the other member must get the event read with its own token: %v", got)
 	}
 	got := refused.got()
-	if got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[0].ID+":1" {
+	if got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[0].ID+":0" {
 		t.Fatalf("the refused member must get a notice, not data: %v", got)
 	}
-	// A suspended member is never read with and gets only notices, also
-	// for deletes.
-	ev = r.publish(t, update("1"), del("1"))
+	// A suspended member is never read with and gets no data, deletes
+	// included; its run of missed events was told once.
+	r.publish(t, update("1"), del("1"))
 	r.drain(t)
-	got = refused.got()
-	if got[len(got)-2] != "notice:EVENTS_MISSED:"+ev[0].ID+":1" || got[len(got)-1] != "notice:EVENTS_MISSED:"+ev[1].ID+":1" {
-		t.Fatalf("suspended member: %v", got)
+	if again := refused.got(); len(again) != len(got) {
+		t.Fatalf("suspended member got more: %v", again)
 	}
 	calls := r.reader.callLog()
 	if len(calls) != 3 || calls[2] != calls[1] {
@@ -203,5 +202,51 @@ func TestRebind(t *testing.T) {
 	}
 	if _, groups := r.b.index.size(); groups != 1 {
 		t.Fatalf("%d groups: the old group must be gone", groups)
+	}
+}
+
+// A run of failed reads (Directus down) is told once per group, with one
+// notice per (encoder, uid) for all its members, at the run's first event;
+// the run ends with the next successful read, and a new run is told again.
+func TestMissedRunsCoalesce(t *testing.T) {
+	r := newRig(t, Options{Classifier: oneClass{}})
+	r.reader.set("1", `{"id":1}`)
+	sinks := []*recSink{}
+	for _, tok := range []string{"a", "b", "c"} {
+		_, s := r.sub(t, tok, AttachOptions{})
+		sinks = append(sinks, s)
+	}
+	r.reader.fail = errors.New("directus down")
+	var first []Event
+	for i := range 5 {
+		ev := r.publish(t, update("1"))
+		r.drain(t)
+		if i == 0 {
+			first = ev
+		}
+	}
+	for _, s := range sinks {
+		if got := s.got(); !reflect.DeepEqual(got, []string{"ack", "notice:EVENTS_MISSED:" + first[0].ID + ":0"}) {
+			t.Fatalf("five missed events: %v, want one notice", got)
+		}
+	}
+	if m := r.b.Metrics(); m.EventsMissed != 15 {
+		t.Fatalf("EventsMissed %d, want 15 (every subscriber-event counted)", m.EventsMissed)
+	}
+	r.reader.mu.Lock()
+	r.reader.fail = nil
+	r.reader.mu.Unlock()
+	ok := r.publish(t, update("1"))
+	r.drain(t)
+	r.reader.mu.Lock()
+	r.reader.fail = errors.New("down again")
+	r.reader.mu.Unlock()
+	again := r.publish(t, update("1"))
+	r.drain(t)
+	for _, s := range sinks {
+		got := s.got()
+		if got[2] != `update:1:[{"id":1}]:`+ok[0].ID || got[3] != "notice:EVENTS_MISSED:"+again[0].ID+":0" || len(got) != 4 {
+			t.Fatalf("after recovery and a new run: %v", got)
+		}
 	}
 }

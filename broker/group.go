@@ -20,6 +20,9 @@ type group struct {
 	// and query that read the same keys at the same time (a replay: many
 	// subscribers resuming from one event).
 	shareReads bool
+	// missing is set during a run of failed reads (guarded by mu): its
+	// first event was told, the others are only counted.
+	missing bool
 }
 
 func newGroup(collection, class string, q Query) *group {

@@ -96,7 +96,10 @@ type Subscription struct {
 	// notices of what it missed instead of data read with other members'
 	// tokens, until it is rebound to a working token.
 	suspended atomic.Bool
-	held      holdQueue
+	// missing is set once a suspended s was told it misses events; Rebind
+	// clears it.
+	missing atomic.Bool
+	held    holdQueue
 	// snapshot holds the keys of the init snapshot, for dropping the
 	// duplicate creates that follow it (nil: no snapshot).
 	snapshot atomic.Pointer[initKeys]
