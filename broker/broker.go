@@ -89,6 +89,14 @@ type Broker struct {
 	// replayReads shares the reads of resumes within a class.
 	replayReads Coalescer
 
+	// Stop: no frame is queued once stopping is set; reads use readCtx,
+	// which Stop cancels; skipped collects the events not dispatched.
+	stopping    atomic.Bool
+	readCtx     context.Context
+	cancelReads context.CancelFunc
+	skippedMu   sync.Mutex
+	skipped     []Event
+
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -118,6 +126,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 		b.shards = append(b.shards, &shard{queue: newQueue(opts.QueueSize), last: map[string]string{}})
 	}
 	b.access = newAccessWorker(b)
+	b.readCtx, b.cancelReads = context.WithCancel(context.Background())
 	return b
 }
 
@@ -286,6 +295,7 @@ func (b *Broker) Close() error {
 		// Workers first: a bus reader blocked handing them an event is
 		// released, so closing the bus cannot wait on a full queue.
 		close(b.done)
+		b.cancelReads()
 		b.wg.Wait()
 		err = b.bus.Close()
 	})

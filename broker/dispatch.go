@@ -36,6 +36,10 @@ func (b *Broker) work(sh *shard) {
 // dispatchBatch fans out events (in publish order) collection by
 // collection; each collection's events keep their order for every group.
 func (b *Broker) dispatchBatch(sh *shard, events []Event) {
+	if b.stopping.Load() {
+		b.skip(events)
+		return
+	}
 	if oldest := oldestReceived(events); !oldest.IsZero() {
 		sh.busySince.Store(oldest.UnixNano())
 		defer sh.busySince.Store(0)
@@ -61,7 +65,7 @@ func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 	sh.last[coll] = events[len(events)-1].ID
 	b.metrics.EventsDispatched.Add(int64(len(events)))
 	groups := b.index.groups(coll)
-	ctx := context.Background()
+	ctx := b.readCtx
 	if len(groups) == 1 {
 		_ = b.deliver(ctx, groups[0], events)
 	} else {
@@ -75,6 +79,10 @@ func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 			}()
 		}
 		wg.Wait()
+	}
+	if b.stopping.Load() {
+		// Cut short by Stop: the subscriptions not sent these yet are told.
+		b.skip(events)
 	}
 	if o := b.opts.Observer; o != nil {
 		for _, e := range events {
@@ -318,6 +326,9 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 		frames    map[frameKey][]byte
 		sent      int64
 	)
+	if b.stopping.Load() {
+		return // a shutdown: Stop tells the subscriptions what they miss
+	}
 	for _, s := range g.members() {
 		if !s.Actions.Has(action) || s.closed.Load() {
 			continue
@@ -373,6 +384,9 @@ func (b *Broker) missed(s *Subscription, e Event, message string) {
 // uid): the subscribers resume from before that event once events flow
 // again. The run ends with the group's next successful read.
 func (b *Broker) readFailed(g *group, e Event, err error) {
+	if b.stopping.Load() {
+		return // the read was cancelled by Stop, which tells them
+	}
 	members := g.members()
 	b.metrics.EventsMissed.Add(int64(len(members)))
 	g.mu.Lock()

@@ -41,6 +41,9 @@ func (h *holdQueue) start(max int) {
 // deliver sends frame for event id now, or holds it while s is being set
 // up; action and keys are the event's (empty for notices).
 func (s *Subscription) deliver(frame []byte, eventID string, action Action, keys []string) {
+	if action != "" {
+		s.lastSent.Store(&eventID)
+	}
 	h := &s.held
 	if h.on.Load() {
 		h.mu.Lock()

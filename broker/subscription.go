@@ -76,6 +76,8 @@ type Notice struct {
 	EventID string
 	// Count of events missed, when known.
 	Count int
+	// IDs lists the events missed, when known (a shutdown).
+	IDs []string
 }
 
 // Subscription is one client's interest in one collection.
@@ -99,7 +101,10 @@ type Subscription struct {
 	// missing is set once a suspended s was told it misses events; Rebind
 	// clears it.
 	missing atomic.Bool
-	held    holdQueue
+	// lastSent is the id of the newest event frame queued for s (held or
+	// sent): what a shutdown reports as missed starts after it.
+	lastSent atomic.Pointer[string]
+	held     holdQueue
 	// snapshot holds the keys of the init snapshot, for dropping the
 	// duplicate creates that follow it (nil: no snapshot).
 	snapshot atomic.Pointer[initKeys]

@@ -19,6 +19,9 @@ func (s *Server) readiness(ctx context.Context) (int, map[string]string) {
 	defer cancel()
 	status := map[string]string{"directus": "ok", "bus": "ok", "dispatch": "ok"}
 	code := http.StatusOK
+	if s.closing.Load() {
+		status["shutdown"], code = "in progress", http.StatusServiceUnavailable
+	}
 	if err := s.directus.Health(ctx); err != nil {
 		status["directus"], code = "unreachable", http.StatusServiceUnavailable
 	}

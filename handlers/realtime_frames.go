@@ -220,7 +220,8 @@ func (e realtimeEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte 
 		Collection string          `json:"collection"`
 		EventID    string          `json:"event_id,omitempty"`
 		Count      int             `json:"count,omitempty"`
+		EventIDs   []string        `json:"event_ids,omitempty"`
 		UID        json.RawMessage `json:"uid,omitempty"`
-	}{"notice", n.Code, n.Message, s.Collection, n.EventID, n.Count, s.UID})
+	}{"notice", n.Code, n.Message, s.Collection, n.EventID, n.Count, n.IDs, s.UID})
 	return b
 }

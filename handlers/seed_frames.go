@@ -164,7 +164,11 @@ func (seedEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
 	case "TOKEN_EXPIRED":
 		status = 401
 	}
-	return seedTyped("ERROR", map[string]any{"data": map[string]any{
+	data := map[string]any{
 		"status": status, "code": n.Code, "message": n.Message, "collection": s.Collection, "event_id": n.EventID, "count": n.Count,
-	}}, s.UID)
+	}
+	if n.IDs != nil {
+		data["event_ids"] = n.IDs
+	}
+	return seedTyped("ERROR", map[string]any{"data": data}, s.UID)
 }

@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -58,6 +57,13 @@ type Server struct {
 	clients  map[*conn]struct{}
 	evicted  atomic.Int64
 	stats    stats
+	// hooks counts the webhook calls in flight; hookMu orders their start
+	// against closing (a call either sees closing or is waited for).
+	hookMu sync.RWMutex
+	hooks  sync.WaitGroup
+	// shutdown is closed when a shutdown begins.
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
 }
 
 // New builds the server; it does no I/O.
@@ -66,7 +72,7 @@ func New(d Deps) *Server {
 		cfg: d.Config, log: d.Log.With().Str("component", "http").Logger(),
 		broker: d.Broker, directus: d.Directus,
 		auth: d.Sessions.Auth, sessions: d.Sessions, metrics: d.Metrics,
-		clients: map[*conn]struct{}{},
+		clients: map[*conn]struct{}{}, shutdown: make(chan struct{}),
 	}
 	s.melody = s.newMelody()
 	e := echo.New()
@@ -108,6 +114,10 @@ func New(d Deps) *Server {
 // Evicted counts the clients disconnected as slow consumers.
 func (s *Server) Evicted() int64 { return s.evicted.Load() }
 
+// ShuttingDown is closed once a shutdown has begun: from then on the
+// webhook and upgrades answer 503 and /readyz reports it.
+func (s *Server) ShuttingDown() <-chan struct{} { return s.shutdown }
+
 // Handler is the server's HTTP handler (for tests with httptest).
 func (s *Server) Handler() http.Handler { return s.echo }
 
@@ -148,36 +158,76 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return s.Shutdown(sctx, hs)
 }
 
-// Shutdown performs the graceful shutdown steps on hs.
+// Shutdown performs the graceful shutdown on hs, within ctx:
+//
+//  1. New upgrades and webhook calls are answered 503 (the Flow logs the
+//     failure: nothing is acknowledged that will not be delivered); the
+//     webhook calls in flight finish (published: 202).
+//  2. What was published is delivered, until a reserve before the
+//     deadline.
+//  3. Delivery stops, and each subscriber is told exactly which events it
+//     will not get (EVENTS_MISSED with their ids), so it can resume
+//     elsewhere with since.
+//  4. Every client is closed with 1001 after the frames queued for it, and
+//     then the listener.
 func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(s.cfg.ShutdownTimeout)
+	}
+	// The reserve for telling and closing the clients.
+	reserve := min(2*time.Second, time.Until(deadline)/4)
+	s.hookMu.Lock()
 	s.closing.Store(true)
-	err := hs.Shutdown(ctx) // waits for webhook calls; hijacked sockets are ours
-	if derr := s.broker.Drain(ctx); derr != nil && err == nil {
-		err = fmt.Errorf("drain: %w", derr)
+	s.hookMu.Unlock()
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+	webhooks := make(chan struct{})
+	go func() { s.hooks.Wait(); close(webhooks) }()
+	select {
+	case <-webhooks:
+	case <-ctx.Done():
+	}
+	dctx, cancel := context.WithDeadline(ctx, deadline.Add(-reserve))
+	derr := s.broker.Drain(dctx)
+	cancel()
+	var err error
+	if derr != nil {
+		told, missed := s.broker.Stop(ctx)
+		s.log.Warn().Err(derr).Int("subscriptions", told).Int("subscriber_events", missed).
+			Msg("shutdown: not everything published could be delivered in shutdown_timeout; the subscribers were told which events they miss")
+	} else {
+		s.broker.Stop(ctx) // nothing left: stops further deliveries only
 	}
 	s.closeClients(ctx, websocket1001)
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	if serr := hs.Shutdown(ctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = serr
 	}
 	return err
 }
 
 const websocket1001 = 1001
 
-// closeClients closes every connection with code and waits (bounded by ctx)
-// until their handlers have finished.
+// closeClients closes every connection with code after the frames queued
+// for it, waits (bounded by ctx) until their handlers have finished, and
+// then cuts those whose clients did not take their frames in time.
 func (s *Server) closeClients(ctx context.Context, code int) {
-	s.closing.Store(true)
 	s.clientMu.Lock()
+	clients := make([]*conn, 0, len(s.clients))
 	for c := range s.clients {
-		c.evict(code, "going away")
+		clients = append(clients, c)
 	}
 	s.clientMu.Unlock()
+	for _, c := range clients {
+		c.Close(code, "going away")
+	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for s.conns.Load() > 0 {
 		select {
 		case <-ctx.Done():
+			for _, c := range clients {
+				c.evict(code, "going away")
+			}
 			return
 		case <-t.C:
 		}

@@ -22,6 +22,14 @@ import (
 // secret; 413 body too large; 422 JSON that is not an item event; 503 when
 // the bus cannot take the events (the Flow then logs a failure).
 func (s *Server) webhook(c echo.Context) error {
+	s.hookMu.RLock()
+	if s.closing.Load() {
+		s.hookMu.RUnlock()
+		return c.JSON(http.StatusServiceUnavailable, errorBody(&session.Error{Status: 503, Code: "SHUTTING_DOWN", Message: "the broker is shutting down; nothing was published"}))
+	}
+	s.hooks.Add(1)
+	s.hookMu.RUnlock()
+	defer s.hooks.Done()
 	r := c.Request()
 	if !s.webhookAuthorized(r) {
 		msg := "missing or wrong webhook secret"
