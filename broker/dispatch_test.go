@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -247,6 +248,30 @@ func TestMissedRunsCoalesce(t *testing.T) {
 		got := s.got()
 		if got[2] != `update:1:[{"id":1}]:`+ok[0].ID || got[3] != "notice:EVENTS_MISSED:"+again[0].ID+":0" || len(got) != 4 {
 			t.Fatalf("after recovery and a new run: %v", got)
+		}
+	}
+}
+
+// One token with many distinct queries (many groups) must not put another
+// subscriber's read behind its own: with one read slot, the other's read
+// comes first, event after event.
+func TestDispatchReadsFewQueryOwnersFirst(t *testing.T) {
+	r := newRig(t, Options{ReadConcurrency: 1})
+	r.reader.set("1", `{"title":"x"}`)
+	for i := range 20 {
+		s := NewSubscription("c", Credentials{Token: "many"}, Query{"filter": map[string]any{"id": map[string]any{"_eq": i}}}, 0, nil, newRecSink(), textEncoder{})
+		if err := r.b.Subscribe(context.Background(), s, AttachOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.sub(t, "one", AttachOptions{})
+	for round := range 3 {
+		before := len(r.reader.callLog())
+		r.publish(t, update("1"))
+		r.drain(t)
+		calls := r.reader.callLog()[before:]
+		if len(calls) != 21 || !strings.HasPrefix(calls[0], "one:") {
+			t.Fatalf("round %d: want the single-query subscriber's read first of 21, got %v", round, calls)
 		}
 	}
 }

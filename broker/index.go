@@ -8,6 +8,10 @@ type index struct {
 	mu          sync.RWMutex
 	collections map[string]map[groupKey]*group
 	count       int
+	// ordered caches each collection's groups in fairOrder; a change of
+	// the collection's subscriptions drops it.
+	orderMu sync.Mutex
+	ordered map[string][]*group
 }
 
 type groupKey struct {
@@ -16,7 +20,7 @@ type groupKey struct {
 }
 
 func newIndex() *index {
-	return &index{collections: map[string]map[groupKey]*group{}}
+	return &index{collections: map[string]map[groupKey]*group{}, ordered: map[string][]*group{}}
 }
 
 // add puts s into the group of class and its query.
@@ -41,6 +45,14 @@ func (ix *index) addLocked(s *Subscription, class string) {
 	g.add(s)
 	s.group = g
 	ix.count++
+	ix.changed(s.Collection)
+}
+
+// changed drops the cached order of collection (under ix.mu).
+func (ix *index) changed(collection string) {
+	ix.orderMu.Lock()
+	delete(ix.ordered, collection)
+	ix.orderMu.Unlock()
 }
 
 func (ix *index) remove(s *Subscription) bool {
@@ -56,6 +68,7 @@ func (ix *index) removeLocked(s *Subscription) bool {
 	}
 	s.group = nil
 	ix.count--
+	ix.changed(s.Collection)
 	if g.remove(s) {
 		groups := ix.collections[s.Collection]
 		delete(groups, groupKey{class: g.class, query: s.queryKey})
@@ -89,9 +102,17 @@ func (ix *index) groupOf(s *Subscription) *group {
 	return s.group
 }
 
+// groups returns the groups of collection in fairOrder; the slice is shared:
+// it must not be changed.
 func (ix *index) groups(collection string) []*group {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
+	ix.orderMu.Lock()
+	cached, ok := ix.ordered[collection]
+	ix.orderMu.Unlock()
+	if ok {
+		return cached
+	}
 	groups := ix.collections[collection]
 	if len(groups) == 0 {
 		return nil
@@ -100,6 +121,10 @@ func (ix *index) groups(collection string) []*group {
 	for _, g := range groups {
 		out = append(out, g)
 	}
+	out = fairOrder(out)
+	ix.orderMu.Lock()
+	ix.ordered[collection] = out
+	ix.orderMu.Unlock()
 	return out
 }
 

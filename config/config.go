@@ -68,23 +68,48 @@ type Config struct {
 	WebhookInsecureLoopback bool `mapstructure:"webhook_insecure_loopback"`
 
 	MaxConnections int `mapstructure:"max_connections"`
+	// MaxConnectionsPerUser bounds the connections of one Directus user;
+	// MaxAnonymousPerAddress those without a user (not authenticated yet,
+	// or the public role) from one address. 0 = no bound.
+	MaxConnectionsPerUser  int `mapstructure:"max_connections_per_user"`
+	MaxAnonymousPerAddress int `mapstructure:"max_anonymous_per_address"`
+	// TrustedProxies lists the addresses (IPs or CIDRs) of reverse proxies
+	// whose X-Forwarded-For names the client; empty: the peer address is
+	// the client.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// MaxSubscriptions bounds the subscriptions of one connection.
-	MaxSubscriptions int     `mapstructure:"max_subscriptions"`
-	MaxFrameSize     int64   `mapstructure:"max_frame_size"`
-	RateLimit        float64 `mapstructure:"rate_limit"`
-	RateBurst        int     `mapstructure:"rate_burst"`
-	MaxInFlight      int     `mapstructure:"max_in_flight"`
-	SendBuffer       int     `mapstructure:"send_buffer"`
+	MaxSubscriptions int `mapstructure:"max_subscriptions"`
+	// Each distinct query is a Directus read per event: bounded per
+	// connection and per user (0 = no bound), and the stored query text per
+	// connection.
+	MaxQueriesPerConnection int     `mapstructure:"max_queries_per_connection"`
+	MaxQueriesPerUser       int     `mapstructure:"max_queries_per_user"`
+	MaxQueryBytes           int     `mapstructure:"max_query_bytes"`
+	MaxFrameSize            int64   `mapstructure:"max_frame_size"`
+	RateLimit               float64 `mapstructure:"rate_limit"`
+	RateBurst               int     `mapstructure:"rate_burst"`
+	MaxInFlight             int     `mapstructure:"max_in_flight"`
+	SendBuffer              int     `mapstructure:"send_buffer"`
 	// SendQueueBytes bounds the frames waiting beyond melody's queue of
 	// SendBuffer frames; past it the client is a slow consumer.
-	SendQueueBytes  int           `mapstructure:"send_queue_bytes"`
-	PingPeriod      time.Duration `mapstructure:"ping_period"`
-	PongWait        time.Duration `mapstructure:"pong_wait"`
-	WriteWait       time.Duration `mapstructure:"write_wait"`
-	AuthGrace       time.Duration `mapstructure:"auth_grace"`
-	TokenCacheTTL   time.Duration `mapstructure:"token_cache_ttl"`
+	SendQueueBytes int           `mapstructure:"send_queue_bytes"`
+	PingPeriod     time.Duration `mapstructure:"ping_period"`
+	PongWait       time.Duration `mapstructure:"pong_wait"`
+	WriteWait      time.Duration `mapstructure:"write_wait"`
+	AuthGrace      time.Duration `mapstructure:"auth_grace"`
+	TokenCacheTTL  time.Duration `mapstructure:"token_cache_ttl"`
+	// InvalidTokenTTL is how long a token Directus refused is refused again
+	// without asking (0 = always ask).
+	InvalidTokenTTL time.Duration `mapstructure:"invalid_token_ttl"`
 	ReadConcurrency int           `mapstructure:"read_concurrency"`
-	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// DirectusConcurrency bounds the requests clients make the broker send
+	// to Directus (token checks, subscribe checks, snapshots, items) in
+	// flight; up to DirectusQueue more wait, and beyond those a client is
+	// told to retry (503 SERVICE_BUSY). Event reads are bounded by
+	// read_concurrency and never shed.
+	DirectusConcurrency int           `mapstructure:"directus_concurrency"`
+	DirectusQueue       int           `mapstructure:"directus_queue"`
+	ShutdownTimeout     time.Duration `mapstructure:"shutdown_timeout"`
 
 	Bus      string `mapstructure:"bus"`
 	RedisURL string `mapstructure:"redis_url"`
@@ -116,51 +141,60 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		ListenAddr:             "127.0.0.1:8080",
-		DirectusURL:            "http://127.0.0.1:8055",
-		DirectusTimeout:        10 * time.Second,
-		AccessRefresh:          time.Minute,
-		CheckCacheTTL:          10 * time.Second,
-		WebsocketEnabled:       true,
-		WebsocketPublic:        false,
-		WebsocketPath:          "/websocket",
-		WebsocketCoreGet:       true,
-		WebsocketCorePost:      true,
-		WebsocketCorePatch:     true,
-		WebsocketCoreDelete:    true,
-		WebsocketCoreSubscribe: true,
-		AllowedOrigins:         []string{"*"},
-		WebhookPath:            "/webhook",
-		WebhookSecretHeader:    "X-Webhook-Secret",
-		WebhookMaxBody:         1 << 20,
-		MaxConnections:         20000,
-		MaxSubscriptions:       256,
-		MaxFrameSize:           64 << 10,
-		RateLimit:              50,
-		RateBurst:              100,
-		MaxInFlight:            16,
-		SendBuffer:             16,
-		SendQueueBytes:         1 << 20,
-		PingPeriod:             25 * time.Second,
-		PongWait:               60 * time.Second,
-		WriteWait:              10 * time.Second,
-		AuthGrace:              30 * time.Second,
-		TokenCacheTTL:          30 * time.Second,
-		ReadConcurrency:        32,
-		ShutdownTimeout:        15 * time.Second,
-		Bus:                    "memory",
-		RedisURL:               "redis://127.0.0.1:6379/0",
-		RedisPrefix:            "directus-ws-broker:",
-		HistorySize:            1000,
-		HistoryMaxAge:          time.Hour,
-		ExampleEnabled:         true,
-		ReadyMaxLag:            10 * time.Second,
-		LogLevel:               "info",
-		LogFormat:              "auto",
-		RealtimeEnabled:        true,
-		RealtimePath:           "/realtime",
-		RealtimeAuthMode:       "handshake",
-		RealtimeAuthTimeout:    10 * time.Second,
+		ListenAddr:              "127.0.0.1:8080",
+		DirectusURL:             "http://127.0.0.1:8055",
+		DirectusTimeout:         10 * time.Second,
+		AccessRefresh:           time.Minute,
+		CheckCacheTTL:           10 * time.Second,
+		WebsocketEnabled:        true,
+		WebsocketPublic:         false,
+		WebsocketPath:           "/websocket",
+		WebsocketCoreGet:        true,
+		WebsocketCorePost:       true,
+		WebsocketCorePatch:      true,
+		WebsocketCoreDelete:     true,
+		WebsocketCoreSubscribe:  true,
+		AllowedOrigins:          []string{"*"},
+		WebhookPath:             "/webhook",
+		WebhookSecretHeader:     "X-Webhook-Secret",
+		WebhookMaxBody:          1 << 20,
+		MaxConnections:          20000,
+		MaxConnectionsPerUser:   64,
+		MaxAnonymousPerAddress:  64,
+		TrustedProxies:          []string{},
+		MaxSubscriptions:        256,
+		MaxQueriesPerConnection: 32,
+		MaxQueriesPerUser:       64,
+		MaxQueryBytes:           256 << 10,
+		MaxFrameSize:            64 << 10,
+		RateLimit:               50,
+		RateBurst:               100,
+		MaxInFlight:             16,
+		SendBuffer:              16,
+		SendQueueBytes:          1 << 20,
+		PingPeriod:              25 * time.Second,
+		PongWait:                60 * time.Second,
+		WriteWait:               10 * time.Second,
+		AuthGrace:               30 * time.Second,
+		TokenCacheTTL:           30 * time.Second,
+		InvalidTokenTTL:         10 * time.Second,
+		ReadConcurrency:         32,
+		DirectusConcurrency:     32,
+		DirectusQueue:           1000,
+		ShutdownTimeout:         15 * time.Second,
+		Bus:                     "memory",
+		RedisURL:                "redis://127.0.0.1:6379/0",
+		RedisPrefix:             "directus-ws-broker:",
+		HistorySize:             1000,
+		HistoryMaxAge:           time.Hour,
+		ExampleEnabled:          true,
+		ReadyMaxLag:             10 * time.Second,
+		LogLevel:                "info",
+		LogFormat:               "auto",
+		RealtimeEnabled:         true,
+		RealtimePath:            "/realtime",
+		RealtimeAuthMode:        "handshake",
+		RealtimeAuthTimeout:     10 * time.Second,
 	}
 }
 
@@ -202,6 +236,7 @@ func (c Config) Validate() error {
 		{"max_frame_size", c.MaxFrameSize}, {"rate_burst", int64(c.RateBurst)},
 		{"max_in_flight", int64(c.MaxInFlight)}, {"send_buffer", int64(c.SendBuffer)}, {"send_queue_bytes", int64(c.SendQueueBytes)},
 		{"read_concurrency", int64(c.ReadConcurrency)}, {"history_size", int64(c.HistorySize)},
+		{"directus_concurrency", int64(c.DirectusConcurrency)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -218,6 +253,21 @@ func (c Config) Validate() error {
 	}
 	if c.TokenCacheTTL < 0 {
 		bad("token_cache_ttl", "must not be negative")
+	}
+	if c.InvalidTokenTTL < 0 {
+		bad("invalid_token_ttl", "must not be negative")
+	}
+	for key, v := range map[string]int{"max_connections_per_user": c.MaxConnectionsPerUser, "max_anonymous_per_address": c.MaxAnonymousPerAddress,
+		"max_queries_per_connection": c.MaxQueriesPerConnection, "max_queries_per_user": c.MaxQueriesPerUser,
+		"max_query_bytes": c.MaxQueryBytes, "directus_queue": c.DirectusQueue} {
+		if v < 0 {
+			bad(key, "must not be negative (0 = no bound), got %d", v)
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := ParseTrusted(p); err != nil {
+			bad("trusted_proxies", "%q is neither an IP address nor a CIDR range", p)
+		}
 	}
 	if c.AccessRefresh < 0 {
 		bad("access_refresh", "must not be negative (0 turns the periodic reread off)")
@@ -277,4 +327,17 @@ func (c Config) Validate() error {
 		bad("allowed_origins", "must list at least one origin (or \"*\")")
 	}
 	return errors.Join(errs...)
+}
+
+// ParseTrusted reads a trusted_proxies entry: an IP address or a CIDR range.
+func ParseTrusted(s string) (*net.IPNet, error) {
+	if ip := net.ParseIP(s); ip != nil {
+		bits := 128
+		if ip.To4() != nil {
+			ip, bits = ip.To4(), 32
+		}
+		return &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}, nil
+	}
+	_, n, err := net.ParseCIDR(s)
+	return n, err
 }

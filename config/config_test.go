@@ -3,6 +3,8 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +108,25 @@ func TestWebhookSecretHeader(t *testing.T) {
 	c.WebhookSecretHeader = "X Bad:"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "webhook_secret_header") {
 		t.Fatalf("want a webhook_secret_header error, got %v", err)
+	}
+}
+
+// The shipped config.yaml documents every key with its default value.
+func TestConfigYAMLListsEveryKey(t *testing.T) {
+	cfg, warnings, err := Load(filepath.Join("..", "config.yaml"), func(string) string { return "" })
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("config.yaml: %v %v", err, warnings)
+	}
+	if !reflect.DeepEqual(cfg, Default()) {
+		t.Errorf("config.yaml differs from the defaults:\n got %+v\nwant %+v", cfg, Default())
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		if !regexp.MustCompile(`(?m)^` + k + `:`).Match(raw) {
+			t.Errorf("config.yaml does not list %s", k)
+		}
 	}
 }

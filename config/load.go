@@ -60,6 +60,7 @@ func Load(path string, getenv func(string) string) (Config, []string, error) {
 		return Config{}, warnings, fmt.Errorf("config: %w", err)
 	}
 	cfg.AllowedOrigins = splitList(cfg.AllowedOrigins)
+	cfg.TrustedProxies = splitList(cfg.TrustedProxies)
 	sort.Strings(warnings)
 	return cfg, warnings, cfg.Validate()
 }
@@ -76,7 +77,7 @@ func Keys() []string {
 
 // splitList accepts both YAML lists and comma-separated environment values.
 func splitList(in []string) []string {
-	var out []string
+	out := []string{}
 	for _, s := range in {
 		for _, part := range strings.Split(s, ",") {
 			if part = strings.TrimSpace(part); part != "" {

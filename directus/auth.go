@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -30,10 +31,14 @@ type Identity struct {
 type Authenticator struct {
 	client *Client
 	ttl    time.Duration
-	now    func() time.Time
+	// refusedTTL: a token Directus refused is refused again without a call
+	// this long (a client retrying a bad token in a loop costs one call).
+	refusedTTL time.Duration
+	now        func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]cachedIdentity
+	mu      sync.Mutex
+	cache   map[string]cachedIdentity
+	refused map[string]refusal
 	// flights shares one /users/me among concurrent checks of one token
 	// (a user's tabs reconnecting at once).
 	flights map[string]*tokenFlight
@@ -50,20 +55,41 @@ type cachedIdentity struct {
 	at time.Time
 }
 
-// NewAuthenticator caches valid tokens for ttl (0 disables the cache).
-func NewAuthenticator(c *Client, ttl time.Duration) *Authenticator {
-	return &Authenticator{client: c, ttl: ttl, now: time.Now, cache: map[string]cachedIdentity{}}
+type refusal struct {
+	err error
+	at  time.Time
 }
+
+// maxCached bounds each cache; past it, it starts over.
+const maxCached = 10000
+
+// NewAuthenticator caches valid tokens for ttl and refused ones for
+// refusedTTL (0 disables either cache).
+func NewAuthenticator(c *Client, ttl, refusedTTL time.Duration) *Authenticator {
+	return &Authenticator{client: c, ttl: ttl, refusedTTL: refusedTTL, now: time.Now,
+		cache: map[string]cachedIdentity{}, refused: map[string]refusal{}}
+}
+
+// ErrJWTExpired is the refusal of a Directus JWT whose exp has passed; it is
+// answered without asking Directus, which refuses such a token too.
+var ErrJWTExpired = &Error{Status: http.StatusUnauthorized, Code: "TOKEN_EXPIRED", Message: "Token expired."}
 
 // Validate returns the token's identity, an *Error with status 401 for a
 // token Directus refuses, or an error for which Unavailable is true.
 func (a *Authenticator) Validate(ctx context.Context, token string) (Identity, error) {
 	now := a.now()
+	if id := identityOf(token); id.JWT && !id.Expires.IsZero() && !now.Before(id.Expires) {
+		return Identity{}, ErrJWTExpired
+	}
 	a.mu.Lock()
 	c, ok := a.cache[token]
+	r, refused := a.refused[token]
 	a.mu.Unlock()
 	if ok && now.Sub(c.at) < a.ttl && (c.id.Expires.IsZero() || now.Before(c.id.Expires)) {
 		return c.id, nil
+	}
+	if refused && now.Sub(r.at) < a.refusedTTL {
+		return Identity{}, r.err
 	}
 	return a.shared(ctx, token, now)
 }
@@ -107,6 +133,15 @@ func (a *Authenticator) Fresh(ctx context.Context, token string) (Identity, erro
 func (a *Authenticator) fetch(ctx context.Context, token string, now time.Time) (Identity, error) {
 	data, err := a.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users", "me"}, Kind: "auth",
 		Query: map[string][]string{"fields": {"id"}}, Token: token})
+	var de *Error
+	if err != nil && a.refusedTTL > 0 && errors.As(err, &de) && (de.Status == http.StatusUnauthorized || de.Status == http.StatusForbidden) {
+		a.mu.Lock()
+		if len(a.refused) >= maxCached {
+			clear(a.refused)
+		}
+		a.refused[token] = refusal{err: err, at: now}
+		a.mu.Unlock()
+	}
 	if err != nil {
 		return Identity{}, err
 	}
@@ -118,10 +153,11 @@ func (a *Authenticator) fetch(ctx context.Context, token string, now time.Time) 
 	id.UserID = me.ID
 	if a.ttl > 0 {
 		a.mu.Lock()
-		if len(a.cache) > 10000 {
+		if len(a.cache) >= maxCached {
 			clear(a.cache)
 		}
 		a.cache[token] = cachedIdentity{id: id, at: now}
+		delete(a.refused, token)
 		a.mu.Unlock()
 	}
 	return id, nil

@@ -20,11 +20,13 @@ type Client struct {
 	base    *url.URL
 	http    *http.Client
 	observe Observer
+	limit   *limiter
 }
 
 // Observer is told of every request the client makes: its kind (the
 // Request's), its outcome (ok, denied: 401/403, not_found, client_error,
-// server_error: 5xx, timeout, unavailable) and how long it took.
+// server_error: 5xx, timeout, unavailable, shed: refused by the
+// client limit, see Limit) and how long it took.
 type Observer func(kind, outcome string, d time.Duration)
 
 // Observe makes o see every request from now on (set it before use).
@@ -81,10 +83,10 @@ func (c *Client) Do(ctx context.Context, r Request) (json.RawMessage, error) {
 // DoRaw performs r and returns the whole answer body.
 func (c *Client) DoRaw(ctx context.Context, r Request) ([]byte, error) {
 	if c.observe == nil {
-		return c.do(ctx, r)
+		return c.limited(ctx, r)
 	}
 	start := time.Now()
-	data, err := c.do(ctx, r)
+	data, err := c.limited(ctx, r)
 	kind := r.Kind
 	if kind == "" {
 		kind = "other"
@@ -99,6 +101,9 @@ func outcome(err error) string {
 		return "ok"
 	}
 	var de *Error
+	if errors.Is(err, ErrBusy) {
+		return "shed"
+	}
 	if errors.As(err, &de) && de.Code != "SERVICE_UNAVAILABLE" {
 		switch {
 		case de.Status == http.StatusUnauthorized || de.Status == http.StatusForbidden:
@@ -118,6 +123,18 @@ func outcome(err error) string {
 		return "server_error" // 502-504 from a proxy in front of Directus
 	}
 	return "unavailable"
+}
+
+// limited performs r within the client limit when a client caused it.
+func (c *Client) limited(ctx context.Context, r Request) ([]byte, error) {
+	if c.limit == nil || !clientCaused(ctx) {
+		return c.do(ctx, r)
+	}
+	if err := c.limit.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer c.limit.release()
+	return c.do(ctx, r)
 }
 
 func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
@@ -190,7 +207,7 @@ func Unavailable(err error) bool {
 		return true
 	}
 	var de *Error
-	return errors.As(err, &de) && de.Code == "SERVICE_UNAVAILABLE"
+	return errors.Is(err, ErrBusy) || (errors.As(err, &de) && de.Code == "SERVICE_UNAVAILABLE")
 }
 
 // Health checks that Directus answers /server/health.

@@ -77,6 +77,7 @@ func New(d Deps) *Server {
 	s.melody = s.newMelody()
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = ipExtractor(s.cfg.TrustedProxies)
 	e.HTTPErrorHandler = s.httpError
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		// The path only: a query may hold an access_token.

@@ -122,11 +122,14 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, codec cod
 		}
 	} else {
 		var err error
-		id, err = s.auth.Validate(r.Context(), token)
+		id, err = s.auth.Validate(directus.ClientCaused(r.Context()), token)
 		if err != nil {
 			ae := session.AsError(err)
 			if ae.Status == http.StatusServiceUnavailable {
-				log.Warn().Err(err).Msg("upgrade refused: Directus unreachable")
+				if ae.Code != directus.ErrBusy.Code {
+					log.Warn().Err(err).Msg("upgrade refused: Directus unreachable")
+				}
+				c.Response().Header().Set("Retry-After", "1")
 				return c.JSON(http.StatusServiceUnavailable, errorBody(ae))
 			}
 			return c.JSON(http.StatusUnauthorized, errorBody(&session.Error{Status: 401, Code: "INVALID_CREDENTIALS", Message: "Directus refused the token"}))
@@ -141,7 +144,12 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, codec cod
 		return c.JSON(http.StatusBadRequest, errorBody(session.Invalid("expected a WebSocket upgrade request")))
 	}
 	cl := newConn(s, codec, log)
-	cl.sess = session.New(s.sessions, codec, cl, token, id, log)
+	sess, err := session.New(s.sessions, codec, cl, session.Peer{Token: token, ID: id, Addr: c.RealIP()}, log)
+	if err != nil {
+		e := session.AsError(err)
+		return c.JSON(e.Status, errorBody(e))
+	}
+	cl.sess = sess
 	upgraded = true
 	// The connection lives on a goroutine of its own that starts with a
 	// small stack. The request's goroutine, whose stack grew through the
@@ -158,6 +166,7 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, codec cod
 			// The upgrader already answered the request (403 for a bad
 			// origin). The connect and disconnect handlers never ran.
 			log.Debug().Err(err).Msg("upgrade failed")
+			cl.sess.Close()
 			s.conns.Add(-1)
 		}
 		cl.handshakeDone()

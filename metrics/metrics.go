@@ -16,6 +16,7 @@ import (
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/handlers"
+	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // Build identifies the binary.
@@ -26,6 +27,11 @@ type Sources struct {
 	Broker func() broker.MetricsSnapshot
 	Lag    func() time.Duration
 	Edge   func() handlers.Stats
+	// Failures are the operations that failed, by operation and code.
+	Failures func() []session.FailureCount
+	// DirectusWaiting is how many client-caused requests wait for a
+	// Directus slot (directus_concurrency).
+	DirectusWaiting func() int64
 }
 
 // Metrics is the broker's Prometheus registry.
@@ -100,13 +106,15 @@ var (
 	descEvicted       = prometheus.NewDesc("broker_slow_consumers_evicted_total", "Clients disconnected because more than send_queue_bytes waited for them (4008).", nil, nil)
 	descEvictions     = prometheus.NewDesc("broker_evictions_total", "Connections the broker closed, by reason (slow_consumer, flood, shutdown, token_expired).", []string{"reason"}, nil)
 	descWebhook       = prometheus.NewDesc("broker_webhook_requests_total", "Webhook answers by HTTP status.", []string{"status"}, nil)
+	descFailures      = prometheus.NewDesc("broker_operation_failures_total", "Client operations (connect, auth, subscribe, items) that failed, by the error code the client was answered (LIMIT_EXCEEDED, SERVICE_BUSY, SERVICE_UNAVAILABLE...).", []string{"operation", "code"}, nil)
+	descWaiting       = prometheus.NewDesc("broker_directus_queue_waiting", "Client-caused Directus requests waiting for one of directus_concurrency slots (past directus_queue: SERVICE_BUSY).", nil, nil)
 	descPanics        = prometheus.NewDesc("broker_frame_panics_total", "Frame handlers that panicked: the connection was closed (1011), the process went on.", nil, nil)
 )
 
 func (s *snapshots) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descGroups, descQueue, descLag, descSendBytes,
 		descPublished, descDispatched, descReads, descReadErrors, descFrames, descMissed, descGaps, descAccess, descRegrouped,
-		descEvicted, descEvictions, descWebhook, descPanics} {
+		descEvicted, descEvictions, descWebhook, descPanics, descFailures, descWaiting} {
 		ch <- d
 	}
 }
@@ -132,6 +140,14 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 		counter(descGaps, float64(b.HistoryGaps))
 		counter(descAccess, float64(b.AccessChanges))
 		counter(descRegrouped, float64(b.Regrouped))
+	}
+	if s.src.Failures != nil {
+		for _, f := range s.src.Failures() {
+			counter(descFailures, float64(f.N), f.Op, f.Code)
+		}
+	}
+	if s.src.DirectusWaiting != nil {
+		gauge(descWaiting, float64(s.src.DirectusWaiting()))
 	}
 	if s.src.Lag != nil {
 		gauge(descLag, s.src.Lag().Seconds())

@@ -17,17 +17,49 @@ import (
 // whose collection the new access may no longer read ends, and the client
 // is told with Protocol.Dropped. On error nothing changes.
 func (s *Session) Authenticate(ctx context.Context, token string) (directus.Identity, error) {
+	ctx = directus.ClientCaused(ctx)
 	var id directus.Identity
 	if token != "" {
 		var err error
 		if id, err = s.deps.Auth.Validate(ctx, token); err != nil {
+			s.deps.Failures.add("auth", err)
 			return id, err
 		}
+	}
+	if err := s.moveSlot(id.UserID); err != nil {
+		return id, err
 	}
 	cred := credentials(token, id)
 	s.prepare(ctx, cred)
 	s.switchTo(ctx, cred, id.Expires)
 	return id, nil
+}
+
+// moveSlot makes the session hold a connection slot of user (of its
+// address when user is "") instead of the one it holds; on error nothing
+// changed.
+func (s *Session) moveSlot(user string) error {
+	s.mu.Lock()
+	old, closed := s.slot, s.closed
+	s.mu.Unlock()
+	sl := SlotOf(user, s.addr)
+	if sl == old || closed {
+		return nil
+	}
+	if err := s.deps.Usage.Connect(sl); err != nil {
+		s.deps.Failures.add("auth", err)
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.deps.Usage.Disconnect(sl)
+		return nil
+	}
+	s.slot = sl
+	s.mu.Unlock()
+	s.deps.Usage.Disconnect(old)
+	return nil
 }
 
 // switchTo makes cred the connection's credentials and rebinds every
@@ -64,11 +96,17 @@ func (s *Session) rebind(ctx context.Context, key string, e entry, old, cred bro
 	if classes.Class(old, sub.Collection, sub.Query) != classes.Class(cred, sub.Collection, sub.Query) {
 		if err := s.check(ctx, cred, sub.Collection, sub.Query, e.item); err != nil && !directus.Unavailable(err) {
 			s.mu.Lock()
-			if s.subs[key].sub == sub {
+			cur, ok := s.subs[key]
+			ok = ok && cur.sub == sub
+			if ok {
 				delete(s.subs, key)
 			}
 			s.mu.Unlock()
-			s.deps.Broker.Unsubscribe(sub)
+			if ok {
+				s.removed(cur)
+			} else {
+				s.deps.Broker.Unsubscribe(sub)
+			}
 			s.conn.Send(s.proto.Dropped(sub, err))
 			return
 		}
@@ -135,6 +173,7 @@ func (s *Session) Expired() bool {
 // does. Logins are made by the broker, so Directus's rate limiter sees the
 // broker's address.
 func (s *Session) Login(ctx context.Context, email, password, otp, refreshToken *string) (access, refresh string, err error) {
+	ctx = directus.ClientCaused(ctx)
 	var body map[string]any
 	var path string
 	switch {

@@ -30,7 +30,16 @@ type ItemsResult struct {
 }
 
 // Items performs req with the token the connection has when Items starts.
-func (s *Session) Items(ctx context.Context, req ItemsRequest) (ItemsResult, error) {
+func (s *Session) Items(ctx context.Context, req ItemsRequest) (res ItemsResult, err error) {
+	defer func() {
+		if err != nil {
+			s.deps.Failures.add("items", err)
+		}
+	}()
+	return s.items(directus.ClientCaused(ctx), req)
+}
+
+func (s *Session) items(ctx context.Context, req ItemsRequest) (ItemsResult, error) {
 	coll, err := Collection(req.Collection)
 	if err != nil {
 		return ItemsResult{}, err

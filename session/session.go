@@ -76,6 +76,9 @@ type Limits struct {
 	MaxSubscriptions int
 	// MaxResponseBytes bounds an items answer (it must fit the send queue).
 	MaxResponseBytes int
+	// Quota bounds the distinct queries and connections; Deps.Usage counts
+	// them across connections.
+	Quota Quota
 }
 
 // Deps are the collaborators every session shares, built once by the
@@ -97,6 +100,11 @@ type Deps struct {
 	// (nil: unknown).
 	Coverage Coverage
 	Limits   Limits
+	// Usage counts what each user holds across connections (nil: no
+	// per-user bounds).
+	Usage *Usage
+	// Failures counts the operations that failed, by operation and code.
+	Failures *Failures
 	Log      zerolog.Logger
 
 	// warnedUncovered remembers the collections logged as not covered.
@@ -142,16 +150,34 @@ type Session struct {
 	expired bool
 	closed  bool
 	anon    uint64
+	// slot is the connection slot of Deps.Usage the session holds; addr
+	// its client's address.
+	slot Slot
+	addr string
 }
 
-// New makes the session of a connection authenticated as id with token
-// ("" = the public role; the zero Identity).
-func New(deps *Deps, proto Protocol, conn Conn, token string, id directus.Identity, log zerolog.Logger) *Session {
+// Peer is who opened a connection: its token ("" = the public role), the
+// token's identity (zero for none) and the client's address.
+type Peer struct {
+	Token string
+	ID    directus.Identity
+	Addr  string
+}
+
+// New makes the session of a connection opened by p. It fails with
+// ErrTooManyConnections when p's user, or p's address without a user,
+// holds all its connections; Close gives the slot back.
+func New(deps *Deps, proto Protocol, conn Conn, p Peer, log zerolog.Logger) (*Session, error) {
+	sl := SlotOf(p.ID.UserID, p.Addr)
+	if err := deps.Usage.Connect(sl); err != nil {
+		deps.Failures.add("connect", err)
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{deps: deps, proto: proto, conn: conn, log: log, ctx: ctx, stop: cancel,
-		cred: credentials(token, id), subs: map[string]entry{}}
-	s.watchExpiry(s.gen, id.Expires)
-	return s
+		cred: credentials(p.Token, p.ID), subs: map[string]entry{}, slot: sl, addr: p.Addr}
+	s.watchExpiry(s.gen, p.ID.Expires)
+	return s, nil
 }
 
 func credentials(token string, id directus.Identity) broker.Credentials {
@@ -193,11 +219,16 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	subs := s.subs
 	s.subs = map[string]entry{}
+	wasClosed := s.closed
 	s.closed = true
 	s.stopTimersLocked()
+	sl := s.slot
 	s.mu.Unlock()
+	if !wasClosed {
+		s.deps.Usage.Disconnect(sl)
+	}
 	for _, e := range subs {
-		s.deps.Broker.Unsubscribe(e.sub)
+		s.removed(e)
 	}
 }
 

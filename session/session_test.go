@@ -177,7 +177,10 @@ func (r *rig) session(t *testing.T, token string) (*Session, *fakeConn) {
 	t.Helper()
 	id, _ := r.dx.Validate(context.Background(), token)
 	c := newFakeConn()
-	s := New(r.deps, fakeProto{}, c, token, id, zerolog.Nop())
+	s, err := New(r.deps, fakeProto{}, c, Peer{Token: token, ID: id, Addr: "192.0.2.1"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(s.Close)
 	return s, c
 }

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
@@ -35,12 +36,39 @@ type SubscribeRequest struct {
 type entry struct {
 	sub  *broker.Subscription
 	item string
+	// query identifies the subscription's read (collection, query, item);
+	// user is whose Usage it counts in ("" none).
+	query string
+	user  string
+}
+
+// removed detaches e, taken out of s.subs, and gives back its quota.
+func (s *Session) removed(e entry) {
+	s.deps.Broker.Unsubscribe(e.sub)
+	s.deps.Usage.dropQuery(e.user, e.query)
 }
 
 // Subscribe attaches a subscription. Its ack (the encoder's) is sent only
 // once it really exists; on error nothing was sent and the client should be
-// told with the error, naming the subscription.
+// told with the error, naming the subscription. Failures are counted, and
+// logged when the broker, not the request, is at fault.
 func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.Subscription, error) {
+	sub, err := s.subscribe(directus.ClientCaused(ctx), req)
+	if err != nil && !errors.Is(err, ErrClosed) && s.ctx.Err() == nil {
+		s.deps.Failures.add("subscribe", err)
+		if e := AsError(err); e.Status >= 500 {
+			coll := ""
+			if req.Collection != nil {
+				coll = *req.Collection
+			}
+			s.log.Warn().Err(err).Str("collection", coll).Str("code", e.Code).Bool("resume", req.Since != "").
+				Msg("subscribe failed: the client was told (nothing was acknowledged)")
+		}
+	}
+	return sub, err
+}
+
+func (s *Session) subscribe(ctx context.Context, req SubscribeRequest) (*broker.Subscription, error) {
 	coll, err := Collection(req.Collection)
 	if err != nil {
 		return nil, err
@@ -52,6 +80,8 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	if err := Since(req.Since); err != nil {
 		return nil, err
 	}
+	qkey := q.Key()
+	e := entry{item: req.Item, query: coll + "\x00" + req.Item + "\x00" + qkey}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -59,19 +89,72 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	}
 	old, replacing := s.subs[req.Key]
 	delete(s.subs, req.Key)
-	full := len(s.subs) >= s.deps.Limits.MaxSubscriptions
 	cred := s.cred
 	expired := s.expired
+	e.user = s.slot.User
+	limit := s.withinLimitsLocked(e.query)
 	s.mu.Unlock()
 	if replacing {
-		s.deps.Broker.Unsubscribe(old.sub)
+		s.removed(old)
 	}
-	if full {
-		return nil, ErrTooManySubscriptions
+	if limit != nil {
+		return nil, limit
 	}
 	if expired {
 		return nil, ErrTokenExpired
 	}
+	if err := s.deps.Usage.addQuery(e.user, e.query); err != nil {
+		return nil, err
+	}
+	sub, err := s.attach(ctx, req, cred, coll, q)
+	if err != nil {
+		s.deps.Usage.dropQuery(e.user, e.query)
+		return nil, err
+	}
+	e.sub = sub
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.removed(e)
+		return nil, ErrClosed
+	}
+	s.subs[req.Key] = e
+	now := s.cred
+	s.mu.Unlock()
+	if now != cred {
+		// The token changed while this subscribe ran (its expiry fell back
+		// to the public role): follow it.
+		s.rebind(ctx, req.Key, e, cred, now)
+	}
+	s.warnUncovered(sub)
+	return sub, nil
+}
+
+// withinLimitsLocked tells whether one more subscription with query fits
+// the connection's bounds.
+func (s *Session) withinLimitsLocked(query string) error {
+	lim := s.deps.Limits
+	if len(s.subs) >= lim.MaxSubscriptions {
+		return ErrTooManySubscriptions
+	}
+	distinct := map[string]struct{}{query: {}}
+	bytes := len(query)
+	for _, e := range s.subs {
+		distinct[e.query] = struct{}{}
+		bytes += len(e.query)
+	}
+	if q := lim.Quota.QueriesPerConnection; q > 0 && len(distinct) > q {
+		return ErrTooManyQueries
+	}
+	if b := lim.Quota.QueryBytesPerConnection; b > 0 && bytes > b {
+		return ErrQueriesTooLarge
+	}
+	return nil
+}
+
+// attach checks the access (or reads the snapshot, which checks it) and
+// attaches the subscription to the broker.
+func (s *Session) attach(ctx context.Context, req SubscribeRequest, cred broker.Credentials, coll string, q broker.Query) (*broker.Subscription, error) {
 	s.prepare(ctx, cred)
 	sub := broker.NewSubscription(coll, cred, q, req.Actions, req.UID, s, req.Encoder)
 	opts := broker.AttachOptions{Since: req.Since}
@@ -86,21 +169,6 @@ func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	if err := s.deps.Broker.Subscribe(ctx, sub, opts); err != nil {
 		return nil, s.refused(cred, err)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.deps.Broker.Unsubscribe(sub)
-		return nil, ErrClosed
-	}
-	s.subs[req.Key] = entry{sub: sub, item: req.Item}
-	now := s.cred
-	s.mu.Unlock()
-	if now != cred {
-		// The token changed while this subscribe ran (its expiry fell back
-		// to the public role): follow it.
-		s.rebind(ctx, req.Key, entry{sub: sub, item: req.Item}, cred, now)
-	}
-	s.warnUncovered(sub)
 	return sub, nil
 }
 
@@ -155,7 +223,7 @@ func (s *Session) Unsubscribe(key string) (sub *broker.Subscription, ok bool) {
 	delete(s.subs, key)
 	s.mu.Unlock()
 	if ok {
-		s.deps.Broker.Unsubscribe(e.sub)
+		s.removed(e)
 	}
 	return e.sub, ok
 }
@@ -164,16 +232,18 @@ func (s *Session) Unsubscribe(key string) (sub *broker.Subscription, ok bool) {
 // of them when match is nil) and returns them.
 func (s *Session) UnsubscribeWhere(match func(*broker.Subscription) bool) []*broker.Subscription {
 	var removed []*broker.Subscription
+	var entries []entry
 	s.mu.Lock()
 	for k, e := range s.subs {
 		if match == nil || match(e.sub) {
 			removed = append(removed, e.sub)
+			entries = append(entries, e)
 			delete(s.subs, k)
 		}
 	}
 	s.mu.Unlock()
-	for _, sub := range removed {
-		s.deps.Broker.Unsubscribe(sub)
+	for _, e := range entries {
+		s.removed(e)
 	}
 	return removed
 }

@@ -222,3 +222,18 @@ func expectGap(t testing.TB, c *brokertest.Client, who string) {
 		t.Fatalf("%s: want a HISTORY_GAP error, got %v", who, f)
 	}
 }
+
+// metrics returns p's /metrics page.
+func (p *brokerProc) metrics(t testing.TB) string {
+	t.Helper()
+	resp, err := http.Get(p.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -5,6 +5,7 @@ package scaleout
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -194,14 +195,18 @@ func pubsubClients(t testing.TB, url string) int {
 }
 
 // TestRedisOutageWebhook: while Redis is down the webhook answers 503 (the
-// Flow logs a failure), /readyz reports it, sockets stay open, and after
-// Redis is back everything works again without restarting the broker.
+// Flow logs a failure), /readyz reports it, sockets stay open, a resume
+// (since) is refused naming its subscription — never acknowledged and then
+// dropped — and logged and counted; after Redis is back everything works
+// again without restarting the broker.
 func TestRedisOutageWebhook(t *testing.T) {
 	requireDirectus(t)
 	r := redistest.Require(t)
 	b := startBroker(t, "1", map[string]string{"BUS": "redis", "REDIS_URL": r.URL})
 	item := createItem(t, "fanout", map[string]any{"title": "x", "status": "published"})
 	c := subscribe(t, b, adminToken, "fanout", "")
+	seen := b.mustPost(t, "fanout", item)
+	expectEvents(t, c, "before the outage", []string{seen})
 	if err := r.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +217,21 @@ func TestRedisOutageWebhook(t *testing.T) {
 		t.Fatal("/readyz answers 200 while Redis is down")
 	}
 	c.Quiet(t, "outage-socket-open")
+
+	resuming := brokertest.Dial(t, b.WSURL, adminToken)
+	f := resuming.Request(t, map[string]any{"type": "subscribe", "collection": "fanout", "uid": "resume", "since": seen})
+	data, _ := f["data"].(map[string]any)
+	if f["type"] != "ERROR" || f["uid"] != "resume" || data["collection"] != "fanout" || data["status"] != float64(503) {
+		t.Fatalf("resume while Redis is down: want an ERROR naming the subscription, got %v", f)
+	}
+	resuming.Quiet(t, "no-late-ack")
+	logged, _ := os.ReadFile(b.log)
+	if !strings.Contains(string(logged), "subscribe failed") || !strings.Contains(string(logged), `"collection":"fanout"`) {
+		t.Fatalf("the failed resume was not logged:\n%s", logged)
+	}
+	if m := b.metrics(t); !strings.Contains(m, `broker_operation_failures_total{code="SERVICE_UNAVAILABLE",operation="subscribe"} 1`) {
+		t.Fatalf("the failed resume was not counted:\n%s", m)
+	}
 	if err := r.Restart(t.Context()); err != nil {
 		t.Fatal(err)
 	}

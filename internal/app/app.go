@@ -38,6 +38,7 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	}
 	m := metrics.New(build)
 	client.Observe(m.DirectusRequest)
+	client.Limit(cfg.DirectusConcurrency, cfg.DirectusQueue)
 	bus, err := NewBus(cfg, log)
 	if err != nil {
 		return nil, err
@@ -45,21 +46,27 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	// One reader (with the one primary-key cache) for deliveries, subscribe
 	// checks, snapshots and items reads alike.
 	reader := &directus.Reader{Client: client}
-	auth := directus.NewAuthenticator(client, cfg.TokenCacheTTL)
+	auth := directus.NewAuthenticator(client, cfg.TokenCacheTTL, cfg.InvalidTokenTTL)
 	classes := directus.NewClasses(client, cfg.DirectusServiceToken, auth, log)
 	b := broker.New(bus, reader, broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
 		MaxHeldBytes: cfg.SendQueueBytes, Classifier: classes, Access: classes, AccessRefresh: cfg.AccessRefresh,
 		Observer: m,
 	}, log)
+	quota := session.Quota{
+		QueriesPerConnection: cfg.MaxQueriesPerConnection, QueriesPerUser: cfg.MaxQueriesPerUser,
+		QueryBytesPerConnection: cfg.MaxQueryBytes, ConnectionsPerUser: cfg.MaxConnectionsPerUser,
+		AnonymousPerAddress: cfg.MaxAnonymousPerAddress,
+	}
 	sessions := &session.Deps{
 		Broker: b, Reader: reader, REST: client, Auth: auth,
 		Classes: classes, Access: classes, Coverage: classes, Shared: session.NewShared(cfg.CheckCacheTTL),
 		Log:    log.With().Str("component", "session").Logger(),
-		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes},
+		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes, Quota: quota},
+		Usage:  session.NewUsage(quota), Failures: &session.Failures{},
 	}
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler()})
-	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: srv.Stats})
+	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: srv.Stats, Failures: sessions.Failures.Snapshot, DirectusWaiting: client.Waiting})
 	return &App{Config: cfg, Broker: b, Server: srv, classes: classes, log: log}, nil
 }
 

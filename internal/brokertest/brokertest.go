@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,10 @@ type Broker struct {
 	Server *handlers.Server
 	cancel context.CancelFunc
 	done   chan error
+	// stopped holds Stop's result once it ran (Stop may be called from a
+	// test's goroutine and again by the cleanup).
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Start runs a broker with cfg (ListenAddr is forced to a free loopback
@@ -71,19 +76,18 @@ func StartE(cfg config.Config, log zerolog.Logger) (*Broker, error) {
 	return b, nil
 }
 
-// Stop shuts the broker down gracefully and waits for it; idempotent.
+// Stop shuts the broker down gracefully and waits for it; idempotent and
+// safe for concurrent use.
 func (b *Broker) Stop() error {
-	if b.cancel == nil {
-		return nil
-	}
-	b.cancel()
-	b.cancel = nil
-	select {
-	case err := <-b.done:
-		return err
-	case <-time.After(30 * time.Second):
-		return errors.New("broker did not stop within 30s")
-	}
+	b.stopOnce.Do(func() {
+		b.cancel()
+		select {
+		case b.stopErr = <-b.done:
+		case <-time.After(30 * time.Second):
+			b.stopErr = errors.New("broker did not stop within 30s")
+		}
+	})
+	return b.stopErr
 }
 
 // PostWebhook posts body to the webhook with the configured secret and
@@ -186,24 +190,36 @@ func (c *Client) Send(t testing.TB, v any) {
 // matters when a test is about to fail.
 const DefaultWait = 15 * time.Second
 
+// recv returns the next frame. Frames read before a close come first (the
+// reader queues them before it marks the close), so closed is true only
+// once every one of them was taken.
+func (c *Client) recv(deadline <-chan time.Time) (f map[string]any, closed, timedOut bool) {
+	select {
+	case f := <-c.frames:
+		return f, false, false
+	case <-c.closed:
+		select {
+		case f := <-c.frames:
+			return f, false, false
+		default:
+			return nil, true, false
+		}
+	case <-deadline:
+		return nil, false, true
+	}
+}
+
 // Next returns the next frame, failing the test after DefaultWait.
 func (c *Client) Next(t testing.TB) map[string]any {
 	t.Helper()
-	select {
-	case f := <-c.frames:
-		return f
-	case <-c.closed:
-		// Frames read before the close are still queued.
-		select {
-		case f := <-c.frames:
-			return f
-		default:
-		}
+	f, closed, timedOut := c.recv(time.After(DefaultWait))
+	switch {
+	case closed:
 		t.Fatalf("connection closed while waiting for a frame: %v", c.CloseErr)
-	case <-time.After(DefaultWait):
+	case timedOut:
 		t.Fatalf("no frame within %s", DefaultWait)
 	}
-	return nil
+	return f
 }
 
 // Request sends v (which should carry a uid) and returns the first frame
@@ -214,15 +230,14 @@ func (c *Client) Request(t testing.TB, v map[string]any) map[string]any {
 	want := fmt.Sprint(v["uid"])
 	deadline := time.After(DefaultWait)
 	for {
-		select {
-		case f := <-c.frames:
-			if fmt.Sprint(f["uid"]) == want {
-				return f
-			}
-		case <-c.closed:
+		f, closed, timedOut := c.recv(deadline)
+		switch {
+		case closed:
 			t.Fatalf("connection closed while waiting for uid %s: %v", want, c.CloseErr)
-		case <-deadline:
+		case timedOut:
 			t.Fatalf("no answer for uid %s within %s", want, DefaultWait)
+		case fmt.Sprint(f["uid"]) == want:
+			return f
 		}
 	}
 }
@@ -232,15 +247,14 @@ func (c *Client) NextOfType(t testing.TB, typ string) map[string]any {
 	t.Helper()
 	deadline := time.After(DefaultWait)
 	for {
-		select {
-		case f := <-c.frames:
-			if f["type"] == typ {
-				return f
-			}
-		case <-c.closed:
+		f, closed, timedOut := c.recv(deadline)
+		switch {
+		case closed:
 			t.Fatalf("connection closed while waiting for a %s frame: %v", typ, c.CloseErr)
-		case <-deadline:
+		case timedOut:
 			t.Fatalf("no %s frame within %s", typ, DefaultWait)
+		case f["type"] == typ:
+			return f
 		}
 	}
 }
