@@ -10,7 +10,7 @@ BIN := bin/directus-ws-broker
 FUZZTIME ?= 100000x
 
 .PHONY: build test lint unit integration fuzz sdk bench-quick demo demo-check bench clean directus-install chromium \
-	gnuplot deploy-tools deploy-test image
+	gnuplot deploy-tools deploy-test image chaos chaos-quick
 
 # The version printed by `directus-ws-broker version` and logged at start.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -54,7 +54,7 @@ fuzz:
 sdk:
 	scripts/sdk-test.sh
 
-test: lint unit integration fuzz sdk demo-check bench-quick
+test: lint unit integration fuzz sdk demo-check bench-quick chaos-quick
 	@echo "make test: all passed"
 
 demo: build
@@ -75,6 +75,17 @@ gnuplot:
 # A 30-second smoke run of every scenario, so the benchmark tool keeps working (run by make test).
 bench-quick: build
 	$(GO) run ./scripts/bench -quick -json
+
+# The fault scenarios (issue 15) against real Directus and Redis, every acknowledged event
+# accounted per subscriber: Directus killed, Redis killed, SIGTERM under backlog, hostile clients.
+# About 3 minutes; CHAOS_FLAGS=-strict makes missed performance targets fail it too.
+CHAOS_FLAGS ?=
+chaos: build directus-install
+	$(GO) run ./scripts/chaos $(CHAOS_FLAGS)
+
+# Their short version (about a minute), run by make test: accounting failures fail it.
+chaos-quick: build directus-install
+	$(GO) run ./scripts/chaos -quick
 
 # The deployment files (Dockerfile, compose.yaml, deploy/) against podman, nginx, Caddy,
 # systemd-analyze and docker-compose (installed when missing; see e2e/deploy). Not part of

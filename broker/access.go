@@ -168,7 +168,7 @@ func (w *accessWorker) refresh() {
 	bar := &barrier{release: make(chan struct{}), done: b.done}
 	bar.parked.Add(len(b.shards))
 	for _, sh := range b.shards {
-		sh.queue.pushControl(bar.park)
+		sh.queue.pushControl(sh.quiesced(bar.park))
 	}
 	parked := make(chan struct{})
 	go func() { bar.parked.Wait(); close(parked) }()

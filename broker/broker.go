@@ -21,6 +21,10 @@ type Options struct {
 	// makes Publish answer ErrQueueFull (a bus reading from the network
 	// waits instead).
 	QueueSize int
+	// GroupBacklog bounds the events waiting in one group's pipeline
+	// behind the batch it delivers; past it the worker waits for the group
+	// (and its queue fills).
+	GroupBacklog int
 	// ReadConcurrency bounds the delivery reads in flight across the whole
 	// broker (every worker, every group).
 	ReadConcurrency int
@@ -54,6 +58,9 @@ func (o Options) withDefaults() Options {
 	if o.Shards <= 0 {
 		o.Shards = 8
 	}
+	if o.GroupBacklog <= 0 {
+		o.GroupBacklog = 4 * maxBatch
+	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 4096
 	}
@@ -83,7 +90,7 @@ type Broker struct {
 	opts    Options
 	index   *index
 	metrics Metrics
-	readSem chan struct{}
+	readSem *fairSem
 	shards  []*shard
 	access  *accessWorker
 	// replayReads shares the reads of resumes within a class.
@@ -110,6 +117,8 @@ type shard struct {
 	// busySince is when the oldest event of the batch being dispatched
 	// was received (unix ns; 0 when idle): part of the lag.
 	busySince atomic.Int64
+	// pipes are the groups delivering (see pipe.go).
+	pipes pipes
 }
 
 // New makes a broker; Start begins dispatching.
@@ -119,7 +128,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 		bus: bus, reader: reader, opts: opts,
 		log:     log.With().Str("component", "broker").Logger(),
 		index:   newIndex(),
-		readSem: make(chan struct{}, opts.ReadConcurrency),
+		readSem: newFairSem(opts.ReadConcurrency),
 		done:    make(chan struct{}),
 	}
 	for range opts.Shards {
@@ -158,7 +167,7 @@ func (d dispatcher) Dispatch(e Event) {
 	if d.b.isAccessEvent(e) {
 		bar := d.b.newBarrier(e)
 		for _, sh := range d.b.shards {
-			sh.queue.pushControl(bar.park)
+			sh.queue.pushControl(sh.quiesced(bar.park))
 		}
 		d.b.access.enqueue(bar)
 		return
@@ -174,8 +183,8 @@ func (d dispatcher) TryDispatch(events []Event) error {
 		if d.b.isAccessEvent(e) {
 			bar := d.b.newBarrier(e)
 			bars = append(bars, bar)
-			for i := range d.b.shards {
-				per[i] = append(per[i], task{fn: bar.park})
+			for i, sh := range d.b.shards {
+				per[i] = append(per[i], task{fn: sh.quiesced(bar.park)})
 			}
 			continue
 		}
@@ -231,7 +240,16 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 	rebind := func(*shard) {
 		s.cred.Store(&cred)
-		b.index.move(s, b.classOf(s))
+		class := b.classOf(s)
+		// Both groups' pipelines deliver what came before first: s gets
+		// those from its old group, and none of them again from the new.
+		if old := b.index.groupOf(s); old != nil && old.class != class {
+			old.pipe.waitIdle()
+			if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
+				g.pipe.waitIdle()
+			}
+		}
+		b.index.move(s, class)
 		s.suspended.Store(false)
 		s.missing.Store(false)
 	}
@@ -271,7 +289,7 @@ func (b *Broker) Drain(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, s := range b.shards {
 		wg.Add(1)
-		s.queue.pushControl(wg.Done)
+		s.queue.pushControl(s.quiesced(wg.Done))
 	}
 	ch := make(chan struct{})
 	go func() { wg.Wait(); close(ch) }()
@@ -302,12 +320,12 @@ func (b *Broker) Close() error {
 	return err
 }
 
-// Lag is the age of the oldest event received and not yet dispatched (0
+// Lag is the age of the oldest event received and not yet delivered (0
 // when none waits): how far behind the broker is.
 func (b *Broker) Lag() time.Duration {
 	oldest := int64(0)
 	for _, s := range b.shards {
-		for _, t := range []int64{s.queue.oldest(), s.busySince.Load()} {
+		for _, t := range []int64{s.queue.oldest(), s.busySince.Load(), s.pipes.oldest()} {
 			if t != 0 && (oldest == 0 || t < oldest) {
 				oldest = t
 			}

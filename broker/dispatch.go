@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"time"
 )
 
@@ -16,7 +15,9 @@ const maxBatch = 256
 // fires one POST per row) thus costs a few reads per group instead of one
 // per event, and an idle broker adds no delay waiting for a batch to fill.
 // Control tasks (attach, rebind, barriers) run between two rounds, in queue
-// order relative to the events.
+// order relative to the events: every event before them has been handed to
+// the groups' pipelines; a task that needs them delivered waits for the
+// pipelines it touches (see pipe.go).
 func (b *Broker) work(sh *shard) {
 	defer b.wg.Done()
 	buf := make([]Event, 0, maxBatch)
@@ -59,37 +60,13 @@ func (b *Broker) dispatchBatch(sh *shard, events []Event) {
 	}
 }
 
-// dispatchCollection delivers one collection's events to its groups; reads
-// for different groups run concurrently, and the next batch waits for all.
+// dispatchCollection hands one collection's events (a fresh slice) to its
+// groups' pipelines, in fair order.
 func (b *Broker) dispatchCollection(sh *shard, coll string, events []Event) {
 	sh.last[coll] = events[len(events)-1].ID
 	b.metrics.EventsDispatched.Add(int64(len(events)))
-	groups := b.index.groups(coll)
-	ctx := b.readCtx
-	if len(groups) == 1 {
-		_ = b.deliver(ctx, groups[0], events)
-	} else {
-		var wg sync.WaitGroup
-		for _, g := range groups {
-			b.readSem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer func() { <-b.readSem; wg.Done() }()
-				_ = b.deliver(ctx, g, events)
-			}()
-		}
-		wg.Wait()
-	}
-	if b.stopping.Load() {
-		// Cut short by Stop: the subscriptions not sent these yet are told.
-		b.skip(events)
-	}
-	if o := b.opts.Observer; o != nil {
-		for _, e := range events {
-			if !e.Received.IsZero() {
-				o.Delivered(time.Since(e.Received))
-			}
-		}
+	for _, g := range b.index.groups(coll) {
+		b.pipeTo(sh, g, events)
 	}
 }
 

@@ -29,9 +29,11 @@ type fakeReader struct {
 	refuseFirst bool
 	fail        error
 	gate        chan struct{}
-	started     chan string // receives the token of each read as it starts (if set)
-	reads       atomic.Int64
-	calls       []string // "token:key,key" per read
+	// hold makes the reads of a token wait until its channel is closed.
+	hold    map[string]chan struct{}
+	started chan string // receives the token of each read as it starts (if set)
+	reads   atomic.Int64
+	calls   []string // "token:key,key" per read
 }
 
 func newFakeReader() *fakeReader {
@@ -63,6 +65,16 @@ func (r *fakeReader) ReadItems(ctx context.Context, token, _ string, keys []stri
 	if r.gate != nil {
 		select {
 		case <-r.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	hold := r.hold[token]
+	r.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

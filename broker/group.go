@@ -23,6 +23,8 @@ type group struct {
 	// missing is set during a run of failed reads (guarded by mu): its
 	// first event was told, the others are only counted.
 	missing bool
+	// pipe runs the group's deliveries (see pipe.go).
+	pipe pipeline
 }
 
 func newGroup(collection, class string, q Query) *group {

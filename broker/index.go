@@ -95,6 +95,14 @@ func (ix *index) moveLocked(s *Subscription, class string) {
 	ix.addLocked(s, class)
 }
 
+// find returns the group of collection for class and query key (nil when
+// there is none).
+func (ix *index) find(collection, class, query string) *group {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.collections[collection][groupKey{class: class, query: query}]
+}
+
 // groupOf returns the group s is attached to (nil when detached).
 func (ix *index) groupOf(s *Subscription) *group {
 	ix.mu.RLock()

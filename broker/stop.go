@@ -23,7 +23,7 @@ func (b *Broker) Stop(ctx context.Context) (told, missed int) {
 	var wg sync.WaitGroup
 	for _, sh := range b.shards {
 		wg.Add(1)
-		sh.queue.pushControl(wg.Done)
+		sh.queue.pushControl(sh.quiesced(wg.Done))
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

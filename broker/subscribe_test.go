@@ -136,27 +136,35 @@ func TestReplayFollowsLiveDeleteRule(t *testing.T) {
 // A full dispatch queue answers Publish at once with ErrQueueFull, takes
 // none of the batch, and does not hold up other collections.
 func TestPublishQueueFull(t *testing.T) {
-	r := newRig(t, Options{Shards: 2, QueueSize: 2})
+	r := newRig(t, Options{Shards: 2, QueueSize: 2, GroupBacklog: 1})
 	r.reader.set("1", `{"id":1}`)
 	r.reader.gate = make(chan struct{})
 	r.reader.started = make(chan string, 100)
 	defer close(r.reader.gate)
 	_, _ = r.sub(t, "a", AttachOptions{})
 	r.publish(t, update("1"))
-	<-r.reader.started                      // the worker of "c" is busy
-	r.publish(t, update("1"), update("1"))  // fills the queue of "c"
+	<-r.reader.started                      // the group's read of "c" is held
 	other := otherShardCollection(r.b, "c") // a collection on the other worker
-	done := make(chan error, 1)
-	go func() {
-		done <- r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}})
-	}()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrQueueFull) || !errors.Is(err, ErrBusUnavailable) {
-			t.Fatalf("publish to a full queue: %v", err)
+	// Events wait in the group's pipeline, then hold the worker, then fill
+	// the queue (how many per step depends on how the worker batches them,
+	// but it makes no progress): soon a Publish is refused at once.
+	var err error
+	for range 20 {
+		done := make(chan error, 1)
+		go func() {
+			done <- r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}})
+		}()
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("publish to a full queue blocked")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("publish to a full queue blocked")
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrQueueFull) || !errors.Is(err, ErrBusUnavailable) {
+		t.Fatalf("publish to a full queue: %v", err)
 	}
 	// All or none: a batch touching the full queue is refused whole.
 	batch := []Event{

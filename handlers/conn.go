@@ -92,6 +92,8 @@ type conn struct {
 	overflowBytes int
 	closing       []byte
 	closeSent     bool
+	// gone is set once the connection ended: nothing is queued any more.
+	gone bool
 
 	// inbox holds received frames until a short-lived goroutine handles
 	// them in order (see receive).
@@ -124,9 +126,9 @@ func (c *conn) Send(frame []byte) {
 		return
 	}
 	c.sendMu.Lock()
-	if c.closing != nil {
+	if c.closing != nil || c.gone {
 		c.sendMu.Unlock()
-		return // closing: nothing after the close frame
+		return // closing: nothing after the close frame; gone: nobody reads
 	}
 	waiting := c.queuedBytes + c.overflowBytes
 	if waiting > 0 && waiting+len(frame) > c.srv.cfg.SendQueueBytes {
@@ -142,7 +144,9 @@ func (c *conn) Send(frame []byte) {
 		c.queued++
 		c.queuedBytes += len(frame)
 		c.sendMu.Unlock()
-		_ = c.ws.Write(frame)
+		if c.ws.Write(frame) != nil {
+			c.unqueue(frame) // the connection ended meanwhile
+		}
 		return
 	}
 	c.overflow = append(c.overflow, frame)
@@ -172,7 +176,22 @@ func (c *conn) sent(frame []byte) {
 	c.queued++
 	c.queuedBytes += len(next)
 	c.sendMu.Unlock()
-	_ = c.ws.Write(next) // runs on melody's writer, which just freed a slot
+	if c.ws.Write(next) != nil { // runs on melody's writer, which just freed a slot
+		c.unqueue(next)
+	}
+}
+
+// unqueue takes back a frame melody refused (its session closed): it will
+// never be reported sent.
+func (c *conn) unqueue(frame []byte) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.gone {
+		return // dropQueued already forgot it
+	}
+	c.queued--
+	c.queuedBytes -= len(frame)
+	c.srv.stats.queuedBytes.Add(-int64(len(frame)))
 }
 
 // dropQueued forgets the frames still waiting when the connection ended.
@@ -181,6 +200,7 @@ func (c *conn) dropQueued() {
 	defer c.sendMu.Unlock()
 	c.srv.stats.queuedBytes.Add(-int64(c.queuedBytes + c.overflowBytes))
 	c.queued, c.queuedBytes, c.overflow, c.overflowBytes = 0, 0, nil, 0
+	c.gone = true
 }
 
 // Close implements session.Conn: the close frame follows every frame queued

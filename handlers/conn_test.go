@@ -25,9 +25,15 @@ type fakeWS struct {
 	aborted  string
 	abortC   chan string
 	c        *conn
+	// closed makes every write fail, as melody's does once its session
+	// closed.
+	closed bool
 }
 
 func (f *fakeWS) push(msg []byte, close bool) error {
+	if f.closed {
+		return fmt.Errorf("session is closed")
+	}
 	if len(f.queue) >= f.cap {
 		f.overfull++
 		return fmt.Errorf("message buffer is full")
@@ -186,5 +192,19 @@ func TestFramePanicContained(t *testing.T) {
 	}
 	if n := c.srv.stats.panics.Load(); n != 1 {
 		t.Fatalf("%d panics counted", n)
+	}
+}
+
+// A delivery that reaches a connection after it ended queues nothing: the
+// send-queue gauge returns to zero (it used to keep such frames' bytes
+// forever, as melody never reports them sent).
+func TestSendAfterDisconnectKeepsNoBytes(t *testing.T) {
+	c, ws := newTestConn(t, 4, 1<<20)
+	c.Send([]byte("before"))
+	c.dropQueued() // the disconnect handler
+	ws.closed = true
+	c.Send([]byte("late frame"))
+	if got := c.srv.stats.queuedBytes.Load(); got != 0 {
+		t.Fatalf("send queue gauge %d bytes after the connection ended", got)
 	}
 }

@@ -6,6 +6,8 @@
 #                                       [--admin-token T] [--env KEY=VAL ...] [--watch-pid PID]
 #   scripts/directus.sh stop    --dir D
 #   scripts/directus.sh reset   --dir D
+#   scripts/directus.sh kill    --dir D     (SIGKILL at once, as a crash; the data stays)
+#   scripts/directus.sh restart --dir D     (start again with the same data, env and port)
 #   scripts/directus.sh status  --dir D
 #   scripts/directus.sh wait    --dir D [--timeout SECONDS]
 #
@@ -48,7 +50,7 @@ log() { printf 'directus.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -514,6 +516,28 @@ cmd_reset() {
   cat "$dir/url"
 }
 
+cmd_kill() {
+  local dir pid i
+  dir="$(parse_dir "$@")"
+  pid="$(running_pid "$dir")" || { rm -f "$dir/directus.pid"; return 0; }
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    pid_alive "$pid" || break
+    sleep 0.1
+  done
+  pid_alive "$pid" && die "directus (pid $pid) survived SIGKILL"
+  rm -f "$dir/directus.pid"
+}
+
+cmd_restart() {
+  local dir
+  dir="$(parse_dir "$@")"
+  [[ -f "$dir/env" ]] || die "restart: $dir was never started"
+  kill_group "$dir"
+  launch "$dir" || exit 1
+  cat "$dir/url"
+}
+
 cmd_status() {
   local dir
   dir="$(parse_dir "$@")"
@@ -560,6 +584,8 @@ main() {
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     reset) cmd_reset "$@" ;;
+    kill) cmd_kill "$@" ;;
+    restart) cmd_restart "$@" ;;
     status) cmd_status "$@" ;;
     wait) cmd_wait "$@" ;;
     -h | --help | help) usage ;;

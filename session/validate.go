@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
 // Collection checks a collection name a client sent: a malformed name
@@ -148,8 +150,18 @@ func Query(raw json.RawMessage) (broker.Query, error) {
 	if len(q) == 0 {
 		return nil, nil
 	}
+	if v, err := directus.QueryValues(q); err != nil {
+		return nil, Invalid(err.Error())
+	} else if n := len(v.Encode()); n > MaxQueryURL {
+		return nil, Invalid(fmt.Sprintf(`"query" is too large to send to Directus: %d bytes in the URL, at most %d`, n, MaxQueryURL))
+	}
 	return q, nil
 }
+
+// MaxQueryURL bounds a query's size in a Directus request URL: Directus
+// (Node.js) refuses request heads over 16 KiB (431), which the broker would
+// otherwise find out only at Directus, for every event.
+const MaxQueryURL = 14 << 10
 
 // Since checks a resume id.
 func Since(id string) error {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -21,6 +22,8 @@ func TestQuery(t *testing.T) {
 		{"bad filter text", `{"filter":"{nope"}`, ``, true},
 		{"bad limit", `{"limit":"ten"}`, ``, true},
 		{"not an object", `[1]`, ``, true},
+		{"too large for a Directus URL", `{"filter":{"title":{"_eq":"` + strings.Repeat("x", MaxQueryURL) + `"}}}`, ``, true},
+		{"large but fits", `{"filter":{"title":{"_eq":"` + strings.Repeat("x", MaxQueryURL/2) + `"}}}`, `{"filter":{"title":{"_eq":"` + strings.Repeat("x", MaxQueryURL/2) + `"}}}`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -185,6 +185,33 @@ func (i *Instance) Reset(ctx context.Context) error {
 	return nil
 }
 
+// Kill ends Directus at once (SIGKILL to its process group), as a crash or
+// an OOM kill would; its data stays, and Restart brings it back.
+func (i *Instance) Kill(ctx context.Context) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	_, err := i.run(ctx, "kill", "--dir", i.Dir)
+	return err
+}
+
+// Restart starts Directus again with the same data, settings and (when
+// free) port, and waits until it is healthy.
+func (i *Instance) Restart(ctx context.Context) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.stopped {
+		return errors.New("directustest: Restart after Stop")
+	}
+	out, err := i.run(ctx, "restart", "--dir", i.Dir)
+	if err != nil {
+		return err
+	}
+	if u := lastLine(out); strings.HasPrefix(u, "http://") {
+		i.URL = u
+	}
+	return nil
+}
+
 // Log returns the Directus log so far (for test failure messages).
 func (i *Instance) Log() string {
 	b, err := os.ReadFile(filepath.Join(i.Dir, "directus.log"))

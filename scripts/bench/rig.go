@@ -107,6 +107,9 @@ func (b *bench) startBroker(ctx context.Context, name string, stub *proc, broker
 		"LOG_LEVEL=warn",
 		"LOG_FORMAT=json",
 		"MAX_CONNECTIONS=20000",
+		// Every client uses one token: no per-user or per-address bound.
+		"MAX_CONNECTIONS_PER_USER=0", "MAX_ANONYMOUS_PER_ADDRESS=0",
+		"MAX_QUERIES_PER_USER=0", "MAX_QUERIES_PER_CONNECTION=0",
 		// One token for everyone: validate it once per scenario.
 		"TOKEN_CACHE_TTL=1h",
 		"CONFIG_FILE=",
