@@ -104,7 +104,15 @@ func flush(ctx context.Context, pub *publisher, collection string, key int, subs
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("flush: event %s did not reach every subscriber within 30s", id)
+				missing := 0
+				for _, s := range subs {
+					s.mu.Lock()
+					if _, ok := s.got[id]; !ok {
+						missing++
+					}
+					s.mu.Unlock()
+				}
+				return fmt.Errorf("flush: event %s did not reach %d of %d subscribers within 30s", id, missing, len(subs))
 			}
 			if err := wait(ctx, 20*time.Millisecond); err != nil {
 				return err

@@ -75,6 +75,8 @@ func (c *chaos) redisOutage(ctx context.Context) error {
 	stopPub()
 	<-done
 	if err := flush(ctx, pub, coll, w.keys[coll][0], append(onA, onB...)); err != nil {
+		la, lb := a.log.String(), b.log.String()
+		c.log("instance A log:\n%s\ninstance B log:\n%s", la[max(0, len(la)-3000):], lb[max(0, len(lb)-3000):])
 		return err
 	}
 	pub.mu.Lock()
