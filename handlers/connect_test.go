@@ -158,3 +158,27 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("want close 1001, got %v", err)
 	}
 }
+
+// A client that stops reading does not answer pings: it is closed after
+// pong_wait and counted (evictions{reason="pong_timeout"}).
+func TestStalledClientCounted(t *testing.T) {
+	cfg := brokerConfig(t)
+	cfg.PingPeriod = 100 * time.Millisecond
+	cfg.PongWait = time.Second
+	cfg.DirectusTimeout = 900 * time.Millisecond
+	b := brokertest.Start(t, cfg)
+	conn, _, err := websocket.DefaultDialer.Dial(b.WSURL, http.Header{"Authorization": {"Bearer " + adminToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetPingHandler(func(string) error { return nil }) // never answers
+	for {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			break
+		}
+	}
+	if n := b.Server.Stats().Evictions["pong_timeout"]; n != 1 {
+		t.Fatalf("pong_timeout evictions = %d, want 1", n)
+	}
+}

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -72,6 +73,16 @@ func (s *Server) newMelody() *melody.Melody {
 			// a frame silently if it ever does.
 			s.evicted.Add(1)
 			c.evict(closeSlowConsumer, "slow consumer: send buffer full")
+			return
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// No pong within pong_wait: a client that stopped reading. With
+			// the kernel's socket buffers (megabytes on a fast link) in
+			// front of send_queue_bytes, a stalled client whose events are
+			// small is usually found here, not as a slow consumer.
+			add(&s.stats.evictions, "pong_timeout")
+			c.log.Debug().Msg("no pong within pong_wait: connection closed")
 			return
 		}
 		c.log.Debug().Err(err).Msg("connection error")

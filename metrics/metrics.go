@@ -104,7 +104,7 @@ var (
 	descAccess        = prometheus.NewDesc("broker_access_changes_total", "Changes of access (events of users, roles, policies, access, permissions, relations) applied.", nil, nil)
 	descRegrouped     = prometheus.NewDesc("broker_regrouped_total", "Subscriptions moved to another access class by access changes and refreshes.", nil, nil)
 	descEvicted       = prometheus.NewDesc("broker_slow_consumers_evicted_total", "Clients disconnected because more than send_queue_bytes waited for them (4008).", nil, nil)
-	descEvictions     = prometheus.NewDesc("broker_evictions_total", "Connections the broker closed, by reason (slow_consumer, flood, shutdown, token_expired).", []string{"reason"}, nil)
+	descEvictions     = prometheus.NewDesc("broker_evictions_total", "Connections the broker closed, by reason (slow_consumer, pong_timeout, flood, shutdown, token_expired, panic).", []string{"reason"}, nil)
 	descWebhook       = prometheus.NewDesc("broker_webhook_requests_total", "Webhook answers by HTTP status.", []string{"status"}, nil)
 	descFailures      = prometheus.NewDesc("broker_operation_failures_total", "Client operations (connect, auth, subscribe, items) that failed, by the error code the client was answered (LIMIT_EXCEEDED, SERVICE_BUSY, SERVICE_UNAVAILABLE...).", []string{"operation", "code"}, nil)
 	descWaiting       = prometheus.NewDesc("broker_directus_queue_waiting", "Client-caused Directus requests waiting for one of directus_concurrency slots (past directus_queue: SERVICE_BUSY).", nil, nil)
@@ -160,7 +160,7 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 		gauge(descSendBytes, float64(e.SendQueueBytes))
 		counter(descEvicted, float64(e.Evictions["slow_consumer"]))
 		counter(descPanics, float64(e.Panics))
-		for _, r := range []string{"slow_consumer", "flood", "shutdown", "token_expired", "panic"} {
+		for _, r := range []string{"slow_consumer", "pong_timeout", "flood", "shutdown", "token_expired", "panic"} {
 			counter(descEvictions, float64(e.Evictions[r]), r)
 		}
 		for status, n := range e.Webhook {
