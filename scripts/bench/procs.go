@@ -210,6 +210,11 @@ func parseMetrics(b []byte) map[string]float64 {
 		}
 		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
 			out[f[0]] = v
+			// A labelled series also counts towards its bare name (the sum
+			// over labels: broker_connections over both protocols).
+			if name, _, labelled := strings.Cut(f[0], "{"); labelled {
+				out[name] += v
+			}
 		}
 	}
 	return out
