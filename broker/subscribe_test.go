@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -145,23 +146,27 @@ func TestPublishQueueFull(t *testing.T) {
 	r.publish(t, update("1"))
 	<-r.reader.started                      // the group's read of "c" is held
 	other := otherShardCollection(r.b, "c") // a collection on the other worker
-	// Events wait in the group's pipeline, then hold the worker, then fill
-	// the queue (how many per step depends on how the worker batches them,
-	// but it makes no progress): soon a Publish is refused at once.
+	// One event waits in the group's pipeline; the next one holds the
+	// worker (the pipeline is full); two fill the queue.
+	g := r.b.index.groups("c")[0]
+	r.publish(t, update("1"))
+	for pending(g) < 1 {
+		runtime.Gosched()
+	}
+	r.publish(t, update("1"))
+	for r.b.Metrics().QueueDepth > 0 { // the worker took it and waits
+		runtime.Gosched()
+	}
+	r.publish(t, update("1"), update("1"))
+	done := make(chan error, 1)
+	go func() {
+		done <- r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}})
+	}()
 	var err error
-	for range 20 {
-		done := make(chan error, 1)
-		go func() {
-			done <- r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}})
-		}()
-		select {
-		case err = <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("publish to a full queue blocked")
-		}
-		if err != nil {
-			break
-		}
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("publish to a full queue blocked")
 	}
 	if !errors.Is(err, ErrQueueFull) || !errors.Is(err, ErrBusUnavailable) {
 		t.Fatalf("publish to a full queue: %v", err)
@@ -181,6 +186,12 @@ func TestPublishQueueFull(t *testing.T) {
 	if err := r.b.Publish(context.Background(), batch[:1]); err != nil {
 		t.Fatalf("other collection: %v", err)
 	}
+}
+
+func pending(g *group) int {
+	g.pipe.mu.Lock()
+	defer g.pipe.mu.Unlock()
+	return len(g.pipe.pending)
 }
 
 func otherShardCollection(b *Broker, coll string) string {
