@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // Waiters are served round robin by owner: an owner with many waiters gets
@@ -21,7 +22,7 @@ func TestFairSemServesOwnersInTurn(t *testing.T) {
 		go func() {
 			_ = s.acquire(context.Background(), owner)
 			order <- owner
-			s.release(owner)
+			s.release(owner, 0)
 		}()
 		for !queued(s, owner) {
 			runtime.Gosched()
@@ -31,7 +32,7 @@ func TestFairSemServesOwnersInTurn(t *testing.T) {
 		wait("many")
 	}
 	wait("one")
-	s.release("x")
+	s.release("x", 0)
 	got := []string{<-order, <-order, <-order, <-order}
 	if got[0] != "many" || got[1] != "one" {
 		t.Fatalf("served %v: the single waiter must come second, before the rest of the many", got)
@@ -54,7 +55,7 @@ func TestFairSemCancel(t *testing.T) {
 	if err := s.acquire(ctx, "b"); err == nil {
 		t.Fatal("acquire with a done context succeeded while no slot was free")
 	}
-	s.release("a")
+	s.release("a", 0)
 	if err := s.acquire(context.Background(), "c"); err != nil {
 		t.Fatal(err)
 	}
@@ -82,4 +83,44 @@ func TestFairSemCapsOwners(t *testing.T) {
 			t.Fatalf("%s could not take a free slot: %v", o, err)
 		}
 	}
+}
+
+// An owner with reads waiting rests as long as it held its slot, while
+// another owner read within the last second; alone, it never rests.
+func TestFairSemBackloggedOwnerRests(t *testing.T) {
+	s := newFairSem(32)
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	ctx := context.Background()
+	if err := s.acquire(ctx, "many"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	go func() { _ = s.acquire(ctx, "many"); close(got) }()
+	for !queued(s, "many") {
+		runtime.Gosched()
+	}
+	s.release("many", time.Hour) // alone: the next read may start at once
+	<-got
+	_ = s.acquire(ctx, "other") // another owner reads
+	s.release("other", 0)
+	got = make(chan struct{})
+	go func() { _ = s.acquire(ctx, "many"); close(got) }()
+	for !queued(s, "many") {
+		runtime.Gosched()
+	}
+	s.release("many", time.Hour) // others active: rests an hour (simulated)
+	select {
+	case <-got:
+		t.Fatal("a backlogged owner took a slot again at once while another owner was active")
+	default:
+	}
+	if err := s.acquire(ctx, "other"); err != nil {
+		t.Fatalf("the other owner must get a slot while the many rest: %v", err)
+	}
+	s.mu.Lock()
+	now = now.Add(time.Hour)
+	s.grantLocked()
+	s.mu.Unlock()
+	<-got
 }

@@ -142,8 +142,9 @@ func (b *Broker) runPipe(sh *shard, g *group, events []Event) {
 		} else if owner := g.owner(); b.readSem.acquire(b.readCtx, owner) != nil {
 			b.skip(events) // closing
 		} else {
+			start := time.Now()
 			_ = b.deliver(b.readCtx, g, events)
-			b.readSem.release(owner)
+			b.readSem.release(owner, time.Since(start))
 			if b.stopping.Load() {
 				b.skip(events) // cut short by Stop
 			}

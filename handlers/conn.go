@@ -158,6 +158,12 @@ func (c *conn) Send(frame []byte) {
 // next overflowing frame (or the pending close) takes its place.
 func (c *conn) sent(frame []byte) {
 	c.sendMu.Lock()
+	if c.gone {
+		// Written as the connection ended: dropQueued already took its
+		// bytes off the gauge.
+		c.sendMu.Unlock()
+		return
+	}
 	c.queued--
 	c.queuedBytes -= len(frame)
 	c.srv.stats.queuedBytes.Add(-int64(len(frame)))

@@ -208,3 +208,16 @@ func TestSendAfterDisconnectKeepsNoBytes(t *testing.T) {
 		t.Fatalf("send queue gauge %d bytes after the connection ended", got)
 	}
 }
+
+// A frame melody writes just as the connection ends is reported sent after
+// the disconnect handler forgot it: the gauge must not count it twice (it
+// went negative).
+func TestSentAfterDisconnectCountsOnce(t *testing.T) {
+	c, ws := newTestConn(t, 4, 1<<20)
+	c.Send([]byte("in melody's queue"))
+	c.dropQueued()
+	ws.flush(1) // melody's writer reports it sent afterwards
+	if got := c.srv.stats.queuedBytes.Load(); got != 0 {
+		t.Fatalf("send queue gauge %d bytes after the connection ended", got)
+	}
+}

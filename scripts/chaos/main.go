@@ -32,7 +32,8 @@
 //
 // CHAOS_BROKER_ENV adds settings to the hostile scenario's broker
 // ("DIRECTUS_CONCURRENCY=4 MAX_QUERIES_PER_USER=8"), CHAOS_DEBUG=1 prints
-// the victim's every sample.
+// the victim's every sample, CHAOS_DIRECTUS_LOG_LEVEL=info makes Directus
+// log every request.
 //
 // Accounting failures (a lost event, a duplicate, a close other than 1001,
 // a webhook call without an answer) make the exit status 1; performance
@@ -185,7 +186,11 @@ func (c *chaos) setup(ctx context.Context) error {
 		return err
 	}
 	c.log("starting Directus %s", directustest.DefaultVersion)
-	if c.dx, err = directustest.Start(ctx, directustest.Options{}); err != nil {
+	opts := directustest.Options{}
+	if l := os.Getenv("CHAOS_DIRECTUS_LOG_LEVEL"); l != "" {
+		opts.Env = map[string]string{"LOG_LEVEL": l}
+	}
+	if c.dx, err = directustest.Start(ctx, opts); err != nil {
 		return fmt.Errorf("starting Directus: %w", err)
 	}
 	return nil

@@ -14,7 +14,9 @@ import (
 // both.
 func (c *chaos) redisOutage(ctx context.Context) error {
 	const coll = "chaos_redis"
-	w, err := newWorld(ctx, c.dx, "redis", []string{coll}, 50, c.sz.users)
+	// Few users: this is about Redis, and every user is a read group (a
+	// Directus read per event each) on both instances.
+	w, err := newWorld(ctx, c.dx, "redis", []string{coll}, 50, max(2, c.sz.users/4))
 	if err != nil {
 		return err
 	}
@@ -34,12 +36,12 @@ func (c *chaos) redisOutage(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = b.terminate(20 * time.Second) }()
-	onA, err := connectAll(ctx, a.wsURL(), w.users, max(1, c.sz.perUser/2), coll, nil)
+	onA, err := connectAll(ctx, a.wsURL(), w.users, max(1, c.sz.perUser*2), coll, nil)
 	if err != nil {
 		return err
 	}
 	defer closeAll(onA)
-	onB, err := connectAll(ctx, b.wsURL(), w.users, max(1, c.sz.perUser/2), coll, nil)
+	onB, err := connectAll(ctx, b.wsURL(), w.users, max(1, c.sz.perUser*2), coll, nil)
 	if err != nil {
 		return err
 	}
@@ -75,8 +77,8 @@ func (c *chaos) redisOutage(ctx context.Context) error {
 	stopPub()
 	<-done
 	if err := flush(ctx, pub, coll, w.keys[coll][0], append(onA, onB...)); err != nil {
-		la, lb := a.log.String(), b.log.String()
-		c.log("instance A log:\n%s\ninstance B log:\n%s", la[max(0, len(la)-3000):], lb[max(0, len(lb)-3000):])
+		la, lb, ld := a.log.String(), b.log.String(), c.dx.Log()
+		c.log("instance A log:\n%s\ninstance B log:\n%s\nDirectus log:\n%s", la[max(0, len(la)-3000):], lb[max(0, len(lb)-3000):], ld[max(0, len(ld)-5000):])
 		return err
 	}
 	pub.mu.Lock()
