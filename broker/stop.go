@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sort"
 	"sync"
 )
 
@@ -36,18 +37,14 @@ func (b *Broker) Stop(ctx context.Context) (told, missed int) {
 	skipped := b.skipped
 	b.skipped = nil
 	b.skippedMu.Unlock()
-	byColl := map[string][]Event{}
-	for _, e := range skipped {
-		byColl[e.Collection] = append(byColl[e.Collection], e)
-	}
-	for coll, events := range byColl {
+	for coll, events := range missedByCollection(skipped) {
+		r := reporter{events: events, frames: map[noticeKey][]byte{}}
 		for _, g := range b.index.groups(coll) {
 			for _, s := range g.members() {
 				if s.closed.Load() {
 					continue
 				}
-				n := b.reportMissed(s, events)
-				if n > 0 {
+				if n := r.report(s); n > 0 {
 					told++
 					missed += n
 				}
@@ -58,16 +55,68 @@ func (b *Broker) Stop(ctx context.Context) (told, missed int) {
 	return told, missed
 }
 
-// reportMissed tells s which of events (in order) it was not sent.
-func (b *Broker) reportMissed(s *Subscription, events []Event) int {
-	last := ""
+// missedEvent is a skipped event with its id parsed, for cheap ordering.
+type missedEvent struct {
+	Event
+	ms, seq uint64
+}
+
+func (e missedEvent) after(ms, seq uint64) bool { return e.ms > ms || (e.ms == ms && e.seq > seq) }
+
+// missedByCollection sorts the skipped events of each collection by id,
+// each once (every group that skipped an event recorded it).
+func missedByCollection(skipped []Event) map[string][]missedEvent {
+	seen := map[string]bool{}
+	out := map[string][]missedEvent{}
+	for _, e := range skipped {
+		if seen[e.ID] {
+			continue
+		}
+		seen[e.ID] = true
+		ms, seq := splitID(e.ID)
+		out[e.Collection] = append(out[e.Collection], missedEvent{e, ms, seq})
+	}
+	for _, events := range out {
+		sort.Slice(events, func(i, j int) bool { return events[j].after(events[i].ms, events[i].seq) })
+	}
+	return out
+}
+
+// reporter tells one collection's subscriptions which of its skipped
+// events they miss. Thousands of subscriptions usually miss the same run:
+// a notice is encoded once per (encoder, uid, first event, actions).
+type reporter struct {
+	events []missedEvent
+	frames map[noticeKey][]byte
+	counts map[noticeKey]int
+}
+
+type noticeKey struct {
+	enc     Encoder
+	uid     string
+	start   int
+	actions ActionSet
+}
+
+// report sends s its notice and returns how many events it lists.
+func (r *reporter) report(s *Subscription) int {
+	start := 0
 	if p := s.lastSent.Load(); p != nil {
-		last = *p
+		ms, seq := splitID(*p)
+		start = sort.Search(len(r.events), func(i int) bool { return r.events[i].after(ms, seq) })
+	}
+	if start == len(r.events) {
+		return 0
+	}
+	k := noticeKey{s.Encoder, string(s.UID), start, s.Actions}
+	if f, ok := r.frames[k]; ok {
+		s.Sink.Send(f)
+		return r.counts[k]
 	}
 	var ids []string
 	n := 0
-	for _, e := range events {
-		if !s.Actions.Has(e.Action) || (last != "" && CompareIDs(e.ID, last) <= 0) {
+	for _, e := range r.events[start:] {
+		if !s.Actions.Has(e.Action) {
 			continue
 		}
 		n++
@@ -75,11 +124,18 @@ func (b *Broker) reportMissed(s *Subscription, events []Event) int {
 			ids = append(ids, e.ID)
 		}
 	}
-	if n == 0 {
-		return 0
+	var f []byte
+	if n > 0 {
+		f = s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: ids[0], Count: n, IDs: ids,
+			Message: "the broker is shutting down: these events were not delivered; reconnect and resume with since (your last event id)"})
 	}
-	s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: ids[0], Count: n, IDs: ids,
-		Message: "the broker is shutting down: these events were not delivered; reconnect and resume with since (your last event id)"}))
+	if r.counts == nil {
+		r.counts = map[noticeKey]int{}
+	}
+	r.frames[k], r.counts[k] = f, n
+	if n > 0 {
+		s.Sink.Send(f)
+	}
 	return n
 }
 

@@ -77,11 +77,17 @@ type sizes struct {
 	rate           int           // events per second
 	outage         time.Duration // how long Directus stays down
 	phase          int           // victim samples per hostile phase
+	// backlogSubs and shutdown are the SIGTERM scenario's subscribers and
+	// shutdown_timeout.
+	backlogSubs int
+	shutdown    time.Duration
 }
 
 var (
-	fullSizes  = sizes{users: 20, perUser: 10, rate: 50, outage: 15 * time.Second, phase: 30}
-	quickSizes = sizes{users: 5, perUser: 4, rate: 20, outage: 3 * time.Second, phase: 10}
+	// The full SIGTERM scenario is the one of issue 15: 2,000 subscribers
+	// and the default shutdown_timeout.
+	fullSizes  = sizes{users: 20, perUser: 10, rate: 50, outage: 15 * time.Second, phase: 30, backlogSubs: 2000, shutdown: 15 * time.Second}
+	quickSizes = sizes{users: 5, perUser: 4, rate: 20, outage: 3 * time.Second, phase: 10, backlogSubs: 20, shutdown: 1500 * time.Millisecond}
 )
 
 // chaos is one invocation.

@@ -14,7 +14,8 @@ import (
 // coming; then SIGTERM.
 func (c *chaos) sigtermBacklog(ctx context.Context) error {
 	const coll = "chaos_sigterm"
-	w, err := newWorld(ctx, c.dx, "sigterm", []string{coll}, 50, c.sz.users)
+	// At most 50 connections a user (max_connections_per_user is 64).
+	w, err := newWorld(ctx, c.dx, "sigterm", []string{coll}, 50, max(c.sz.users, c.sz.backlogSubs/50))
 	if err != nil {
 		return err
 	}
@@ -23,13 +24,13 @@ func (c *chaos) sigtermBacklog(ctx context.Context) error {
 		return err
 	}
 	defer slow.close()
-	const shutdown = 1500 * time.Millisecond
+	shutdown := c.sz.shutdown
 	b, err := c.startBroker(ctx, "DIRECTUS_URL="+slow.URL, fmt.Sprintf("SHUTDOWN_TIMEOUT=%s", shutdown))
 	if err != nil {
 		return err
 	}
 	defer b.kill()
-	subs, err := connectAll(ctx, b.wsURL(), w.users, c.sz.perUser, coll, nil)
+	subs, err := connectAll(ctx, b.wsURL(), w.users, c.sz.backlogSubs/len(w.users), coll, nil)
 	if err != nil {
 		return err
 	}
