@@ -3,10 +3,9 @@
 package deploy
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/internal/child"
 )
 
 // e2eLabel marks the containers and images the test creates, with the pid
@@ -259,10 +260,9 @@ func (p *podmanCmd) reap() {
 // it reaches the broker (podman proxies signals) and its exit status is the
 // broker's.
 type container struct {
-	pm     *podmanCmd
-	name   string
-	proc   *proc
-	listen chan string // the address it prints, "" when its output ended
+	pm   *podmanCmd
+	name string
+	proc *proc
 }
 
 // start runs the image with flags and env (written to an env file: no
@@ -279,11 +279,10 @@ func (p *podmanCmd) start(name string, flags []string, env map[string]string) *c
 	if err := os.WriteFile(envFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &container{pm: p, name: fmt.Sprintf("directus-ws-broker-e2e-%d-%s", os.Getpid(), name), listen: make(chan string, 2)}
+	c := &container{pm: p, name: fmt.Sprintf("directus-ws-broker-e2e-%d-%s", os.Getpid(), name)}
 	args := []string{p.bin, "run", "--rm", "--name", c.name, "--label", fmt.Sprintf("%s=%d", e2eLabel, os.Getpid()), "--env-file", envFile}
 	args = append(append(append(args, p.runFlags...), flags...), p.image)
-	var stdout io.Reader
-	c.proc, stdout = startProc(t, "podman-run-"+name, dir, os.Environ(), true, args...)
+	c.proc = startServer(t, "podman-run-"+name, dir, os.Environ(), args...)
 	// Runs before the proc's own cleanup (last registered, first run).
 	t.Cleanup(func() {
 		c.stop()
@@ -293,16 +292,6 @@ func (p *podmanCmd) start(name string, flags []string, env map[string]string) *c
 			}
 		}
 	})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				c.listen <- addr
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		c.listen <- ""
-	}()
 	return c
 }
 
@@ -312,16 +301,13 @@ func (p *podmanCmd) start(name string, flags []string, env map[string]string) *c
 func (c *container) waitListening() (string, bool) {
 	t := c.pm.t
 	t.Helper()
-	select {
-	case addr := <-c.listen:
-		if addr != "" {
-			return addr, true
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("container %s: no \"listening on\" within 60s:\n%s", c.name, c.proc.logText())
-	}
-	<-c.proc.exit
-	if strings.Contains(c.proc.logText(), "address already in use") {
+	addr, err := c.proc.Addr(t.Context(), 60*time.Second)
+	switch {
+	case err == nil:
+		return addr, true
+	case !errors.Is(err, child.ErrExited):
+		t.Fatalf("container %s: %v:\n%s", c.name, err, c.proc.logText())
+	case strings.Contains(c.proc.logText(), "address already in use"):
 		return "", false
 	}
 	t.Fatalf("container %s ended before listening:\n%s", c.name, c.proc.logText())
@@ -335,7 +321,7 @@ func (c *container) waitHealthy() {
 	t.Helper()
 	var last string
 	waitFor(t, "HEALTHCHECK of "+c.name, 30*time.Second, func() bool {
-		if c.proc.exited() {
+		if c.proc.Exited() {
 			t.Fatalf("container %s ended:\n%s", c.name, c.proc.logText())
 		}
 		out, err := c.pm.run("healthcheck", "run", c.name)
@@ -351,7 +337,7 @@ func (c *container) waitHealthy() {
 // returns the exit status; idempotent.
 func (c *container) stop() int {
 	c.proc.stop(c.pm.t)
-	return c.proc.cmd.ProcessState.ExitCode()
+	return c.proc.Cmd.ProcessState.ExitCode()
 }
 
 func fileSize(t testing.TB, path string) string {

@@ -3,7 +3,6 @@
 package deploy
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,86 +12,68 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/child"
 )
 
 // proc is a process a test started: in its own process group (so a stop
 // takes everything it forked, nginx's workers included), killed when the
-// test binary dies (Pdeathsig), and stopped by the test's cleanup, failing
-// or not. Its stderr (and stdout, unless piped) goes to a log file that is
-// printed when the test failed.
+// test binary dies, and stopped by the test's cleanup, failing or not. Its
+// stdout and stderr go to a log file that is printed when the test failed.
 type proc struct {
+	*child.Process
 	name string
-	cmd  *exec.Cmd
 	log  string
-	exit chan struct{}
 }
 
-// startProc starts argv in dir with exactly env (nothing is inherited). With
-// pipeStdout the caller reads the process's stdout from the returned reader.
-func startProc(t testing.TB, name, dir string, env []string, pipeStdout bool, argv ...string) (*proc, io.Reader) {
+// startProc starts argv in dir with exactly env (nothing is inherited).
+func startProc(t testing.TB, name, dir string, env []string, argv ...string) *proc {
+	return startChild(t, name, dir, env, false, argv...)
+}
+
+// startServer is startProc for a program that prints "listening on ADDR";
+// Addr waits for it.
+func startServer(t testing.TB, name, dir string, env []string, argv ...string) *proc {
+	return startChild(t, name, dir, env, true, argv...)
+}
+
+func startChild(t testing.TB, name, dir string, env []string, listening bool, argv ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, log: filepath.Join(dir, name+".log"), exit: make(chan struct{})}
+	p := &proc{name: name, log: filepath.Join(dir, name+".log")}
 	logFile, err := os.Create(p.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Dir, p.cmd.Env = dir, env
-	p.cmd.Stderr = logFile
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var stdout io.Reader
-	if pipeStdout {
-		if stdout, err = p.cmd.StdoutPipe(); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		p.cmd.Stdout = logFile
+	// The child has its own descriptor; ours closes when the test ends.
+	t.Cleanup(func() { logFile.Close() })
+	start := child.Start
+	if listening {
+		start = child.StartListening
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
+	if env == nil {
+		env = []string{} // exactly env: nothing inherited
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.exit)
-	}()
+	if p.Process, err = start(name, argv, child.Options{Env: env, Dir: dir, Stdout: logFile, Stderr: logFile, Group: true}); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
 			t.Logf("log of %s:\n%s", p.name, p.logText())
 		}
 	})
-	return p, stdout
+	return p
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after 20 s;
 // idempotent.
 func (p *proc) stop(t testing.TB) {
 	t.Helper()
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.exit:
-	case <-time.After(20 * time.Second):
-		t.Errorf("%s ignored SIGTERM for 20s; killing it", p.name)
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exit
-	}
-	// Whatever it forked and left behind in its group goes too.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.exit:
-		return true
-	default:
-		return false
+	if err := p.Stop(20 * time.Second); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -124,24 +105,10 @@ func startBroker(t testing.TB, name string, env map[string]string) *brokerProc {
 		environ = append(environ, k+"="+v)
 	}
 	// An empty working directory: no ./config.yaml is picked up.
-	p, stdout := startProc(t, name, t.TempDir(), environ, true, binary)
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				addr <- a
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	b := &brokerProc{proc: p}
-	select {
-	case b.addr = <-addr:
-	case <-p.exit:
-		t.Fatalf("broker %s exited before listening:\n%s", name, p.logText())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("broker %s did not print its address within 30s", name)
+	b := &brokerProc{proc: startServer(t, name, t.TempDir(), environ, binary)}
+	var err error
+	if b.addr, err = b.Addr(t.Context(), 30*time.Second); err != nil {
+		t.Fatalf("broker %s: %v\n%s", name, err, b.logText())
 	}
 	waitFor(t, "broker "+name+" /readyz", 30*time.Second, func() bool { return httpStatus("http://"+b.addr+"/readyz") == http.StatusOK })
 	return b

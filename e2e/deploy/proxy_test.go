@@ -177,7 +177,7 @@ func startNginx(t *testing.T, upstream string) string {
 		if out, err := execOutput(t, append(args, "-t")...); err != nil {
 			t.Fatalf("nginx -t refuses the recipe: %v\n%s", err, out)
 		}
-		p, _ := startProc(t, fmt.Sprintf("nginx-%d", attempt), dir, []string{"PATH=" + os.Getenv("PATH")}, false, args...)
+		p := startProc(t, fmt.Sprintf("nginx-%d", attempt), dir, []string{"PATH=" + os.Getenv("PATH")}, args...)
 		base := fmt.Sprintf("http://127.0.0.1:%d", port)
 		if up := waitProxy(t, p, base, filepath.Join(dir, "error.log")); up {
 			return base
@@ -234,7 +234,7 @@ func startCaddy(t *testing.T, upstream string) string {
 		if out, err := execIn(t, "", env, caddy, "validate", "--config", conf, "--adapter", "caddyfile"); err != nil {
 			t.Fatalf("caddy validate refuses the Caddyfile: %v\n%s", err, out)
 		}
-		p, _ := startProc(t, fmt.Sprintf("caddy-%d", attempt), dir, env, false, caddy, "run", "--config", conf, "--adapter", "caddyfile")
+		p := startProc(t, fmt.Sprintf("caddy-%d", attempt), dir, env, caddy, "run", "--config", conf, "--adapter", "caddyfile")
 		base := fmt.Sprintf("http://127.0.0.1:%d", port)
 		if waitProxy(t, p, base, p.log) {
 			return base
@@ -252,7 +252,7 @@ func waitProxy(t *testing.T, p *proc, base, errorLog string) bool {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for httpStatus(base+"/healthz") != http.StatusOK {
-		if p.exited() {
+		if p.Exited() {
 			log := readFile(errorLog)
 			if strings.Contains(log, "address already in use") || strings.Contains(log, "Address already in use") {
 				return false

@@ -3,20 +3,18 @@
 package scaleout
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/internal/brokertest"
+	"github.com/directus-ws-broker/directus-ws-broker/internal/child"
 )
 
 // brokerProc is one broker process started from the built binary.
@@ -24,9 +22,8 @@ type brokerProc struct {
 	Name  string
 	URL   string // http://127.0.0.1:PORT
 	WSURL string
-	cmd   *exec.Cmd
-	log   string // its stderr, kept in a file
-	exit  chan struct{}
+	c     *child.Process
+	log   string // its output, kept in a file
 }
 
 // startBroker runs the binary with env (on top of LISTEN_ADDR=127.0.0.1:0,
@@ -36,12 +33,12 @@ type brokerProc struct {
 func startBroker(t testing.TB, name string, env map[string]string) *brokerProc {
 	t.Helper()
 	dir := t.TempDir()
-	p := &brokerProc{Name: name, log: filepath.Join(dir, "broker.log"), exit: make(chan struct{})}
+	p := &brokerProc{Name: name, log: filepath.Join(dir, "broker.log")}
 	logFile, err := os.Create(p.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
+	t.Cleanup(func() { logFile.Close() })
 	// Only what the test says: no CONFIG_FILE, BUS or the like leaks in
 	// from the caller's environment, and no ./config.yaml is found (cwd is
 	// an empty directory).
@@ -53,20 +50,13 @@ func startBroker(t testing.TB, name string, env map[string]string) *brokerProc {
 	for k, v := range env {
 		vars[k] = v
 	}
-	p.cmd = exec.Command(binary)
-	p.cmd.Dir = dir
+	var environ []string
 	for k, v := range vars {
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		environ = append(environ, k+"="+v)
 	}
-	p.cmd.Stderr = logFile
-	// Its own process group, so Kill takes everything it started; and it
-	// dies with the test binary even when cleanups never run.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := p.cmd.StdoutPipe()
+	// Its own process group, so Kill takes everything it started.
+	p.c, err = child.StartListening("broker "+name, []string{binary}, child.Options{Env: environ, Dir: dir, Stdout: logFile, Stderr: logFile, Group: true})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -76,28 +66,11 @@ func startBroker(t testing.TB, name string, env map[string]string) *brokerProc {
 			t.Logf("log of broker %s:\n%s", p.Name, b)
 		}
 	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				addr <- a
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.exit)
-	}()
-	select {
-	case a := <-addr:
-		p.URL, p.WSURL = "http://"+a, "ws://"+a+"/websocket"
-	case <-p.exit:
-		t.Fatalf("broker %s exited before listening", name)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("broker %s did not print its address within 30s", name)
+	addr, err := p.c.Addr(t.Context(), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
+	p.URL, p.WSURL = "http://"+addr, "ws://"+addr+"/websocket"
 	waitReady(t, p)
 	return p
 }
@@ -105,26 +78,14 @@ func startBroker(t testing.TB, name string, env map[string]string) *brokerProc {
 // Stop ends the broker gracefully (SIGTERM), then forcibly; idempotent.
 func (p *brokerProc) Stop(t testing.TB) {
 	t.Helper()
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.exit:
-	case <-time.After(20 * time.Second):
-		t.Errorf("broker %s ignored SIGTERM for 20s; killing it", p.Name)
-		p.Kill(t)
+	if err := p.c.Stop(20 * time.Second); err != nil {
+		t.Error(err)
 	}
 }
 
 // Kill ends the broker at once (SIGKILL to its process group), as a crash
 // or an OOM kill would, and waits until it is gone.
-func (p *brokerProc) Kill(t testing.TB) {
-	t.Helper()
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-p.exit:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("broker %s still running 20s after SIGKILL", p.Name)
-	}
-}
+func (p *brokerProc) Kill(t testing.TB) { p.c.Kill() }
 
 // ready reports whether /readyz answers 200 (Directus and the bus usable).
 func (p *brokerProc) ready() bool {

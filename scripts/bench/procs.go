@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,23 +8,22 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/internal/child"
 )
 
 // proc is a child process that prints "listening on ADDR" once it serves:
 // the broker, or this program re-run as the Directus stub.
 type proc struct {
 	name string
-	cmd  *exec.Cmd
 	addr string
 	pid  int
 	tail *tailBuffer
-	done chan struct{}
+	c    *child.Process
 }
 
 // startProc starts path with args and env (added to this process's
@@ -37,74 +35,31 @@ func startProc(ctx context.Context, name, path string, args, env []string, dir s
 // startProcTap is startProc with tap seeing every line of the process's
 // stderr (its log).
 func startProcTap(ctx context.Context, name, path string, args, env []string, dir string, tap func([]byte)) (*proc, error) {
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Dir = dir
-	// The child dies with this process, even when it is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	tail := &tailBuffer{max: 8 << 10, tap: tap}
+	c, err := child.StartListening(name, append([]string{path}, args...), child.Options{
+		Env: append(os.Environ(), env...), Dir: dir, Stderr: tail,
+	})
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{name: name, cmd: cmd, tail: &tailBuffer{max: 8 << 10, tap: tap}, done: make(chan struct{})}
-	cmd.Stderr = p.tail
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p.pid = cmd.Process.Pid
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				select {
-				case addr <- strings.TrimSpace(a):
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case p.addr = <-addr:
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("%s exited before listening: %s\n%s", name, cmd.ProcessState, p.tail)
-	case <-time.After(30 * time.Second):
+	p := &proc{name: name, pid: c.Pid(), tail: tail, c: c}
+	if p.addr, err = c.Addr(ctx, 30*time.Second); err != nil {
 		p.stop()
-		return nil, fmt.Errorf("%s did not print its address within 30s:\n%s", name, p.tail)
-	case <-ctx.Done():
-		p.stop()
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("%w:\n%s", err, tail)
 	}
+	return p, nil
 }
 
 // stop ends the process: SIGTERM, then SIGKILL after two seconds. Callers
 // close their connections first, so the broker's graceful shutdown is quick.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(2 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *proc) stop() { _ = p.c.Stop(2 * time.Second) }
 
 // alive reports an error when the process has exited.
 func (p *proc) alive() error {
-	select {
-	case <-p.done:
-		return fmt.Errorf("%s exited: %s\n%s", p.name, p.cmd.ProcessState, p.tail)
-	default:
-		return nil
+	if p.c.Exited() {
+		return fmt.Errorf("%s exited: %s\n%s", p.name, p.c.Cmd.ProcessState, p.tail)
 	}
+	return nil
 }
 
 // clockTick is the unit of utime and stime in /proc/<pid>/stat: USER_HZ,

@@ -3,24 +3,21 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/internal/child"
 )
 
 // brokerProc is one broker process (bin/directus-ws-broker).
 type brokerProc struct {
 	addr string
-	cmd  *exec.Cmd
-	done chan struct{}
+	c    *child.Process
 	log  *logTail
 }
 
@@ -32,71 +29,32 @@ func (c *chaos) startBroker(ctx context.Context, env ...string) (*brokerProc, er
 		"LISTEN_ADDR=127.0.0.1:0", "DIRECTUS_URL=" + c.dx.URL, "WEBHOOK_SECRET=" + webhookSecret,
 		"LOG_LEVEL=warn", "LOG_FORMAT=json", "CONFIG_FILE=", "BUS=memory",
 	}
-	cmd := exec.Command(c.broker)
-	cmd.Env = append(base, env...)
-	cmd.Dir = c.work // no ./config.yaml there
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	p := &brokerProc{log: &logTail{}}
+	var err error
+	// In the scratch directory: no ./config.yaml there.
+	p.c, err = child.StartListening("broker", []string{c.broker}, child.Options{Env: append(base, env...), Dir: c.work, Stderr: p.log})
 	if err != nil {
 		return nil, err
 	}
-	p := &brokerProc{cmd: cmd, done: make(chan struct{}), log: &logTail{}}
-	cmd.Stderr = p.log
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				select {
-				case addr <- strings.TrimSpace(a):
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case p.addr = <-addr:
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("broker exited before listening:\n%s", p.log)
-	case <-time.After(30 * time.Second):
+	if p.addr, err = p.c.Addr(ctx, 30*time.Second); err != nil {
 		p.kill()
-		return nil, errors.New("broker did not listen within 30s")
-	case <-ctx.Done():
-		p.kill()
-		return nil, ctx.Err()
+		return nil, fmt.Errorf("%w:\n%s", err, p.log)
 	}
+	return p, nil
 }
 
 func (p *brokerProc) wsURL() string       { return "ws://" + p.addr + "/websocket" }
 func (p *brokerProc) realtimeURL() string { return "ws://" + p.addr + "/realtime" }
 func (p *brokerProc) webhookURL() string  { return "http://" + p.addr + "/webhook" }
 
-// terminate sends SIGTERM and waits up to limit for the exit.
-func (p *brokerProc) terminate(limit time.Duration) error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(limit):
-		p.kill()
-		return fmt.Errorf("broker still running %s after SIGTERM", limit)
-	}
-}
+// terminate sends SIGTERM and waits up to limit for the exit (then kills).
+func (p *brokerProc) terminate(limit time.Duration) error { return p.c.Stop(limit) }
 
-func (p *brokerProc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
+func (p *brokerProc) kill() { p.c.Kill() }
 
 // rss is the broker's resident memory in bytes.
 func (p *brokerProc) rss() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.c.Pid()))
 	if err != nil {
 		return 0
 	}
