@@ -39,6 +39,8 @@ chromium:
 # Directus, Redis or browser; seconds.
 unit:
 	DIRECTUS_TESTS=0 REDIS_TESTS=0 $(GO) test -race -count=1 ./...
+	# Allocation counts only mean something without the race detector.
+	$(GO) test -count=1 -run 'Allocates' ./broker/
 
 # Integration tests against real Directus (11.17.4 and 12.3.1), Redis, chromium and broker
 # processes, started by the project's scripts (the unit tests run again with them: seconds).

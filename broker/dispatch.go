@@ -306,6 +306,7 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 	if b.stopping.Load() {
 		return // a shutdown: Stop tells the subscriptions what they miss
 	}
+	id := &d.Event.ID
 	for _, s := range g.members() {
 		if !s.Actions.Has(action) || s.closed.Load() {
 			continue
@@ -333,7 +334,7 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 			}
 			lastKey, lastFrame = k, frame
 		}
-		s.deliver(frame, d.Event.ID, action, d.Keys)
+		s.deliver(frame, id, action, d.Keys)
 		sent++
 	}
 	b.metrics.FramesSent.Add(sent)
@@ -352,7 +353,7 @@ func (b *Broker) missed(s *Subscription, e Event, message string) {
 	if s.missing.Swap(true) {
 		return // this run was reported at its first event
 	}
-	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Message: message}), e.ID, "", nil)
+	s.deliver(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: e.ID, Message: message}), &e.ID, "", nil)
 }
 
 // readFailed tells g's subscribers they missed e: nothing unfiltered is ever
@@ -396,7 +397,7 @@ func (b *Broker) readFailed(g *group, e Event, err error) {
 			f = s.Encoder.Notice(s, n)
 			frames[k] = f
 		}
-		s.deliver(f, e.ID, "", nil)
+		s.deliver(f, &e.ID, "", nil)
 	}
 }
 

@@ -38,11 +38,13 @@ func (h *holdQueue) start(max int) {
 	h.on.Store(true)
 }
 
-// deliver sends frame for event id now, or holds it while s is being set
-// up; action and keys are the event's (empty for notices).
-func (s *Subscription) deliver(frame []byte, eventID string, action Action, keys []string) {
+// deliver sends frame for the event *eventID now, or holds it while s is
+// being set up; action and keys are the event's (empty for notices). The
+// id is shared by every subscription the event is sent to: one pointer per
+// event, not an allocation per subscriber.
+func (s *Subscription) deliver(frame []byte, eventID *string, action Action, keys []string) {
 	if action != "" {
-		s.lastSent.Store(&eventID)
+		s.lastSent.Store(eventID)
 	}
 	h := &s.held
 	if h.on.Load() {
@@ -53,7 +55,7 @@ func (s *Subscription) deliver(frame []byte, eventID string, action Action, keys
 				h.bytes += len(frame)
 			} else {
 				if h.missed == 0 {
-					h.firstMissed = eventID
+					h.firstMissed = *eventID
 				}
 				h.missed++
 			}
