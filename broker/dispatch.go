@@ -306,7 +306,10 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 	if b.stopping.Load() {
 		return // a shutdown: Stop tells the subscriptions what they miss
 	}
-	id := &d.Event.ID
+	// One copy of the id for every subscription (a pointer into d would
+	// keep the event's data alive until the group's next event).
+	id := new(string)
+	*id = d.Event.ID
 	for _, s := range g.members() {
 		if !s.Actions.Has(action) || s.closed.Load() {
 			continue
