@@ -387,31 +387,8 @@ func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, own
 	for _, d := range created.Data {
 		w.first = min(w.first, d.ID)
 	}
-	do := func(path string, body any) (string, error) {
-		var out struct {
-			Data struct {
-				ID any `json:"id"`
-			} `json:"data"`
-		}
-		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, path, body, &out); err != nil {
-			return "", fmt.Errorf("POST %s: %w", path, err)
-		}
-		return fmt.Sprint(out.Data.ID), nil
-	}
 	role := func(name string, filter map[string]any, coll string) (string, error) {
-		r, err := do("/roles", map[string]any{"name": name})
-		if err != nil {
-			return "", err
-		}
-		p, err := do("/policies", map[string]any{"name": name, "app_access": false, "admin_access": false})
-		if err != nil {
-			return "", err
-		}
-		if _, err := do("/permissions", map[string]any{"policy": p, "collection": coll, "action": "read", "fields": []string{"*"}, "permissions": filter}); err != nil {
-			return "", err
-		}
-		_, err = do("/access", map[string]any{"role": r, "policy": p})
-		return r, err
+		return dx.CreateRoleWithReadPolicy(ctx, name, coll, nil, filter)
 	}
 	roleIDs := make([]string, roles)
 	for i := range roleIDs {

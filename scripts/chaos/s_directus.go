@@ -10,7 +10,7 @@ import (
 // of events to subscribers with their own tokens.
 func (c *chaos) directusOutage(ctx context.Context) error {
 	const coll = "chaos_outage"
-	w, err := newWorld(ctx, c.dx, "outage", []string{coll}, 50, c.sz.users)
+	w, err := newWorld(ctx, c.dx, "outage", coll, 50, c.sz.users)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ type attack struct {
 // hostile measures the victim alone, then under each attack.
 func (c *chaos) hostile(ctx context.Context) error {
 	const coll = "chaos_hostile"
-	w, err := newWorld(ctx, c.dx, "hostile", []string{coll}, 50, max(5, c.sz.users))
+	w, err := newWorld(ctx, c.dx, "hostile", coll, 50, max(5, c.sz.users))
 	if err != nil {
 		return err
 	}
@@ -231,6 +231,33 @@ func countsString(counts *sync.Map) string {
 }
 
 func (c *chaos) distinctQueries(ctx context.Context, b *brokerProc, token, coll string, sockets, per int) (func() string, error) {
+	flood, err := subscribeFlood(ctx, b, token, coll, sockets, per, func(s, i int) map[string]any {
+		return map[string]any{"filter": map[string]any{"id": map[string]any{"_eq": s*per + i}}}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() string {
+		groups := b.metric("broker_groups")
+		return fmt.Sprintf("%.0f read groups; answers: %s", groups, flood())
+	}, nil
+}
+
+func (c *chaos) hugeQueries(ctx context.Context, b *brokerProc, token, coll string, sockets, per int) (func() string, error) {
+	big := strings.Repeat("x", 12<<10) // as large as Directus takes in a URL
+	flood, err := subscribeFlood(ctx, b, token, coll, sockets, per, func(_, i int) map[string]any {
+		return map[string]any{"filter": map[string]any{"title": map[string]any{"_neq": fmt.Sprint(i, big)}}}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() string { return "answers: " + flood() }, nil
+}
+
+// subscribeFlood opens sockets sockets as token, each subscribing per times
+// to coll with query(socket, i), paced within the rate limit. The returned
+// func closes them and tells the answers they got.
+func subscribeFlood(ctx context.Context, b *brokerProc, token, coll string, sockets, per int, query func(s, i int) map[string]any) (func() string, error) {
 	var conns []*websocket.Conn
 	counts := &sync.Map{}
 	for s := range sockets {
@@ -242,45 +269,16 @@ func (c *chaos) distinctQueries(ctx context.Context, b *brokerProc, token, coll 
 		go counted(ws, counts)
 		go func() {
 			for i := range per {
-				_ = ws.WriteJSON(map[string]any{"type": "subscribe", "collection": coll, "uid": fmt.Sprint(i),
-					"query": map[string]any{"filter": map[string]any{"id": map[string]any{"_eq": s*per + i}}}})
+				_ = ws.WriteJSON(map[string]any{"type": "subscribe", "collection": coll, "uid": fmt.Sprint(i), "query": query(s, i)})
 				time.Sleep(25 * time.Millisecond) // within the rate limit
 			}
 		}()
 	}
 	return func() string {
-		groups := b.metric("broker_groups")
 		for _, ws := range conns {
 			ws.Close()
 		}
-		return fmt.Sprintf("%.0f read groups; answers: %s", groups, countsString(counts))
-	}, nil
-}
-
-func (c *chaos) hugeQueries(ctx context.Context, b *brokerProc, token, coll string, sockets, per int) (func() string, error) {
-	var conns []*websocket.Conn
-	counts := &sync.Map{}
-	big := strings.Repeat("x", 12<<10) // as large as Directus takes in a URL
-	for range sockets {
-		ws, err := rawSocket(ctx, b.wsURL(), token, &dialer)
-		if err != nil {
-			return nil, err
-		}
-		conns = append(conns, ws)
-		go counted(ws, counts)
-		go func() {
-			for i := range per {
-				_ = ws.WriteJSON(map[string]any{"type": "subscribe", "collection": coll, "uid": fmt.Sprint(i),
-					"query": map[string]any{"filter": map[string]any{"title": map[string]any{"_neq": fmt.Sprint(i, big)}}}})
-				time.Sleep(25 * time.Millisecond)
-			}
-		}()
-	}
-	return func() string {
-		for _, ws := range conns {
-			ws.Close()
-		}
-		return "answers: " + countsString(counts)
+		return countsString(counts)
 	}, nil
 }
 

@@ -16,7 +16,7 @@ func (c *chaos) redisOutage(ctx context.Context) error {
 	const coll = "chaos_redis"
 	// Few users: this is about Redis, and every user is a read group (a
 	// Directus read per event each) on both instances.
-	w, err := newWorld(ctx, c.dx, "redis", []string{coll}, 50, max(2, c.sz.users/4))
+	w, err := newWorld(ctx, c.dx, "redis", coll, 50, max(2, c.sz.users/4))
 	if err != nil {
 		return err
 	}

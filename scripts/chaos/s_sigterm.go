@@ -15,7 +15,7 @@ import (
 func (c *chaos) sigtermBacklog(ctx context.Context) error {
 	const coll = "chaos_sigterm"
 	// At most 50 connections a user (max_connections_per_user is 64).
-	w, err := newWorld(ctx, c.dx, "sigterm", []string{coll}, 50, max(c.sz.users, c.sz.backlogSubs/50))
+	w, err := newWorld(ctx, c.dx, "sigterm", coll, 50, max(c.sz.users, c.sz.backlogSubs/50))
 	if err != nil {
 		return err
 	}

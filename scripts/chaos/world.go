@@ -16,66 +16,41 @@ type world struct {
 	keys  map[string][]int
 }
 
-// newWorld creates collections (each with items items), a role that may
-// read them all, and users users of that role; name keeps the users and the
-// role of one scenario apart from the others'.
-func newWorld(ctx context.Context, dx *directustest.Instance, name string, collections []string, items, users int) (*world, error) {
+// newWorld creates the collection coll with items items, a role that may
+// read it, and users users of that role; name keeps the users and the role
+// of one scenario apart from the others'.
+func newWorld(ctx context.Context, dx *directustest.Instance, name, coll string, items, users int) (*world, error) {
 	w := &world{keys: map[string][]int{}}
-	for _, coll := range collections {
-		if err := dx.CreateCollection(ctx, coll, directustest.Field{Name: "title"}, directustest.Field{Name: "body", Type: "text"}); err != nil {
-			return nil, fmt.Errorf("collection %s: %w", coll, err)
-		}
-		batch := make([]map[string]any, items)
-		for i := range batch {
-			batch[i] = map[string]any{"title": "item " + strconv.Itoa(i)}
-		}
-		var out struct {
-			Data []struct {
-				ID int `json:"id"`
-			} `json:"data"`
-		}
-		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+coll+"?fields=id", batch, &out); err != nil {
-			return nil, fmt.Errorf("items of %s: %w", coll, err)
-		}
-		for _, d := range out.Data {
-			w.keys[coll] = append(w.keys[coll], d.ID)
-		}
+	if err := dx.CreateCollection(ctx, coll, directustest.Field{Name: "title"}, directustest.Field{Name: "body", Type: "text"}); err != nil {
+		return nil, fmt.Errorf("collection %s: %w", coll, err)
 	}
-	post := func(path string, body any) (string, error) {
-		var out struct {
-			Data struct {
-				ID any `json:"id"`
-			} `json:"data"`
-		}
-		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, path, body, &out); err != nil {
-			return "", fmt.Errorf("POST %s: %w", path, err)
-		}
-		return fmt.Sprint(out.Data.ID), nil
+	batch := make([]map[string]any, items)
+	for i := range batch {
+		batch[i] = map[string]any{"title": "item " + strconv.Itoa(i)}
 	}
-	role, err := post("/roles", map[string]any{"name": name + " readers"})
+	var out struct {
+		Data []struct {
+			ID int `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+coll+"?fields=id", batch, &out); err != nil {
+		return nil, fmt.Errorf("items of %s: %w", coll, err)
+	}
+	for _, d := range out.Data {
+		w.keys[coll] = append(w.keys[coll], d.ID)
+	}
+	role, err := dx.CreateRoleWithReadPolicy(ctx, name+" readers", coll, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	policy, err := post("/policies", map[string]any{"name": name + " readers", "app_access": false, "admin_access": false})
-	if err != nil {
-		return nil, err
-	}
-	for _, coll := range collections {
-		if _, err := post("/permissions", map[string]any{"policy": policy, "collection": coll, "action": "read", "fields": []string{"*"}}); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := post("/access", map[string]any{"role": role, "policy": policy}); err != nil {
-		return nil, err
-	}
-	var batch []map[string]any
+	var people []map[string]any
 	for i := range users {
 		token := fmt.Sprintf("chaos-%s-%d", name, i)
-		batch = append(batch, map[string]any{"email": fmt.Sprintf("%s%d@chaos.example.com", name, i), "token": token, "role": role, "status": "active"})
+		people = append(people, map[string]any{"email": fmt.Sprintf("%s%d@chaos.example.com", name, i), "token": token, "role": role, "status": "active"})
 		w.users = append(w.users, token)
 	}
-	if len(batch) > 0 {
-		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/users", batch, nil); err != nil {
+	if len(people) > 0 {
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/users", people, nil); err != nil {
 			return nil, fmt.Errorf("users: %w", err)
 		}
 	}
