@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -32,6 +30,9 @@ type accessModel struct {
 	public       []string            // policies of the public (no role, no user)
 	admin        map[string]bool     // policy → admin access
 	app          map[string]bool     // policy → app access
+	// ip marks the policies with ip_access: Directus applies them only to
+	// requests from the listed addresses.
+	ip map[string]bool
 	// userRule[policy][collection] is true when a read rule of the policy on
 	// the collection depends on the user ($CURRENT_USER...).
 	userRule map[string]map[string]bool
@@ -41,7 +42,10 @@ type accessModel struct {
 // access is one user's accountability as far as reads go.
 type access struct {
 	admin, app bool
-	policies   []string // sorted
+	// ip is set when a policy that can apply has ip_access: whether it
+	// applies depends on where the request comes from.
+	ip       bool
+	policies []string // sorted
 }
 
 // accessOf is the access of user (may be "") reading with role ("" none).
@@ -71,6 +75,7 @@ func (m *accessModel) accessOf(role, user string) access {
 	for _, p := range policies {
 		a.admin = a.admin || m.admin[p]
 		a.app = a.app || m.app[p]
+		a.ip = a.ip || m.ip[p]
 	}
 	return a
 }
@@ -120,76 +125,70 @@ func (m *accessModel) userDependent(a access, collection string, q map[string]an
 // mentionsUser reports whether a filter (as JSON) uses the current user.
 func mentionsUser(raw []byte) bool { return bytes.Contains(raw, []byte("$CURRENT_USER")) }
 
-// loadAccessModel reads the model with token (a service token that may
-// read roles, access, policies, permissions and relations).
+// loadAccessModel reads the model with token (the service token): only a
+// model proven complete is returned (see model_load.go).
 func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel, error) {
-	get := func(path string, q url.Values, out any) error {
-		q.Set("limit", "-1")
-		data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: strings.Split(path, "/"), Query: q, Token: token, Kind: "model"})
-		if err != nil {
-			return fmt.Errorf("access model: read %s: %w", path, err)
-		}
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("access model: read %s: %w", path, err)
-		}
-		return nil
+	grants, err := loadGrants(ctx, c, token)
+	if err != nil {
+		return nil, err
 	}
-	var roles []struct {
+	if err := checkGrants(grants); err != nil {
+		return nil, err
+	}
+	type role struct {
 		ID     string  `json:"id"`
 		Parent *string `json:"parent"`
 	}
-	var rows []struct {
+	type row struct {
 		Role   *string `json:"role"`
 		User   *string `json:"user"`
 		Policy string  `json:"policy"`
 	}
-	var policies []struct {
-		ID          string `json:"id"`
-		AdminAccess bool   `json:"admin_access"`
-		AppAccess   bool   `json:"app_access"`
+	type policy struct {
+		ID          string          `json:"id"`
+		AdminAccess bool            `json:"admin_access"`
+		AppAccess   bool            `json:"app_access"`
+		IPAccess    json.RawMessage `json:"ip_access"`
 	}
-	var perms []struct {
+	type permission struct {
 		Policy      *string         `json:"policy"`
 		Collection  string          `json:"collection"`
 		Permissions json.RawMessage `json:"permissions"`
 	}
-	if err := get("roles", url.Values{"fields": {"id,parent"}}, &roles); err != nil {
-		return nil, err
-	}
-	if err := get("access", url.Values{"fields": {"role,user,policy"}}, &rows); err != nil {
-		return nil, err
-	}
-	if err := get("policies", url.Values{"fields": {"id,admin_access,app_access"}}, &policies); err != nil {
-		return nil, err
-	}
-	if err := get("permissions", url.Values{"fields": {"policy,collection,permissions"}, "filter[action][_eq]": {"read"}}, &perms); err != nil {
-		return nil, err
-	}
-	schema, err := loadSchema(ctx, c, token)
+	roles, err := listAll[role](ctx, c, token, "roles", url.Values{"fields": {"id,parent"}})
 	if err != nil {
 		return nil, err
 	}
-	m := &accessModel{
-		parent: map[string]string{}, rolePolicies: map[string][]string{}, userPolicies: map[string][]string{},
-		admin: map[string]bool{}, app: map[string]bool{}, userRule: map[string]map[string]bool{}, schema: schema,
+	rows, err := listAll[row](ctx, c, token, "access", url.Values{"fields": {"id,role,user,policy"}})
+	if err != nil {
+		return nil, err
 	}
+	policies, err := listAll[policy](ctx, c, token, "policies", url.Values{"fields": {"id,admin_access,app_access,ip_access"}})
+	if err != nil {
+		return nil, err
+	}
+	perms, err := listAll[permission](ctx, c, token, "permissions", url.Values{"fields": {"id,policy,collection,permissions"}, "filter[action][_eq]": {"read"}})
+	if err != nil {
+		return nil, err
+	}
+	schema, err := loadSchema(ctx, c, token, grants)
+	if err != nil {
+		return nil, err
+	}
+	m := newAccessModel(schema)
 	for _, r := range roles {
 		if r.Parent != nil {
 			m.parent[r.ID] = *r.Parent
 		}
 	}
 	for _, a := range rows {
-		switch {
-		case a.Role != nil:
-			m.rolePolicies[*a.Role] = append(m.rolePolicies[*a.Role], a.Policy)
-		case a.User != nil:
-			m.userPolicies[*a.User] = append(m.userPolicies[*a.User], a.Policy)
-		default:
-			m.public = append(m.public, a.Policy)
-		}
+		m.addAccess(a.Role, a.User, a.Policy)
 	}
 	for _, p := range policies {
 		m.admin[p.ID], m.app[p.ID] = p.AdminAccess, p.AppAccess
+		if hasIPAccess(p.IPAccess) {
+			m.ip[p.ID] = true
+		}
 	}
 	for _, p := range perms {
 		if p.Policy == nil || !mentionsUser(p.Permissions) {
@@ -201,4 +200,41 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 		m.userRule[*p.Policy][p.Collection] = true
 	}
 	return m, nil
+}
+
+func newAccessModel(schema *schemaGraph) *accessModel {
+	return &accessModel{
+		parent: map[string]string{}, rolePolicies: map[string][]string{}, userPolicies: map[string][]string{},
+		admin: map[string]bool{}, app: map[string]bool{}, ip: map[string]bool{}, userRule: map[string]map[string]bool{}, schema: schema,
+	}
+}
+
+// addAccess files one access row. Directus attaches a row to the user when
+// it names one and to the role's users when it names a role: a row naming
+// both applies to both (user = U OR role IN U's roles), one naming neither
+// to the public.
+func (m *accessModel) addAccess(role, user *string, policy string) {
+	if role != nil {
+		m.rolePolicies[*role] = append(m.rolePolicies[*role], policy)
+	}
+	if user != nil {
+		m.userPolicies[*user] = append(m.userPolicies[*user], policy)
+	}
+	if role == nil && user == nil {
+		m.public = append(m.public, policy)
+	}
+}
+
+// hasIPAccess reports whether a policy's ip_access limits where it applies
+// (a list or a comma-separated string, as Directus versions store it).
+func hasIPAccess(raw json.RawMessage) bool {
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return len(list) > 0
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return strings.TrimSpace(s) != ""
+	}
+	return len(raw) > 0 && string(raw) != "null"
 }

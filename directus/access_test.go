@@ -15,15 +15,39 @@ import (
 // directus_users) and comments (one-to-many from comments.article);
 // comments has owner (many-to-one to directus_users); pages has a
 // many-to-any field "blocks" (to text and images).
+//
+// The service user sees every field of these collections (flow install's
+// grant), as fields lists; "hidden" has a relation "secretref" the service
+// user cannot see (its metadata says many-to-one, the relation is not
+// listed), "tasks" an alias whose relation is hidden, "vague" a many-to-any
+// without allowed collections; "opaque" is a collection whose fields it
+// does not see.
 func testSchema() *schemaGraph {
-	return &schemaGraph{
+	g := &schemaGraph{
 		m2o: map[string]map[string][]string{
 			"articles": {"author": {"directus_users"}},
 			"comments": {"article": {"articles"}, "owner": {"directus_users"}},
 			"pages":    {"blocks": {"text", "images"}},
+			"vague":    {"item": {anyCollection}},
 		},
-		o2m: map[string]map[string]string{"articles": {"comments": "comments"}},
+		o2m:    map[string]map[string]string{"articles": {"comments": "comments"}},
+		fields: map[string]map[string]fieldKind{},
+		known:  map[string]bool{},
 	}
+	add := func(coll string, fields map[string]fieldKind) {
+		g.fields[coll] = fields
+		g.known[coll] = true
+	}
+	add("articles", map[string]fieldKind{"id": fieldPlain, "title": fieldPlain, "status": fieldPlain, "author": fieldKey, "comments": fieldAlias})
+	add("comments", map[string]fieldKind{"id": fieldPlain, "text": fieldPlain, "article": fieldKey, "owner": fieldKey})
+	add("directus_users", map[string]fieldKind{"id": fieldPlain, "first_name": fieldPlain, "last_name": fieldPlain, "email": fieldPlain, "name": fieldPlain})
+	add("pages", map[string]fieldKind{"id": fieldPlain, "blocks": fieldAlias})
+	add("text", map[string]fieldKind{"id": fieldPlain, "body": fieldPlain})
+	add("images", map[string]fieldKind{"id": fieldPlain, "url": fieldPlain})
+	add("hidden", map[string]fieldKind{"id": fieldPlain, "title": fieldPlain, "secretref": fieldKey, "tasks": fieldAlias})
+	add("vague", map[string]fieldKind{"id": fieldPlain, "item": fieldKey})
+	g.fields["opaque"] = map[string]fieldKind{"id": fieldPlain}
+	return g
 }
 
 func q(s string) map[string]any {
@@ -60,6 +84,29 @@ func TestReach(t *testing.T) {
 		{"articles", `{"fields":["id"],"unknown_key":1}`, "ALL"},
 		{"articles", `{"fields":["id"],"filter":{"$FOLLOW(comments,article)":{"_nnull":true}}}`, "ALL"},
 		{"articles", `{"fields":["$FOLLOW(x)"]}`, "ALL"},
+		// Fail closed: whatever reach cannot prove reaches everything.
+		{"opaque", `{"fields":["id"]}`, "ALL"},                        // its fields are not all visible
+		{"hidden", `{"fields":["id","title","secretref"]}`, "hidden"}, // a key read bare
+		{"hidden", `{"fields":["id","secretref.title"]}`, "ALL"},      // through a hidden relation
+		{"hidden", `{"fields":["tasks"]}`, "ALL"},                     // an alias whose relation is hidden
+		{"hidden", ``, "ALL"},                                         // * reads that alias too
+		{"hidden", `{"fields":["count(tasks)"]}`, "ALL"},              // and so does a count of it
+		{"hidden", `{"fields":["id"],"filter":{"tasks":{"_some":{"title":{"_contains":"x"}}}}}`, "ALL"},
+		{"hidden", `{"fields":["id"],"filter":{"secretref":{"title":{"_eq":"x"}}}}`, "ALL"},
+		{"hidden", `{"fields":["id"],"filter":{"secretref":{"_eq":"x"}}}`, "hidden"}, // compares the key
+		{"hidden", `{"fields":["id"],"sort":["secretref.title"]}`, "ALL"},
+		{"hidden", `{"fields":["nosuchfield"]}`, "ALL"},
+		{"articles", `{"fields":["id","title.x"]}`, "ALL"}, // a path through a plain field
+		{"articles", `{"alias":{"c":"comments"},"fields":["c.owner.email"]}`, "articles,comments,directus_users"},
+		{"articles", `{"alias":{"c":"comments"},"fields":["id"],"filter":{"c":{"_some":{"owner":{"email":{"_eq":"x"}}}}}}`, "articles,comments,directus_users"},
+		{"articles", `{"alias":{"c":"comments.owner"},"fields":["c"]}`, "ALL"},
+		{"articles", `{"fields":["c.owner.email"]}`, "ALL"}, // c is no field without the alias
+		{"articles", `{"fields":["id"],"deep":{"comments":{"_alias":{"o":"owner"},"_filter":{}}}}`, "ALL"},
+		{"articles", `{"fields":["id"],"deep":{"title":{"_filter":{}}}}`, "ALL"},
+		{"articles", `{"fields":["id"],"deep":{"_filter":{}}}`, "ALL"},
+		{"vague", `{"fields":["item.secret"]}`, "ALL"}, // a many-to-any that can point anywhere
+		{"vague", `{"fields":["item"]}`, "vague"},
+		{"articles", `{"fields":["id"],"version":"draft"}`, "articles,directus_versions"},
 	}
 	g := testSchema()
 	for _, tc := range tests {
@@ -94,6 +141,7 @@ func testModel() *accessModel {
 		public:       []string{"p-public"},
 		admin:        map[string]bool{"p-admin": true},
 		app:          map[string]bool{"p-app": true},
+		ip:           map[string]bool{},
 		userRule:     map[string]map[string]bool{"p-own": {"articles": true}},
 		schema:       testSchema(),
 	}

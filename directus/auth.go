@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -163,27 +164,15 @@ func (a *Authenticator) fetch(ctx context.Context, token string, now time.Time) 
 	return id, nil
 }
 
-// identityOf reads what a Directus JWT carries, without verifying it: it is
-// only used once Directus accepted the token, and Directus takes a token for
-// a JWT exactly when it has three parts and its payload says iss "directus"
-// (such a token with a bad signature is refused, never taken for a static
-// token). Anything else is a static token: the zero Identity.
+// identityOf reads what a token carries as Directus reads it, without
+// verifying it: it is only used once Directus accepted the token. Directus
+// takes a token for a JWT exactly when jsonwebtoken's decode gives a
+// payload whose iss is "directus" (isDirectusJWT); it then verifies it, so
+// an accepted JWT's claims are Directus's own. Anything else is a static
+// token, looked up as a whole: its claims, if it has any, mean nothing.
 func identityOf(token string) Identity {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return Identity{}
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return Identity{}
-	}
-	var claims struct {
-		Iss   string  `json:"iss"`
-		Exp   float64 `json:"exp"`
-		Role  *string `json:"role"`
-		Share *string `json:"share"`
-	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Iss != "directus" {
+	claims, ok := decodeDirectusJWT(token)
+	if !ok {
 		return Identity{}
 	}
 	id := Identity{JWT: true}
@@ -197,4 +186,88 @@ func identityOf(token string) Identity {
 		id.Share = *claims.Share
 	}
 	return id
+}
+
+type jwtClaims struct {
+	Iss   any     `json:"iss"`
+	Exp   float64 `json:"exp"`
+	Role  *string `json:"role"`
+	Share *string `json:"share"`
+}
+
+// jwsShape is jws's test of a compact JWS (the signature may be empty).
+var jwsShape = regexp.MustCompile(`^[a-zA-Z0-9\-_]+?\.[a-zA-Z0-9\-_]+?\.([a-zA-Z0-9\-_]+)?$`)
+
+// decodeDirectusJWT is Directus's isDirectusJWT (jsonwebtoken.decode with
+// json: true, then iss === "directus"), step by step: the jws shape, a
+// header that is truthy JSON, a payload that is JSON with iss "directus".
+func decodeDirectusJWT(token string) (jwtClaims, bool) {
+	if !jwsShape.MatchString(token) {
+		return jwtClaims{}, false
+	}
+	parts := strings.Split(token, ".")
+	var header any
+	if json.Unmarshal(nodeBase64(parts[0]), &header) != nil || !truthy(header) {
+		return jwtClaims{}, false
+	}
+	var claims jwtClaims
+	if json.Unmarshal(nodeBase64(parts[1]), &claims) != nil {
+		return jwtClaims{}, false
+	}
+	if iss, _ := claims.Iss.(string); iss != "directus" {
+		return jwtClaims{}, false
+	}
+	return claims, true
+}
+
+// claimedRole is the role claim of anything shaped like a JWT whose payload
+// decodes, read as loosely as possible: a token whose claim could be read
+// one way or another is shared only when that claim agrees with the role
+// the database gives its user, so a difference between this broker's and
+// Directus's reading of a token can never choose a class.
+func claimedRole(token string) (role string, ok bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) < 2 {
+		return "", false
+	}
+	for _, p := range parts[1:] {
+		var c struct {
+			Role *string `json:"role"`
+		}
+		if json.Unmarshal(nodeBase64(p), &c) == nil && c.Role != nil {
+			return *c.Role, true
+		}
+	}
+	return "", false
+}
+
+// nodeBase64 decodes s as Node's Buffer.from(s, "base64") does: either
+// alphabet, padding optional, a dangling last character ignored.
+func nodeBase64(s string) []byte {
+	s = strings.TrimRight(s, "=")
+	s = strings.NewReplacer("+", "-", "/", "_").Replace(s)
+	if len(s)%4 == 1 {
+		s = s[:len(s)-1]
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// truthy is JavaScript's truthiness of a JSON value.
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case float64:
+		return x != 0
+	case string:
+		return x != ""
+	default:
+		return true
+	}
 }

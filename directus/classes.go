@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +47,8 @@ type Classes struct {
 	gen atomic.Uint64
 	// preloaded is set when the last Load read every user's role.
 	preloaded atomic.Bool
+	// failClosed counts classes made per user, by reason.
+	failClosed reasonCounts
 }
 
 // Generation counts the rereads of what decides access.
@@ -88,16 +89,20 @@ func (c *Classes) Load(ctx context.Context) error {
 	err = c.users.preload(ctx)
 	c.preloaded.Store(err == nil)
 	if err != nil {
-		c.log.Debug().Err(err).Msg("users' roles not preloaded; read on demand")
+		// The roles known may be stale now: forget them (each user's is read
+		// again at its next subscribe; meanwhile its class is its own).
+		c.users.forgetAll()
+		c.log.Warn().Err(err).Msg("users' roles not reread; subscribers read apart until they are")
 	}
 	return nil
 }
 
 // Prepare makes sure what Class needs of id is loaded: the current role of
-// a static token's user (read with the service token, batched with other
-// subscribers' lookups). Without it Class falls back to a class per user.
+// the token's user (read with the service token, batched with other
+// subscribers' lookups; a JWT's role claim is shared only when it is the
+// user's role now). Without it Class falls back to a class per user.
 func (c *Classes) Prepare(ctx context.Context, id Identity) error {
-	if c.service == "" || id.JWT || id.UserID == "" {
+	if c.service == "" || id.UserID == "" {
 		return nil
 	}
 	return c.users.load(ctx, []string{id.UserID}, false)
@@ -109,13 +114,16 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 	switch {
 	case cred.Token == "":
 		// The public role: no user, no role, the same policies for all.
+		if m := c.model.Load(); m != nil && m.accessOf("", "").ip {
+			return c.perUser(reasonIPAccess, "public|"+tokenKey(""), cred)
+		}
 		return "public"
-	case id.Share != "":
+	case id.UserID == "" && id.JWT && id.Share != "":
+		// A share token (Directus verified it: a JWT; it has no user).
 		return "share:" + id.Share
 	case id.UserID == "":
 		// Not validated by Directus: shares nothing.
-		sum := sha256.Sum256([]byte(cred.Token))
-		return "token:" + hex.EncodeToString(sum[:8])
+		return tokenKey(cred.Token)
 	}
 	fallback := "user:" + id.UserID + "|static"
 	if id.JWT {
@@ -123,17 +131,30 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 	}
 	m := c.model.Load()
 	if m == nil {
-		return fallback
+		return c.perUser(reasonNoModel, fallback, cred)
 	}
-	role := id.Role
-	if !id.JWT {
-		r, ok := c.users.role(id.UserID)
-		if !ok {
-			return fallback
-		}
-		role = r
+	role, ok := c.users.role(id.UserID)
+	if !ok {
+		return c.perUser(reasonUserUnknown, fallback, cred)
+	}
+	// A JWT reads with the role it carries, a static token with the user's
+	// role now. Shared only when the two agree: a JWT issued before a role
+	// change, and a static token that merely looks like a JWT, read apart.
+	if claim, has := claimedRole(cred.Token); has && claim != role {
+		return c.perUser(reasonRoleClaim, fallback, cred)
+	}
+	if id.JWT && id.Role != role {
+		return c.perUser(reasonRoleClaim, fallback, cred)
 	}
 	a := m.accessOf(role, id.UserID)
+	if a.ip {
+		// Whether such a policy applies depends on the client's address.
+		return c.perUser(reasonIPAccess, fallback, cred)
+	}
+	if _, ok := q["version"]; ok && !a.admin {
+		// A version is read under the reader's rules on directus_versions.
+		return c.perUser(reasonVersion, fallback, cred)
+	}
 	qj, _ := json.Marshal(q)
 	byQuery := strings.Contains(string(qj), "$CURRENT_")
 	var key string
@@ -149,6 +170,59 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 		key += "|u:" + id.UserID
 	}
 	return "class:" + key
+}
+
+func tokenKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "token:" + hex.EncodeToString(sum[:8])
+}
+
+// Why a subscription's class is one of its own (fail closed): what could
+// not be established to share its reads.
+const (
+	reasonNoModel     = "model_unavailable" // no service token, or the model could not be read completely
+	reasonUserUnknown = "user_unknown"      // the user's current role is not known
+	reasonRoleClaim   = "role_claim"        // the token's role claim is not the user's role now
+	reasonIPAccess    = "ip_access"         // a policy that can apply has ip_access
+	reasonVersion     = "version"           // the query reads a content version
+)
+
+// perUser returns key, a class of the user's (or token's) own, and counts
+// why.
+func (c *Classes) perUser(reason, key string, cred broker.Credentials) string {
+	c.failClosed.add(reason)
+	if cred.Token != "" && !strings.HasPrefix(key, "user:") {
+		key += "|" + tokenKey(cred.Token)
+	}
+	return key
+}
+
+// reasonCounts counts the subscriptions classed per user, by reason.
+type reasonCounts struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (r *reasonCounts) add(reason string) {
+	r.mu.Lock()
+	if r.n == nil {
+		r.n = map[string]int64{}
+	}
+	r.n[reason]++
+	r.mu.Unlock()
+}
+
+// PerUser reports how often a class was made per user because something
+// that decides sharing could not be established, by reason (the metric
+// broker_class_per_user_total).
+func (c *Classes) PerUser() map[string]int64 {
+	c.failClosed.mu.Lock()
+	defer c.failClosed.mu.Unlock()
+	out := make(map[string]int64, len(c.failClosed.n))
+	for k, v := range c.failClosed.n {
+		out[k] = v
+	}
+	return out
 }
 
 // systemAccess lists the system collections whose changes can change a
@@ -215,7 +289,7 @@ func (c *Classes) Refresh(ctx context.Context, live []broker.Credentials) error 
 	var ids []string
 	seen := map[string]bool{}
 	for _, cred := range live {
-		if id, _ := cred.Principal.(Identity); id.UserID != "" && !id.JWT && !seen[id.UserID] {
+		if id, _ := cred.Principal.(Identity); id.UserID != "" && !seen[id.UserID] {
 			seen[id.UserID] = true
 			ids = append(ids, id.UserID)
 		}
@@ -269,20 +343,30 @@ const maxPreload = 100000
 // preload reads the roles of all users, unless there are more than
 // maxPreload (they are then read on demand).
 func (l *roleLoader) preload(ctx context.Context) error {
-	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token, Kind: "model",
-		Query: map[string][]string{"fields": {"id,role"}, "limit": {strconv.Itoa(maxPreload + 1)}}})
-	if err != nil {
-		return err
-	}
-	var users []struct {
+	type user struct {
 		ID   string  `json:"id"`
 		Role *string `json:"role"`
 	}
-	if err := json.Unmarshal(data, &users); err != nil {
+	// The count first: past maxPreload, roles are read on demand.
+	raw, err := l.client.DoRaw(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token, Kind: "model",
+		Query: map[string][]string{"fields": {"id"}, "limit": {"0"}, "meta": {"filter_count"}}})
+	if err != nil {
 		return err
 	}
-	if len(users) > maxPreload {
+	var count struct {
+		Meta struct {
+			FilterCount int `json:"filter_count"`
+		} `json:"meta"`
+	}
+	if err := json.Unmarshal(raw, &count); err != nil {
+		return err
+	}
+	if count.Meta.FilterCount > maxPreload {
 		return fmt.Errorf("more than %d users", maxPreload)
+	}
+	users, err := listAll[user](ctx, l.client, l.token, "users", map[string][]string{"fields": {"id,role"}})
+	if err != nil {
+		return err
 	}
 	roles := make(map[string]*string, len(users))
 	for _, u := range users {
@@ -292,6 +376,13 @@ func (l *roleLoader) preload(ctx context.Context) error {
 	l.roles = roles
 	l.mu.Unlock()
 	return nil
+}
+
+// forgetAll drops every known role.
+func (l *roleLoader) forgetAll() {
+	l.mu.Lock()
+	clear(l.roles)
+	l.mu.Unlock()
 }
 
 // role is user's role when known.
@@ -373,16 +464,16 @@ func (l *roleLoader) run() {
 		}
 		roles, err := l.fetch(ids)
 		l.mu.Lock()
-		if err == nil {
-			if len(l.roles) > maxKnownUsers {
-				clear(l.roles)
-			}
-			for u := range batch {
-				if r, ok := roles[u]; ok {
-					l.roles[u] = r
-				} else {
-					delete(l.roles, u) // not readable, or gone: fall back per user
-				}
+		if len(l.roles) > maxKnownUsers {
+			clear(l.roles)
+		}
+		for u := range batch {
+			if r, ok := roles[u]; ok && err == nil {
+				l.roles[u] = r
+			} else {
+				// Not readable, gone, or the read failed: what was known may
+				// be stale, so the user reads apart until a read succeeds.
+				delete(l.roles, u)
 			}
 		}
 		l.mu.Unlock()

@@ -1,13 +1,6 @@
 package directus
 
-import (
-	"context"
-	"encoding/json"
-	"fmt"
-	"net/http"
-	"net/url"
-	"strings"
-)
+import "strings"
 
 // schemaGraph is the relations between collections, as far as a read can
 // follow them: many-to-one fields (and many-to-any) and the one-to-many
@@ -17,46 +10,24 @@ type schemaGraph struct {
 	m2o map[string]map[string][]string
 	// o2m[collection][alias] is the collection whose items the alias lists.
 	o2m map[string]map[string]string
+	// fields[collection][field] is true for a field whose metadata says it
+	// is relational, false for a plain one: the fields the service user
+	// sees.
+	fields map[string]map[string]fieldKind
+	// known marks the collections whose every field the service user sees
+	// (so every relation from them that it can follow): only there can a
+	// path be proven to stay on plain fields.
+	known map[string]bool
 }
 
-func loadSchema(ctx context.Context, c *Client, token string) (*schemaGraph, error) {
-	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"relations"}, Token: token, Kind: "model", Query: url.Values{"limit": {"-1"}}})
-	if err != nil {
-		return nil, fmt.Errorf("access model: read relations: %w", err)
-	}
-	var rels []struct {
-		Collection string  `json:"collection"`
-		Field      string  `json:"field"`
-		Related    *string `json:"related_collection"`
-		Meta       *struct {
-			OneField   *string  `json:"one_field"`
-			OneAllowed []string `json:"one_allowed_collections"`
-		} `json:"meta"`
-	}
-	if err := json.Unmarshal(data, &rels); err != nil {
-		return nil, fmt.Errorf("access model: read relations: %w", err)
-	}
-	g := &schemaGraph{m2o: map[string]map[string][]string{}, o2m: map[string]map[string]string{}}
-	for _, r := range rels {
-		var targets []string
-		if r.Related != nil {
-			targets = []string{*r.Related}
-		} else if r.Meta != nil {
-			targets = r.Meta.OneAllowed // many-to-any
-		}
-		if g.m2o[r.Collection] == nil {
-			g.m2o[r.Collection] = map[string][]string{}
-		}
-		g.m2o[r.Collection][r.Field] = targets
-		if r.Related != nil && r.Meta != nil && r.Meta.OneField != nil && *r.Meta.OneField != "" {
-			if g.o2m[*r.Related] == nil {
-				g.o2m[*r.Related] = map[string]string{}
-			}
-			g.o2m[*r.Related][*r.Meta.OneField] = r.Collection
-		}
-	}
-	return g, nil
-}
+// fieldKind is what a field's metadata says it is.
+type fieldKind uint8
+
+const (
+	fieldPlain fieldKind = iota // a column of the collection
+	fieldKey                    // a column holding a related key (many-to-one, a file)
+	fieldAlias                  // no column: a relation's alias (one-to-many, m2m, m2a, translations)
+)
 
 // maxReachDepth bounds how deep a query's paths are followed; deeper is
 // treated as reaching everything.
@@ -79,11 +50,29 @@ var queryKeysKnown = map[string]bool{
 // cannot tell (an unknown key, a $FOLLOW, paths too deep): every collection
 // may matter then.
 func (g *schemaGraph) reach(collection string, q map[string]any) (touched map[string]bool, all bool) {
-	r := &reacher{g: g, touched: map[string]bool{collection: true}}
+	r := &reacher{g: g, touched: map[string]bool{collection: true}, root: collection}
 	for k := range q {
 		if !queryKeysKnown[k] {
 			return nil, true
 		}
+	}
+	if !g.known[collection] {
+		return nil, true // the collection's own fields are not all visible
+	}
+	if alias, ok := q["alias"].(map[string]any); ok {
+		r.aliases = map[string]string{}
+		for name, v := range alias {
+			s, ok := v.(string)
+			if !ok || strings.ContainsAny(s, ".,()$") {
+				return nil, true
+			}
+			r.aliases[name] = s
+		}
+		for _, s := range r.aliases {
+			r.path(collection, s+".*") // an alias reads a relation under another name
+		}
+	} else if q["alias"] != nil {
+		return nil, true
 	}
 	fields, ok := q["fields"]
 	if !ok {
@@ -100,25 +89,26 @@ func (g *schemaGraph) reach(collection string, q map[string]any) (touched map[st
 	} else if q["aggregate"] != nil {
 		r.all = true
 	}
-	if alias, ok := q["alias"].(map[string]any); ok {
-		for _, v := range alias {
-			if s, ok := v.(string); ok {
-				r.path(collection, s+".*") // an alias reads a relation under another name
-			} else {
-				r.all = true
-			}
-		}
-	} else if q["alias"] != nil {
-		r.all = true
-	}
 	r.deep(collection, q["deep"], 0)
-	return r.touched, r.all
+	if _, ok := q["version"]; ok {
+		// A version is read from directus_versions under the reader's rules
+		// on it (classes make such a read per user as well).
+		r.touched["directus_versions"] = true
+	}
+	if r.all {
+		return nil, true
+	}
+	return r.touched, false
 }
 
 type reacher struct {
 	g       *schemaGraph
 	touched map[string]bool
 	all     bool
+	// aliases are the query's alias names (alias → the field it reads), at
+	// the level of the collection read.
+	aliases map[string]string
+	root    string
 }
 
 // paths follows each path of v: a string (comma-separated) or a list.
@@ -161,15 +151,41 @@ func (r *reacher) path(coll, p string) {
 	r.walk(coll, segs)
 }
 
+// unwrap strips a function: count(comments), year(date).
+func unwrap(seg string) string {
+	if i := strings.IndexByte(seg, '('); i >= 0 && strings.HasSuffix(seg, ")") {
+		return seg[i+1 : len(seg)-1]
+	}
+	return seg
+}
+
+// resolve is the field a segment of coll names: an alias of the query read
+// at the top level stands for its field.
+func (r *reacher) resolve(coll, seg string) string {
+	if coll == r.root {
+		if f, ok := r.aliases[seg]; ok {
+			return f
+		}
+	}
+	return seg
+}
+
 func (r *reacher) walk(coll string, segs []string) {
 	if len(segs) == 0 || r.all {
 		return
 	}
-	seg, rest := segs[0], segs[1:]
-	if i := strings.IndexByte(seg, '('); i >= 0 && strings.HasSuffix(seg, ")") {
-		seg = seg[i+1 : len(seg)-1] // count(comments), year(date)
+	if !r.g.known[coll] {
+		r.all = true // its fields and relations are not all visible: nothing is proven
+		return
 	}
+	seg, rest := r.resolve(coll, unwrap(segs[0])), segs[1:]
 	if seg == "*" {
+		for f, kind := range r.g.fields[coll] {
+			if kind == fieldPlain && r.g.m2o[coll][f] == nil {
+				continue // *.x reads a plain field as itself
+			}
+			r.step(coll, f, "", rest)
+		}
 		for f := range r.g.o2m[coll] {
 			r.step(coll, f, "", rest)
 		}
@@ -182,23 +198,44 @@ func (r *reacher) walk(coll string, segs []string) {
 	r.step(coll, field, only, rest)
 }
 
-// step reads field of coll, then rest of the related collection(s).
+// step reads field of coll, then rest of the related collection(s). A
+// field reach cannot prove to be plain or a relation it sees (unknown, or
+// relational by its metadata with the relation hidden) reaches everything
+// as soon as anything is read through it.
 func (r *reacher) step(coll, field, only string, rest []string) {
+	if r.all {
+		return
+	}
 	if many, ok := r.g.o2m[coll][field]; ok {
 		r.touched[many] = true
 		r.walk(many, rest)
 		return
 	}
-	targets, ok := r.g.m2o[coll][field]
-	if !ok || len(rest) == 0 {
-		return // a plain field, or a many-to-one key read bare
-	}
-	for _, t := range targets {
-		if only != "" && t != only {
-			continue
+	if targets, ok := r.g.m2o[coll][field]; ok {
+		if len(rest) == 0 {
+			return // a many-to-one key read bare
 		}
-		r.touched[t] = true
-		r.walk(t, rest)
+		for _, t := range targets {
+			if t == anyCollection {
+				r.all = true
+				return
+			}
+			if only != "" && t != only {
+				continue
+			}
+			r.touched[t] = true
+			r.walk(t, rest)
+		}
+		return
+	}
+	kind, ok := r.g.fields[coll][field]
+	switch {
+	case !ok:
+		r.all = true // not a field the broker knows (an alias, a typo, a hidden field)
+	case kind == fieldAlias:
+		r.all = true // a relation's alias whose relation is hidden
+	case len(rest) > 0:
+		r.all = true // a path through a field without a visible relation
 	}
 }
 
@@ -218,6 +255,9 @@ func (r *reacher) filter(coll string, v any, depth int) {
 			switch {
 			case k == "_and" || k == "_or":
 				list, _ := sub.([]any)
+				if list == nil {
+					r.all = true
+				}
 				for _, item := range list {
 					r.filter(coll, item, depth+1)
 				}
@@ -229,7 +269,7 @@ func (r *reacher) filter(coll string, v any, depth int) {
 					r.filter(coll, sub, depth+1)
 				}
 			default:
-				field, only, _ := strings.Cut(k, ":")
+				field, only, _ := strings.Cut(r.resolve(coll, unwrap(k)), ":")
 				r.filterField(coll, field, only, sub, depth)
 			}
 		}
@@ -245,8 +285,9 @@ func (r *reacher) filter(coll string, v any, depth int) {
 // filterField handles {field: sub}: sub holds operators on field, or (for
 // a relation) a filter of the related collection.
 func (r *reacher) filterField(coll, field, only string, sub any, depth int) {
-	if i := strings.IndexByte(field, '('); i >= 0 && strings.HasSuffix(field, ")") {
-		field = field[i+1 : len(field)-1]
+	if !r.g.known[coll] {
+		r.all = true
+		return
 	}
 	related := func(next string) {
 		r.touched[next] = true
@@ -256,25 +297,38 @@ func (r *reacher) filterField(coll, field, only string, sub any, depth int) {
 		related(many)
 		return
 	}
-	m, isMap := sub.(map[string]any)
-	if !isMap {
+	nested := false
+	if m, isMap := sub.(map[string]any); isMap {
+		for k := range m {
+			if !strings.HasPrefix(k, "_") {
+				nested = true
+			}
+		}
+	}
+	if targets, ok := r.g.m2o[coll][field]; ok {
+		if !nested {
+			return // operators on the field itself (a many-to-one compares its key)
+		}
+		for _, t := range targets {
+			if t == anyCollection {
+				r.all = true
+				return
+			}
+			if only == "" || t == only {
+				related(t)
+			}
+		}
 		return
 	}
-	nested := false
-	for k := range m {
-		if !strings.HasPrefix(k, "_") {
-			nested = true
-		}
-	}
-	if !nested {
-		return // operators on the field itself (a many-to-one compares its key)
-	}
-	for _, t := range r.g.m2o[coll][field] {
-		if only == "" || t == only {
-			related(t)
-		}
+	kind, ok := r.g.fields[coll][field]
+	if !ok || kind == fieldAlias || nested {
+		r.all = true
 	}
 }
+
+// deepKeys are the nested query keys of a deep object whose effect reach
+// understands.
+var deepKeys = map[string]bool{"_filter": true, "_sort": true, "_limit": true, "_offset": true, "_page": true, "_search": true}
 
 // deep follows a deep object: its keys are relations, their values nested
 // queries (_filter, _sort...) of the related collection.
@@ -283,33 +337,46 @@ func (r *reacher) deep(coll string, v any, depth int) {
 		return
 	}
 	m, ok := v.(map[string]any)
-	if !ok || depth > maxReachDepth {
+	if !ok || depth > maxReachDepth || !r.g.known[coll] {
 		r.all = true
 		return
 	}
 	for k, sub := range m {
 		if strings.HasPrefix(k, "_") {
+			if depth == 0 || !deepKeys[k] {
+				r.all = true // _alias, _aggregate… under deep, or a stray operator
+				return
+			}
 			continue
 		}
-		field, only, _ := strings.Cut(k, ":")
+		field, only, _ := strings.Cut(r.resolve(coll, k), ":")
 		var targets []string
 		if many, ok := r.g.o2m[coll][field]; ok {
 			targets = []string{many}
-		} else {
-			for _, t := range r.g.m2o[coll][field] {
+		} else if ts, ok := r.g.m2o[coll][field]; ok {
+			for _, t := range ts {
+				if t == anyCollection {
+					r.all = true
+					return
+				}
 				if only == "" || t == only {
 					targets = append(targets, t)
 				}
 			}
+		} else {
+			r.all = true // deep into something that is not a visible relation
+			return
 		}
-		nested, _ := sub.(map[string]any)
+		nested, isMap := sub.(map[string]any)
+		if !isMap {
+			r.all = true
+			return
+		}
 		for _, t := range targets {
 			r.touched[t] = true
-			if nested != nil {
-				r.filter(t, nested["_filter"], depth+1)
-				r.paths(t, nested["_sort"])
-				r.deep(t, nested, depth+1)
-			}
+			r.filter(t, nested["_filter"], depth+1)
+			r.paths(t, nested["_sort"])
+			r.deep(t, nested, depth+1)
 		}
 	}
 }
