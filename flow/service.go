@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
@@ -28,9 +29,10 @@ var servicePermissions = map[string][]string{
 	"directus_users":       {"id", "role"},
 	"directus_roles":       {"id", "parent"},
 	"directus_access":      {"id", "role", "user", "policy"},
-	"directus_policies":    {"id", "admin_access", "app_access"},
+	"directus_policies":    {"id", "admin_access", "app_access", "ip_access"},
 	"directus_permissions": {"id", "policy", "collection", "action", "permissions"},
 	"directus_relations":   {"*"},
+	"directus_fields":      {"*"},
 	"directus_flows":       {"id", "name", "status", "trigger", "options"},
 }
 
@@ -142,7 +144,58 @@ func ensureServicePolicy(ctx context.Context, c *directus.Client, token string) 
 			return "", fmt.Errorf("grant the service policy read on %s: %w", coll, err)
 		}
 	}
+	if err := grantSchema(ctx, c, token, policy); err != nil {
+		return "", err
+	}
 	return policy, nil
+}
+
+// SyncServicePolicy brings the service policy in step with the schema (a
+// collection added since flow install), keeping the service user's token.
+func SyncServicePolicy(ctx context.Context, c *directus.Client, adminToken string) error {
+	if err := CheckAdmin(ctx, c, adminToken); err != nil {
+		return err
+	}
+	_, err := ensureServicePolicy(ctx, c, adminToken)
+	return err
+}
+
+// grantSchema lets the service user see every field and relation of each
+// collection and no item: a read permission with every field and a rule no
+// item matches (its primary key is null). Directus lists to a reader only
+// the fields and relations of collections it may read, so without this
+// the broker cannot prove where a relational query goes, and shares no
+// such read between users with per-user rules. Directus 12 without a
+// license refuses item rules: nothing is granted there (the broker then
+// reads relational queries of such users apart).
+func grantSchema(ctx context.Context, c *directus.Client, token, policy string) error {
+	var colls []struct {
+		Collection string          `json:"collection"`
+		Schema     json.RawMessage `json:"schema"`
+	}
+	if err := getJSON(ctx, c, token, "collections", url.Values{}, &colls); err != nil {
+		return err
+	}
+	for _, coll := range colls {
+		if strings.HasPrefix(coll.Collection, "directus_") || len(coll.Schema) == 0 || string(coll.Schema) == "null" {
+			continue // system collections, folders
+		}
+		pk, err := directus.PrimaryKey(ctx, c, token, coll.Collection)
+		if err != nil {
+			return fmt.Errorf("grant the service policy the schema of %s: %w", coll.Collection, err)
+		}
+		body := map[string]any{"policy": policy, "collection": coll.Collection, "action": "read", "fields": []string{"*"},
+			"permissions": map[string]any{pk: map[string]any{"_null": true}}}
+		_, err = c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"permissions"}, Token: token, Body: body})
+		var de *directus.Error
+		if errors.As(err, &de) && de.Code == "RESOURCE_RESTRICTED" {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("grant the service policy the schema of %s: %w", coll.Collection, err)
+		}
+	}
+	return nil
 }
 
 func getJSON(ctx context.Context, c *directus.Client, token, path string, q url.Values, out any) error {
