@@ -69,6 +69,7 @@ type barrier struct {
 }
 
 func (b *Broker) newBarrier(e Event) *barrier {
+	b.doubts.add(e) // until applied, the groups it concerns read apart
 	bar := &barrier{event: &e, release: make(chan struct{}), done: b.done}
 	bar.parked.Add(len(b.shards))
 	return bar
@@ -149,6 +150,7 @@ func (w *accessWorker) apply(batch []*barrier) {
 	}
 	batch[0].parked.Wait()
 	b.regroup(refused)
+	b.doubts.remove(len(events))
 	b.metrics.AccessChanges.Add(int64(len(events)))
 	for _, bar := range batch {
 		close(bar.release)

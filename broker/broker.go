@@ -93,6 +93,8 @@ type Broker struct {
 	readSem *fairSem
 	shards  []*shard
 	access  *accessWorker
+	// doubts are the access events arrived and not yet applied.
+	doubts doubts
 	// replayReads shares the reads of resumes within a class.
 	replayReads Coalescer
 
@@ -239,16 +241,19 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 // so no event reaches s twice or not at all.
 func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 	rebind := func(*shard) {
-		s.cred.Store(&cred)
-		class := b.classOf(s)
+		class := b.opts.Classifier.Class(cred, s.Collection, s.Query)
 		// Both groups' pipelines deliver what came before first: s gets
 		// those from its old group, and none of them again from the new.
+		// The new credentials take effect only then: until its pipeline is
+		// idle the old group may still pick s's token to read for all its
+		// members, and it must be the token of the old class.
 		if old := b.index.groupOf(s); old != nil && old.class != class {
 			old.pipe.waitIdle()
 			if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
 				g.pipe.waitIdle()
 			}
 		}
+		s.cred.Store(&cred)
 		b.index.move(s, class)
 		s.suspended.Store(false)
 		s.missing.Store(false)
@@ -350,5 +355,6 @@ func (b *Broker) Metrics() MetricsSnapshot {
 		Reads: m.Reads.Load(), ReadErrors: m.ReadErrors.Load(), FramesSent: m.FramesSent.Load(),
 		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups, QueueDepth: depth,
 		AccessChanges: m.AccessChanges.Load(), Regrouped: m.Regrouped.Load(), HistoryGaps: m.HistoryGaps.Load(),
+		ApartReads: m.ApartReads.Load(),
 	}
 }

@@ -85,6 +85,11 @@ func oldestReceived(events []Event) time.Time {
 // order, to g's subscriptions as g may see it. It returns the read's error
 // (after telling g's subscribers what they missed).
 func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
+	if pending := b.doubts.pending(); pending != nil {
+		if parts := b.apart(g, pending); parts != nil {
+			return b.deliverApart(ctx, g, events, parts)
+		}
+	}
 	keys, deleted := keysToRead(g, events)
 	var (
 		items   map[string]json.RawMessage
@@ -221,6 +226,8 @@ func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []s
 	return items, err
 }
 
+func isExpired(err error) bool { return errors.Is(err, ErrTokenExpired) }
+
 // tokenRefused tells the sinks of g's subscriptions reading with token that
 // Directus refused it.
 func (b *Broker) tokenRefused(g *group, token string) {
@@ -292,7 +299,10 @@ func (k *keyMemory) observe(e Event, items map[string]json.RawMessage, deleted m
 // send encodes d once per distinct (encoder, uid) and queues it for every
 // subscription of g that wants action; suspended ones are told they missed
 // the event instead.
-func (b *Broker) send(g *group, action Action, d *Delivery) {
+func (b *Broker) send(g *group, action Action, d *Delivery) { b.sendTo(g.members(), action, d) }
+
+// sendTo is send to members (a group's, or a part of them).
+func (b *Broker) sendTo(members []*Subscription, action Action, d *Delivery) {
 	type frameKey struct {
 		enc Encoder
 		uid string
@@ -310,7 +320,7 @@ func (b *Broker) send(g *group, action Action, d *Delivery) {
 	// keep the event's data alive until the group's next event).
 	id := new(string)
 	*id = d.Event.ID
-	for _, s := range g.members() {
+	for _, s := range members {
 		if !s.Actions.Has(action) || s.closed.Load() {
 			continue
 		}

@@ -285,3 +285,55 @@ func TestSlowGroupsDoNotHoldOthers(t *testing.T) {
 		}
 	}
 }
+
+// signalClasses classes by token (class[token], else the token) and tells
+// called of each credential it classes whose token is in watch.
+type signalClasses struct {
+	class  map[string]string
+	watch  string
+	called chan struct{}
+}
+
+func (c *signalClasses) Class(cred Credentials, _ string, _ Query) string {
+	if cred.Token == c.watch {
+		select {
+		case c.called <- struct{}{}:
+		default:
+		}
+	}
+	if k, ok := c.class[cred.Token]; ok {
+		return k
+	}
+	return cred.Token
+}
+
+// A rebind waits for the old group's pipeline before the new token takes
+// effect: the old group's queued events are never read with the new token
+// and shared with the old class (issue 18.7: a refreshed JWT carrying a
+// stronger role read the old group for every member).
+func TestRebindNeverReadsOldGroupWithNewToken(t *testing.T) {
+	cls := &signalClasses{class: map[string]string{"a": "old", "x": "old", "a2": "new"}, watch: "a2", called: make(chan struct{}, 1)}
+	r := newRig(t, Options{Classifier: cls})
+	r.reader.set("1", `{"id":1}`)
+	r.reader.set("2", `{"id":2}`)
+	hold := make(chan struct{})
+	r.reader.hold = map[string]chan struct{}{"a": hold}
+	r.reader.started = make(chan string, 16)
+	s1, _ := r.sub(t, "a", AttachOptions{})
+	s2, _ := r.sub(t, "x", AttachOptions{})
+	r.b.Suspend(s2) // s1 is the only member to read with
+	r.publish(t, update("1"))
+	<-r.reader.started // the old group reads e1 with a, held
+	r.publish(t, update("2"))
+	done := make(chan struct{})
+	go func() { r.b.Rebind(s1, Credentials{Token: "a2"}); close(done) }()
+	<-cls.called // the rebind runs on the worker
+	close(hold)
+	<-done
+	r.drain(t)
+	for _, call := range r.reader.callLog() {
+		if call == "a2:2" {
+			t.Fatalf("the old group read event 2 with the new token: %v", r.reader.callLog())
+		}
+	}
+}

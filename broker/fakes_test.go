@@ -22,8 +22,9 @@ import (
 // ErrTokenExpired; fail makes every read fail.
 type fakeReader struct {
 	mu      sync.Mutex
-	items   map[string]string          // key → JSON object
-	visible map[string]map[string]bool // token → keys it may read
+	items   map[string]string            // key → JSON object
+	per     map[string]map[string]string // token → key → JSON object, over items
+	visible map[string]map[string]bool   // token → keys it may read
 	refused map[string]bool
 	// refuseFirst refuses the token of the first read from then on.
 	refuseFirst bool
@@ -94,6 +95,10 @@ func (r *fakeReader) ReadItems(ctx context.Context, token, _ string, keys []stri
 	}
 	out := map[string]json.RawMessage{}
 	for _, k := range keys {
+		if item, ok := r.per[token][k]; ok {
+			out[k] = json.RawMessage(item)
+			continue
+		}
 		item, ok := r.items[k]
 		if !ok {
 			continue

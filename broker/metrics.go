@@ -17,12 +17,15 @@ type Metrics struct {
 	Regrouped     atomic.Int64
 	// HistoryGaps counts resumes told the history no longer holds their id.
 	HistoryGaps atomic.Int64
+	// ApartReads counts the parts of groups read apart while an access
+	// change was pending (see doubt.go).
+	ApartReads atomic.Int64
 }
 
 // MetricsSnapshot is a copy of Metrics at one moment.
 type MetricsSnapshot struct {
 	EventsPublished, EventsDispatched, Reads, ReadErrors, FramesSent, EventsMissed int64
-	AccessChanges, Regrouped, HistoryGaps                                          int64
+	AccessChanges, Regrouped, HistoryGaps, ApartReads                              int64
 	Subscriptions, Groups                                                          int
 	// QueueDepth is the number of events waiting for the dispatch workers.
 	QueueDepth int

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,6 +231,19 @@ func (c *Classes) PerUser() map[string]int64 {
 var systemAccess = map[string]bool{
 	"directus_users": true, "directus_roles": true, "directus_policies": true,
 	"directus_access": true, "directus_permissions": true, "directus_relations": true,
+}
+
+// Concerns implements broker.DoubtScope: a change of users concerns only
+// their tokens; any other access change may concern every subscription.
+func (c *Classes) Concerns(e broker.Event, cred broker.Credentials) bool {
+	if e.Collection != "directus_users" {
+		return true
+	}
+	id, _ := cred.Principal.(Identity)
+	if id.UserID == "" {
+		return false // the public and shares: no user a change of users names
+	}
+	return slices.Contains(e.Keys, id.UserID)
 }
 
 // IsAccessEvent implements broker.AccessWatcher: e is a change of what

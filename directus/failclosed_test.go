@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
 
 // The tests of failing closed: whatever the broker cannot establish
@@ -319,5 +321,18 @@ func TestClassesWithoutModelCountPerUser(t *testing.T) {
 	b := c.Class(cred("t2", Identity{UserID: "b"}), "articles", nil)
 	if a == b || c.PerUser()[reasonNoModel] != 2 {
 		t.Fatalf("%q %q %v", a, b, c.PerUser())
+	}
+}
+
+// A change of users concerns only their tokens; the rest of the model all.
+func TestConcerns(t *testing.T) {
+	c := NewClasses(nil, "svc", nil, zerolog.Nop())
+	u1 := cred("t1", Identity{UserID: "u1"})
+	users := broker.Event{Collection: "directus_users", Keys: []string{"u1"}}
+	if !c.Concerns(users, u1) || c.Concerns(users, cred("t2", Identity{UserID: "u2"})) || c.Concerns(users, cred("", Identity{})) {
+		t.Fatal("a change of u1 concerns u1 only")
+	}
+	if !c.Concerns(broker.Event{Collection: "directus_permissions", Keys: []string{"1"}}, cred("", Identity{})) {
+		t.Fatal("a change of permissions concerns everyone")
 	}
 }
