@@ -29,6 +29,9 @@ type Sources struct {
 	Edge   func() handlers.Stats
 	// Failures are the operations that failed, by operation and code.
 	Failures func() []session.FailureCount
+	// PerUser counts classes made per user because something that decides
+	// sharing could not be established, by reason.
+	PerUser func() map[string]int64
 	// DirectusWaiting is how many client-caused requests wait for a
 	// Directus slot (directus_concurrency).
 	DirectusWaiting func() int64
@@ -108,13 +111,15 @@ var (
 	descWebhook       = prometheus.NewDesc("broker_webhook_requests_total", "Webhook answers by HTTP status.", []string{"status"}, nil)
 	descFailures      = prometheus.NewDesc("broker_operation_failures_total", "Client operations (connect, auth, subscribe, items) that failed, by the error code the client was answered (LIMIT_EXCEEDED, SERVICE_BUSY, SERVICE_UNAVAILABLE...).", []string{"operation", "code"}, nil)
 	descWaiting       = prometheus.NewDesc("broker_directus_queue_waiting", "Client-caused Directus requests waiting for one of directus_concurrency slots (past directus_queue: SERVICE_BUSY).", nil, nil)
+	descPerUser       = prometheus.NewDesc("broker_class_per_user_total", "Access classes made per user (fail closed) because something that decides sharing could not be established, by reason (model_unavailable, user_unknown, role_claim, ip_access, version).", []string{"reason"}, nil)
+	descApart         = prometheus.NewDesc("broker_apart_reads_total", "Parts of groups read apart (each with its own token) while an access change that concerns them was pending.", nil, nil)
 	descPanics        = prometheus.NewDesc("broker_frame_panics_total", "Frame handlers that panicked: the connection was closed (1011), the process went on.", nil, nil)
 )
 
 func (s *snapshots) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descGroups, descQueue, descLag, descSendBytes,
 		descPublished, descDispatched, descReads, descReadErrors, descFrames, descMissed, descGaps, descAccess, descRegrouped,
-		descEvicted, descEvictions, descWebhook, descPanics, descFailures, descWaiting} {
+		descEvicted, descEvictions, descWebhook, descPanics, descFailures, descWaiting, descPerUser, descApart} {
 		ch <- d
 	}
 }
@@ -140,6 +145,12 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 		counter(descGaps, float64(b.HistoryGaps))
 		counter(descAccess, float64(b.AccessChanges))
 		counter(descRegrouped, float64(b.Regrouped))
+		counter(descApart, float64(b.ApartReads))
+	}
+	if s.src.PerUser != nil {
+		for reason, n := range s.src.PerUser() {
+			counter(descPerUser, float64(n), reason)
+		}
 	}
 	if s.src.Failures != nil {
 		for _, f := range s.src.Failures() {

@@ -66,7 +66,8 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 		Usage:  session.NewUsage(quota), Failures: &session.Failures{},
 	}
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler()})
-	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: srv.Stats, Failures: sessions.Failures.Snapshot, DirectusWaiting: client.Waiting})
+	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: srv.Stats, Failures: sessions.Failures.Snapshot, DirectusWaiting: client.Waiting,
+		PerUser: classes.PerUser})
 	return &App{Config: cfg, Broker: b, Server: srv, classes: classes, log: log}, nil
 }
 
