@@ -14,6 +14,17 @@ type Credentials struct {
 	// Directus: user, role, how the token carries it). The broker only hands
 	// it back to the Classifier.
 	Principal any
+	// Addr is the client's address ("" unknown). Reads for a class whose
+	// answer depends on where the request comes from (AddrScoped) are made
+	// on the client's behalf from it.
+	Addr string
+}
+
+// AddrScoped is implemented by a Classifier whose classes can depend on the
+// client's address (Directus policies with ip_access): the members of such a
+// class share one address, and its reads carry it (WithClientAddr).
+type AddrScoped interface {
+	AddrScoped(class string) bool
 }
 
 // Classifier decides which subscriptions may share one read: the broker

@@ -136,6 +136,9 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 	for range opts.Shards {
 		b.shards = append(b.shards, &shard{queue: newQueue(opts.QueueSize), last: map[string]string{}})
 	}
+	if as, ok := opts.Classifier.(AddrScoped); ok {
+		b.index.addrScoped = as.AddrScoped
+	}
 	b.access = newAccessWorker(b)
 	b.readCtx, b.cancelReads = context.WithCancel(context.Background())
 	return b

@@ -210,7 +210,7 @@ func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]
 func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []string) (map[string]json.RawMessage, error) {
 	read := func(ctx context.Context) (map[string]json.RawMessage, error) {
 		b.metrics.Reads.Add(1)
-		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
+		rctx, cancel := context.WithTimeout(WithClientAddr(ctx, g.addr), b.opts.ReadTimeout)
 		defer cancel()
 		return b.reader.ReadItems(rctx, token, g.collection, keys, g.query)
 	}

@@ -160,7 +160,7 @@ func (b *Broker) readPart(ctx context.Context, g *group, p part, keys []string) 
 		}
 		tried[t] = true
 		b.metrics.Reads.Add(1)
-		rctx, cancel := context.WithTimeout(ctx, b.opts.ReadTimeout)
+		rctx, cancel := context.WithTimeout(WithClientAddr(ctx, g.addr), b.opts.ReadTimeout)
 		items, err := b.reader.ReadItems(rctx, t, g.collection, keys, g.query)
 		cancel()
 		if err == nil {

@@ -25,6 +25,9 @@ type group struct {
 	missing bool
 	// pipe runs the group's deliveries (see pipe.go).
 	pipe pipeline
+	// addr, when set, is the one client address of the members of an
+	// address-scoped class: reads are made on its behalf.
+	addr string
 }
 
 func newGroup(collection, class string, q Query) *group {

@@ -12,6 +12,8 @@ type index struct {
 	// the collection's subscriptions drops it.
 	orderMu sync.Mutex
 	ordered map[string][]*group
+	// addrScoped tells the classes whose reads carry the members' address.
+	addrScoped func(class string) bool
 }
 
 type groupKey struct {
@@ -40,6 +42,9 @@ func (ix *index) addLocked(s *Subscription, class string) {
 	g := groups[key]
 	if g == nil {
 		g = newGroup(s.Collection, class, s.Query)
+		if ix.addrScoped != nil && ix.addrScoped(class) {
+			g.addr = s.Credentials().Addr
+		}
 		groups[key] = g
 	}
 	g.add(s)

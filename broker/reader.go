@@ -6,6 +6,21 @@ import (
 	"errors"
 )
 
+type clientAddrKey struct{}
+
+// WithClientAddr marks ctx as a request made on behalf of a client at
+// addr: Directus is told the address (X-Forwarded-For), so its per-client
+// rate limits and ip_access apply to the client, not to the broker.
+func WithClientAddr(ctx context.Context, addr string) context.Context {
+	if addr == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, clientAddrKey{}, addr)
+}
+
+// ClientAddr is the address WithClientAddr put in ctx ("" none).
+func ClientAddr(ctx context.Context) string { a, _ := ctx.Value(clientAddrKey{}).(string); return a }
+
 // Reader reads items from Directus with a subscriber's own token, so that a
 // delivery holds exactly what that token may read.
 type Reader interface {

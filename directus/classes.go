@@ -115,15 +115,21 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 	switch {
 	case cred.Token == "":
 		// The public role: no user, no role, the same policies for all.
-		if m := c.model.Load(); m != nil && m.accessOf("", "").ip {
+		if m := c.model.Load(); m == nil || !m.accessOf("", "").ip {
+			return "public"
+		}
+		if cred.Addr == "" {
 			return c.perUser(reasonIPAccess, "public|"+tokenKey(""), cred)
 		}
-		return "public"
+		return "public|ip:" + cred.Addr
 	case id.UserID == "" && id.JWT && id.Share != "":
 		// A share token (Directus verified it: a JWT; it has no user).
 		return "share:" + id.Share
 	case id.UserID == "":
 		// Not validated by Directus: shares nothing.
+		if cred.Addr != "" {
+			return tokenKey(cred.Token) + "|ip:" + cred.Addr
+		}
 		return tokenKey(cred.Token)
 	}
 	fallback := "user:" + id.UserID + "|static"
@@ -148,7 +154,7 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 		return c.perUser(reasonRoleClaim, fallback, cred)
 	}
 	a := m.accessOf(role, id.UserID)
-	if a.ip {
+	if a.ip && cred.Addr == "" {
 		// Whether such a policy applies depends on the client's address.
 		return c.perUser(reasonIPAccess, fallback, cred)
 	}
@@ -170,8 +176,16 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 	} else if !a.admin && m.userDependent(a, collection, q) {
 		key += "|u:" + id.UserID
 	}
+	if a.ip {
+		// Whether a policy with ip_access applies depends on where the read
+		// comes from: members share one address, and reads carry it.
+		key += "|ip:" + cred.Addr
+	}
 	return "class:" + key
 }
+
+// AddrScoped implements broker.AddrScoped.
+func (c *Classes) AddrScoped(class string) bool { return strings.Contains(class, "|ip:") }
 
 func tokenKey(token string) string {
 	sum := sha256.Sum256([]byte(token))
@@ -190,10 +204,17 @@ const (
 
 // perUser returns key, a class of the user's (or token's) own, and counts
 // why.
+// Reads of a class of one's own carry the client's address: whatever
+// ip_access the model could not tell about then applies as to the client.
 func (c *Classes) perUser(reason, key string, cred broker.Credentials) string {
-	c.failClosed.add(reason)
+	if c.failClosed.add(reason) {
+		c.log.Warn().Str("reason", reason).Msg("subscriptions read apart: something that decides sharing cannot be established (counted in broker_class_per_user_total)")
+	}
 	if cred.Token != "" && !strings.HasPrefix(key, "user:") {
 		key += "|" + tokenKey(cred.Token)
+	}
+	if cred.Addr != "" {
+		key += "|ip:" + cred.Addr
 	}
 	return key
 }
@@ -204,13 +225,15 @@ type reasonCounts struct {
 	n  map[string]int64
 }
 
-func (r *reasonCounts) add(reason string) {
+// add counts reason and reports whether it is its first time.
+func (r *reasonCounts) add(reason string) bool {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.n == nil {
 		r.n = map[string]int64{}
 	}
 	r.n[reason]++
-	r.mu.Unlock()
+	return r.n[reason] == 1
 }
 
 // PerUser reports how often a class was made per user because something

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
 
 // Client calls the Directus REST API. Every call takes the token to use, so
@@ -164,6 +166,11 @@ func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
 	}
 	if r.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.Token)
+	}
+	if addr := broker.ClientAddr(ctx); addr != "" {
+		// Directus (IP_TRUST_PROXY) then sees the client: its rate limits,
+		// login throttling and policies' ip_access apply to it.
+		req.Header.Set("X-Forwarded-For", addr)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"reflect"
 	"testing"
@@ -247,4 +248,72 @@ func TestForgedStaticTokenClaims(t *testing.T) {
 	if f := c.Next(t); f["type"] == "SUBSCRIBED" {
 		t.Fatalf("a forged Administrator claim subscribed to a collection its role cannot read: %v", f)
 	}
+}
+
+// restFrom is a REST read of item id as token from the local address ip
+// (nil: nothing).
+func restFrom(t *testing.T, ip, token, coll, id string) map[string]any {
+	t.Helper()
+	nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: nd.DialContext}}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, dx.URL+"/items/"+coll+"/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	var out struct {
+		Data map[string]any `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Data
+}
+
+// TestIPAccessFollowsTheClient: issue 18.6. A policy with ip_access
+// listing the broker's address (127.0.0.1) grants a user nothing through
+// the broker that the same user's REST read from its own address
+// (127.0.0.2) is refused, while a user at 127.0.0.1 gets what it reads.
+func TestIPAccessFollowsTheClient(t *testing.T) {
+	cfg := brokerConfig(t)
+	cfg.DirectusServiceToken = requireServiceToken(t)
+	w := newWorld(t, "ipacc")
+	role := w.role("office")
+	base, office := w.policy("public items"), w.policy("office network")
+	w.read(base, nil, map[string]any{"status": map[string]any{"_eq": "public"}})
+	w.read(office, nil, nil)
+	admin(t, http.MethodPatch, "/policies/"+office, map[string]any{"ip_access": []string{"127.0.0.1"}})
+	w.attachRole(role, base)
+	w.attachRole(role, office)
+	_, away := w.user("away", role)
+	_, here := w.user("here", role)
+	b := brokertest.Start(t, cfg)
+	subscribe := func(c *brokertest.Client) {
+		c.Send(t, map[string]any{"type": "subscribe", "collection": w.coll, "uid": "s"})
+		if f := c.Next(t); f["type"] != "SUBSCRIBED" {
+			t.Fatalf("subscribe: %v", f)
+		}
+	}
+	cAway := brokertest.DialFrom(t, b.WSURL, away, "127.0.0.2")
+	cHere := brokertest.DialFrom(t, b.WSURL, here, "127.0.0.1")
+	subscribe(cAway)
+	subscribe(cHere)
+	id := w.item(map[string]any{"title": "office only", "status": "internal", "secret": topSecret})
+	if restFrom(t, "127.0.0.2", away, w.coll, id) != nil || restFrom(t, "127.0.0.1", here, w.coll, id) == nil {
+		t.Fatal("Directus does not apply ip_access as this test assumes")
+	}
+	body := fmt.Sprintf(`{"event":"%s.items.create","payload":{},"key":%s,"collection":"%s"}`, w.coll, id, w.coll)
+	if status, out := postWebhook(t, b, body); status != http.StatusAccepted {
+		t.Fatalf("webhook: %d %s", status, out)
+	}
+	b.Settle(t)
+	if f := cHere.Next(t); f["action"] != "create" {
+		t.Fatalf("the subscriber at 127.0.0.1: %v", f)
+	}
+	cAway.Quiet(t, "away")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/olahol/melody"
 
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
@@ -133,7 +134,7 @@ func (s *Server) accept(c echo.Context, token, refuseAnonymous string, codec cod
 		}
 	} else {
 		var err error
-		id, err = s.auth.Validate(directus.ClientCaused(r.Context()), token)
+		id, err = s.auth.Validate(directus.ClientCaused(broker.WithClientAddr(r.Context(), c.RealIP())), token)
 		if err != nil {
 			ae := session.AsError(err)
 			if ae.Status == http.StatusServiceUnavailable {

@@ -17,7 +17,7 @@ import (
 // whose collection the new access may no longer read ends, and the client
 // is told with Protocol.Dropped. On error nothing changes.
 func (s *Session) Authenticate(ctx context.Context, token string) (directus.Identity, error) {
-	ctx = directus.ClientCaused(ctx)
+	ctx = s.onBehalf(ctx)
 	var id directus.Identity
 	if token != "" {
 		var err error
@@ -29,7 +29,7 @@ func (s *Session) Authenticate(ctx context.Context, token string) (directus.Iden
 	if err := s.moveSlot(id.UserID); err != nil {
 		return id, err
 	}
-	cred := credentials(token, id)
+	cred := credentials(token, id, s.addr)
 	s.prepare(ctx, cred)
 	s.switchTo(ctx, cred, id.Expires)
 	return id, nil
@@ -173,7 +173,7 @@ func (s *Session) Expired() bool {
 // does. Logins are made by the broker, so Directus's rate limiter sees the
 // broker's address.
 func (s *Session) Login(ctx context.Context, email, password, otp, refreshToken *string) (access, refresh string, err error) {
-	ctx = directus.ClientCaused(ctx)
+	ctx = s.onBehalf(ctx)
 	var body map[string]any
 	var path string
 	switch {

@@ -36,7 +36,7 @@ func (s *Session) Items(ctx context.Context, req ItemsRequest) (res ItemsResult,
 			s.deps.Failures.add("items", err)
 		}
 	}()
-	return s.items(directus.ClientCaused(ctx), req)
+	return s.items(s.onBehalf(ctx), req)
 }
 
 func (s *Session) items(ctx context.Context, req ItemsRequest) (ItemsResult, error) {

@@ -175,13 +175,19 @@ func New(deps *Deps, proto Protocol, conn Conn, p Peer, log zerolog.Logger) (*Se
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{deps: deps, proto: proto, conn: conn, log: log, ctx: ctx, stop: cancel,
-		cred: credentials(p.Token, p.ID), subs: map[string]entry{}, slot: sl, addr: p.Addr}
+		cred: credentials(p.Token, p.ID, p.Addr), subs: map[string]entry{}, slot: sl, addr: p.Addr}
 	s.watchExpiry(s.gen, p.ID.Expires)
 	return s, nil
 }
 
-func credentials(token string, id directus.Identity) broker.Credentials {
-	return broker.Credentials{Token: token, Principal: id}
+func credentials(token string, id directus.Identity, addr string) broker.Credentials {
+	return broker.Credentials{Token: token, Principal: id, Addr: addr}
+}
+
+// onBehalf marks ctx as a request the client caused, made from its address
+// (Directus sees the client: its limits and ip_access apply to it).
+func (s *Session) onBehalf(ctx context.Context) context.Context {
+	return directus.ClientCaused(broker.WithClientAddr(ctx, s.addr))
 }
 
 // Context ends when the session closes.

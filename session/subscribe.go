@@ -53,7 +53,7 @@ func (s *Session) removed(e entry) {
 // told with the error, naming the subscription. Failures are counted, and
 // logged when the broker, not the request, is at fault.
 func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.Subscription, error) {
-	sub, err := s.subscribe(directus.ClientCaused(ctx), req)
+	sub, err := s.subscribe(s.onBehalf(ctx), req)
 	if err != nil && !errors.Is(err, ErrClosed) && s.ctx.Err() == nil {
 		s.deps.Failures.add("subscribe", err)
 		if e := AsError(err); e.Status >= 500 {

@@ -135,15 +135,34 @@ func Dial(t testing.TB, url, token string) *Client {
 	return c
 }
 
+// DialFrom is Dial from the local address ip (another loopback address,
+// 127.0.0.2: a client the broker sees elsewhere than itself).
+func DialFrom(t testing.TB, url, token, ip string) *Client {
+	t.Helper()
+	d := *websocket.DefaultDialer
+	nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	d.NetDialContext = nd.DialContext
+	c, _, err := dialWith(&d, url, token, nil)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", url, ip, err)
+	}
+	t.Cleanup(func() { c.Conn.Close() })
+	return c
+}
+
 // DialE dials without a testing.TB; resp is set when the server answered.
 func DialE(url, token string, header http.Header) (*Client, *http.Response, error) {
+	return dialWith(websocket.DefaultDialer, url, token, header)
+}
+
+func dialWith(d *websocket.Dialer, url, token string, header http.Header) (*Client, *http.Response, error) {
 	if header == nil {
 		header = http.Header{}
 	}
 	if token != "" {
 		header.Set("Authorization", "Bearer "+token)
 	}
-	conn, resp, err := websocket.DefaultDialer.Dial(url, header)
+	conn, resp, err := d.Dial(url, header)
 	if err != nil {
 		return nil, resp, err
 	}
