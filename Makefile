@@ -10,7 +10,7 @@ BIN := bin/directus-ws-broker
 FUZZTIME ?= 100000x
 
 .PHONY: build test lint unit integration fuzz sdk bench-quick demo demo-check bench clean directus-install chromium \
-	gnuplot deploy-tools deploy-test image chaos chaos-quick
+	gnuplot deploy-tools deploy-test image chaos chaos-quick verify-classes
 
 # The version printed by `directus-ws-broker version` and logged at start.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -51,6 +51,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSeedFrame$$' -fuzztime $(FUZZTIME) ./handlers/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRealtimeFrame$$' -fuzztime $(FUZZTIME) ./handlers/
+
+# The differential test of access classes, as many models as asked (a failure names its seed;
+# VERIFY_SEED=<seed> VERIFY_CASES=1 replays it). make test runs 6.
+VERIFY_CASES ?= 100
+VERIFY_SEED ?= 1
+verify-classes: directus-install
+	VERIFY_CASES=$(VERIFY_CASES) VERIFY_SEED=$(VERIFY_SEED) $(GO) test -count=1 -timeout 120m -run '^TestDifferentialClasses$$' -v ./handlers/ | grep -v '^=== '
 
 # The official @directus/sdk realtime client against the broker and against Directus itself.
 sdk:

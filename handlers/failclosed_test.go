@@ -106,7 +106,8 @@ func relWorld(t *testing.T, prefix string, sync bool) (w *world, items, refs, ta
 	admin(t, http.MethodPost, "/collections", map[string]any{"collection": tasks, "schema": map[string]any{}, "meta": map[string]any{}, "fields": []any{pk, str("title"), str("owner"),
 		map[string]any{"field": "item", "type": "integer", "schema": map[string]any{}}}})
 	admin(t, http.MethodPost, "/fields/"+items, map[string]any{"field": "tasks", "type": "alias", "meta": map[string]any{"special": []string{"o2m"}}})
-	admin(t, http.MethodPost, "/relations", map[string]any{"collection": tasks, "field": "item", "related_collection": items, "meta": map[string]any{"one_field": "tasks"}})
+	admin(t, http.MethodPost, "/relations", map[string]any{"collection": tasks, "field": "item", "related_collection": items, "meta": map[string]any{"one_field": "tasks"},
+		"schema": map[string]any{"on_delete": "SET NULL"}})
 	w = &world{t: t, prefix: prefix, coll: items}
 	role = w.role("readers")
 	p := w.policy("items full, refs and tasks owned")
