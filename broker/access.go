@@ -153,7 +153,9 @@ func (w *accessWorker) apply(batch []*barrier) {
 	for i, bar := range batch {
 		events[i] = *bar.event
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AccessTimeout)
+	// Stop and Close cancel it (readCtx): a shutdown must not wait for a
+	// reread, and the events behind the change are then reported.
+	ctx, cancel := context.WithTimeout(b.readCtx, b.opts.AccessTimeout)
 	refused, err := b.opts.Access.AccessChanged(ctx, events, b.liveCredentials())
 	cancel()
 	if err != nil {
@@ -172,7 +174,9 @@ func (w *accessWorker) apply(batch []*barrier) {
 // then the shards are held only for the regroup).
 func (w *accessWorker) refresh() {
 	b := w.b
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.AccessTimeout)
+	// Stop and Close cancel it (readCtx): a shutdown must not wait for a
+	// reread, and the events behind the change are then reported.
+	ctx, cancel := context.WithTimeout(b.readCtx, b.opts.AccessTimeout)
 	err := b.opts.Access.Refresh(ctx, b.liveCredentials())
 	cancel()
 	if err != nil {
