@@ -234,7 +234,9 @@ func (b *Broker) classOf(s *Subscription) string {
 
 // Unsubscribe detaches s; it receives nothing more.
 func (b *Broker) Unsubscribe(s *Subscription) {
+	s.sendMu.Lock() // waits for a frame being queued: none follows
 	s.closed.Store(true)
+	s.sendMu.Unlock()
 	b.index.remove(s)
 	s.held.discard()
 }

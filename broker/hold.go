@@ -43,6 +43,11 @@ func (h *holdQueue) start(max int) {
 // id is shared by every subscription the event is sent to: one pointer per
 // event, not an allocation per subscriber.
 func (s *Subscription) deliver(frame []byte, eventID *string, action Action, keys []string) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed.Load() {
+		return
+	}
 	if action != "" {
 		s.lastSent.Store(eventID)
 	}

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -228,5 +229,56 @@ func TestNoCreateAfterInitHoldsIt(t *testing.T) {
 	want := []string{"ack+init", `init:[{"id":7}]`, `create:8:[{"id":8}]:` + c8[0].ID, `delete:7:["7"]:` + d7[0].ID, `create:7:[{"id":7}]:` + again[0].ID}
 	if got := sink.got(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}
+
+// blockSink blocks its first Send of an update until release, and records
+// frames.
+type blockSink struct {
+	*recSink
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *blockSink) Send(f []byte) {
+	first := false
+	if strings.HasPrefix(string(f), "update") {
+		s.once.Do(func() { first = true })
+	}
+	if first {
+		close(s.entered)
+		<-s.release
+	}
+	s.recSink.Send(f)
+}
+
+// No frame follows the end of a subscription: Unsubscribe waits for a
+// frame being queued, so the UNSUBSCRIBED the session sends after it is
+// the last frame (issue 19.3).
+func TestNothingAfterUnsubscribe(t *testing.T) {
+	r := newRig(t, Options{})
+	r.reader.set("1", `{"id":1}`)
+	sink := &blockSink{recSink: newRecSink(), entered: make(chan struct{}), release: make(chan struct{})}
+	s := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, sink, textEncoder{})
+	if err := r.b.Subscribe(context.Background(), s, AttachOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(t, update("1"))
+	<-sink.entered // the event's frame is being queued
+	done := make(chan struct{})
+	go func() {
+		r.b.Unsubscribe(s)
+		sink.recSink.Send([]byte("UNSUBSCRIBED"))
+		close(done)
+	}()
+	select {
+	case <-done: // Unsubscribe did not wait: the frame will follow the ack
+	case <-time.After(100 * time.Millisecond): // a bound, not a synchronization: passing needs no timing
+	}
+	close(sink.release)
+	<-done
+	got := sink.waitN(t, 3) // the ack, the event, UNSUBSCRIBED
+	if got[len(got)-1] != "UNSUBSCRIBED" {
+		t.Fatalf("a frame followed UNSUBSCRIBED: %v", got)
 	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 )
 
@@ -93,7 +94,11 @@ type Subscription struct {
 	cred     atomic.Pointer[Credentials]
 	queryKey string
 	group    *group // guarded by the index lock
-	closed   atomic.Bool
+	// sendMu orders frames with the end of the subscription: a frame is
+	// queued under it only while s is open, and Unsubscribe closes s under
+	// it, so nothing follows the client's UNSUBSCRIBED.
+	sendMu sync.Mutex
+	closed atomic.Bool
 	// suspended is set while the subscription's token is refused: it gets
 	// notices of what it missed instead of data read with other members'
 	// tokens, until it is rebound to a working token.
