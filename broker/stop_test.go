@@ -38,7 +38,7 @@ func TestStopReportsEachMissedEventOnce(t *testing.T) {
 type blockingWatcher struct{ started chan struct{} }
 
 func (w *blockingWatcher) Class(c Credentials, _ string, _ Query) string { return "all" }
-func (w *blockingWatcher) IsAccessEvent(e Event) bool                   { return e.Collection == "sys" }
+func (w *blockingWatcher) IsAccessEvent(e Event) bool                    { return e.Collection == "sys" }
 func (w *blockingWatcher) AccessChanged(ctx context.Context, _ []Event, _ []Credentials) ([]string, error) {
 	close(w.started)
 	<-ctx.Done()
