@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
@@ -23,9 +25,10 @@ import (
 // owner-rule collections — × random subscription queries (relational
 // paths, wildcards, counts, aliases, filters through relations, sorts,
 // deep) × several users, with creates, updates, deletes, role moves and
-// rule edits interleaved. Every frame each subscriber receives is compared
-// with that user's own REST read with the same query at that moment;
-// nothing may arrive where that read returns nothing. The broker reads the
+// rule edits interleaved, then an init snapshot of every (user, query).
+// Every frame each subscriber receives is compared with that user's own
+// REST read with the same query at that moment; nothing may arrive where
+// that read returns nothing. The broker reads the
 // model as the service user flow install makes.
 //
 // VERIFY_CASES (default 6) models are run from VERIFY_SEED (default 1);
@@ -268,4 +271,58 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 			post(fmt.Sprintf(`{"event":"directus_users.items.update","payload":{},"keys":["%s"],"collection":"directus_users"}`, u.id))
 		}
 	}
+	// init: a snapshot is exactly the user's own REST list read.
+	for ui, u := range users {
+		for qi, query := range queries {
+			c := brokertest.Dial(t, b.WSURL, u.token)
+			c.Send(t, map[string]any{"type": "subscribe", "collection": items, "uid": "i", "query": query, "init": true})
+			if f := c.Next(t); f["type"] != "SUBSCRIBED" {
+				continue
+			}
+			f := c.NextOfType(t, "SUBSCRIPTION")
+			want := restList(t, u.token, items, query)
+			if want == nil {
+				t.Fatalf("seed %d init u%d-q%d: subscribed, but its REST list read is refused", seed, ui, qi)
+			}
+			if got := sortedJSON(f["data"]); got != sortedJSON(want) {
+				t.Fatalf("seed %d init u%d-q%d (query %v): init %s; its own REST list answers %s", seed, ui, qi, query, got, sortedJSON(want))
+			}
+			stats.frames++
+		}
+	}
+}
+
+// restList is what token lists of coll with query (nil: refused).
+func restList(t *testing.T, token, coll string, query map[string]any) []any {
+	t.Helper()
+	v, err := directus.QueryValues(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Data []any `json:"data"`
+	}
+	status, err := dx.Do(t.Context(), token, http.MethodGet, "/items/"+coll+"?"+v.Encode(), nil, &out)
+	if status == http.StatusForbidden {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Data == nil {
+		out.Data = []any{}
+	}
+	return out.Data
+}
+
+// sortedJSON is a list's items as JSON, sorted: snapshots compare as sets.
+func sortedJSON(v any) string {
+	list, _ := v.([]any)
+	items := make([]string, len(list))
+	for i, it := range list {
+		b, _ := json.Marshal(it)
+		items[i] = string(b)
+	}
+	sort.Strings(items)
+	return strings.Join(items, "\n")
 }
