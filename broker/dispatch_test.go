@@ -337,3 +337,21 @@ func TestRebindNeverReadsOldGroupWithNewToken(t *testing.T) {
 		}
 	}
 }
+
+// A run's late removal does not unregister the group's next run: the lag
+// still sees the group's oldest event (issue 19.4).
+func TestPipeRegistrationSurvivesLateRemoval(t *testing.T) {
+	var p pipes
+	g := newGroup("c", "k", nil)
+	g.pipe.since = 42
+	p.add(g)    // the run that is ending
+	p.add(g)    // the next run, started as soon as the first marked itself idle
+	p.remove(g) // the first run's late removal
+	if got := p.oldest(); got != 42 {
+		t.Fatalf("oldest %d: the running group was unregistered", got)
+	}
+	p.remove(g)
+	if got := p.oldest(); got != 0 {
+		t.Fatalf("oldest %d after both runs ended", got)
+	}
+}

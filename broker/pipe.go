@@ -48,10 +48,14 @@ func (sh *shard) quiesced(fn func()) func() {
 	}
 }
 
-// pipes are a shard's running pipelines.
+// pipes are a shard's running pipelines. A group is counted once per run
+// registered: a run ending removes its registration after the group may
+// already have started the next (the worker starts it as soon as running
+// is false), so a plain set would drop the new run's (issue 19.4: a busy
+// group vanished from the lag and /readyz).
 type pipes struct {
 	mu      sync.Mutex
-	running map[*group]struct{}
+	running map[*group]int
 	idle    sync.WaitGroup
 }
 
@@ -78,15 +82,17 @@ func (p *pipes) oldest() int64 {
 func (p *pipes) add(g *group) {
 	p.mu.Lock()
 	if p.running == nil {
-		p.running = map[*group]struct{}{}
+		p.running = map[*group]int{}
 	}
-	p.running[g] = struct{}{}
+	p.running[g]++
 	p.mu.Unlock()
 }
 
 func (p *pipes) remove(g *group) {
 	p.mu.Lock()
-	delete(p.running, g)
+	if p.running[g]--; p.running[g] <= 0 {
+		delete(p.running, g)
+	}
 	p.mu.Unlock()
 }
 
