@@ -94,7 +94,10 @@ func (s *Session) rebind(ctx context.Context, key string, e entry, old, cred bro
 	sub := e.sub
 	classes := s.deps.classes()
 	if classes.Class(old, sub.Collection, sub.Query) != classes.Class(cred, sub.Collection, sub.Query) {
-		if err := s.check(ctx, cred, sub.Collection, sub.Query, e.item); err != nil && !directus.Unavailable(err) {
+		// Fail closed: a check that could not be made (Directus unreachable)
+		// ends the subscription as a refusal does; the client subscribes
+		// again once Directus answers.
+		if err := s.check(ctx, cred, sub.Collection, sub.Query, e.item); err != nil {
 			s.mu.Lock()
 			cur, ok := s.subs[key]
 			ok = ok && cur.sub == sub

@@ -26,6 +26,7 @@ type fakeDirectus struct {
 	users    map[string]directus.Identity // token → identity
 	readable map[string]map[string]bool   // token → collections it may read
 	checks   int                          // subscribe checks made
+	down     bool                         // checks fail: Directus unreachable
 	body     string                       // what REST answers
 }
 
@@ -76,7 +77,11 @@ func (d *fakeDirectus) ReadItems(_ context.Context, token, collection string, ke
 func (d *fakeDirectus) ReadSnapshot(_ context.Context, token, collection string, q broker.Query) (json.RawMessage, error) {
 	d.mu.Lock()
 	d.checks++
+	down := d.down
 	d.mu.Unlock()
+	if down {
+		return nil, fmt.Errorf("read: %w", directus.ErrUnavailable)
+	}
 	if err := d.may(token, collection); err != nil {
 		return nil, err
 	}
@@ -337,5 +342,41 @@ func TestItemsResponseTooLarge(t *testing.T) {
 	res, err := s.Items(context.Background(), ItemsRequest{Action: "read", Collection: str("c")})
 	if err != nil || string(res.Data) != "[1]" {
 		t.Fatalf("small answer: %s %v", res.Data, err)
+	}
+}
+
+// An auth while Directus cannot be reached does not rebind unchecked: the
+// subscription whose class changes ends (the new token may not read the
+// collection, and deletes reach subscribers without a read) (issue 19.5).
+func TestAuthWhileDirectusDownFailsClosed(t *testing.T) {
+	r := newRig(t, userClasses{})
+	r.dx.user("a", "ua", "c")
+	r.dx.user("b", "ub") // may read nothing
+	s, c := r.session(t, "a")
+	if _, err := subscribe(s, "c", "c"); err != nil {
+		t.Fatal(err)
+	}
+	c.next(t)
+	r.dx.mu.Lock()
+	r.dx.down = true
+	r.dx.mu.Unlock()
+	if _, err := s.Authenticate(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if f := c.next(t); f != "dropped c SERVICE_UNAVAILABLE" {
+		t.Fatalf("got %q", f)
+	}
+	if err := r.b.Publish(context.Background(), []broker.Event{{Action: broker.ActionDelete, Collection: "c", Keys: []string{"1"}, Payload: json.RawMessage(`["1"]`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.b.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.frames {
+		if strings.HasPrefix(f, "delete") {
+			t.Fatalf("the unchecked token received a delete: %v", c.frames)
+		}
 	}
 }
