@@ -209,3 +209,67 @@ func TestEventsBeforeAccessChangeAreNotSharedUnderOldClasses(t *testing.T) {
 		t.Fatalf("%d parts read apart, want 2", m.ApartReads)
 	}
 }
+
+// scopedWatcher: access events of collection "users" concern the tokens
+// named in their keys; AccessChanged blocks until its context ends.
+type scopedWatcher struct {
+	mu      sync.Mutex
+	forgot  []string
+	reread  chan struct{}
+	blocked chan struct{}
+}
+
+func (w *scopedWatcher) Class(c Credentials, _ string, _ Query) string { return "all" }
+func (w *scopedWatcher) IsAccessEvent(e Event) bool                   { return e.Collection == "users" }
+func (w *scopedWatcher) Concerns(e Event, c Credentials) bool {
+	for _, k := range e.Keys {
+		if k == c.Token {
+			return true
+		}
+	}
+	return false
+}
+func (w *scopedWatcher) Forget(e Event) {
+	w.mu.Lock()
+	w.forgot = append(w.forgot, e.Keys...)
+	w.mu.Unlock()
+}
+func (w *scopedWatcher) AccessChanged(ctx context.Context, _ []Event, _ []Credentials) ([]string, error) {
+	close(w.reread)
+	select {
+	case <-w.blocked:
+	case <-ctx.Done():
+	}
+	return nil, nil
+}
+func (w *scopedWatcher) Refresh(context.Context, []Credentials) error { return nil }
+
+// A change of a user no subscription holds (a sign-up) holds no shard: the
+// events behind it are delivered without waiting for a reread, and the
+// watcher forgets the user instead (issue 19.2). A change of a subscribed
+// user still holds them.
+func TestUnconcerningAccessEventHoldsNothing(t *testing.T) {
+	w := &scopedWatcher{reread: make(chan struct{}), blocked: make(chan struct{})}
+	r := newRig(t, Options{Classifier: w, Access: w})
+	t.Cleanup(func() { close(w.blocked) })
+	r.reader.set("1", `{"id":1}`)
+	_, sink := r.sub(t, "a", AttachOptions{})
+	if err := r.b.Publish(context.Background(), []Event{{Action: ActionCreate, Collection: "users", Keys: []string{"new-user"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := r.publish(t, update("1"))
+	r.drain(t) // would wait for the blocked reread behind a barrier
+	if got := sink.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("got %v", got)
+	}
+	w.mu.Lock()
+	forgot := strings.Join(w.forgot, ",")
+	w.mu.Unlock()
+	if forgot != "new-user" {
+		t.Fatalf("forgot %q", forgot)
+	}
+	if err := r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "users", Keys: []string{"a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-w.reread // a change of a subscribed user rereads
+}

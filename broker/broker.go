@@ -170,6 +170,9 @@ type dispatcher struct{ b *Broker }
 // every shard instead (see accessChanged).
 func (d dispatcher) Dispatch(e Event) {
 	if d.b.isAccessEvent(e) {
+		if d.b.quietAccess(e) {
+			return
+		}
 		bar := d.b.newBarrier(e)
 		for _, sh := range d.b.shards {
 			sh.queue.pushControl(sh.quiesced(bar.park))
@@ -186,6 +189,9 @@ func (d dispatcher) TryDispatch(events []Event) error {
 	var bars []*barrier
 	for _, e := range events {
 		if d.b.isAccessEvent(e) {
+			if d.b.quietAccess(e) {
+				continue
+			}
 			bar := d.b.newBarrier(e)
 			bars = append(bars, bar)
 			for i, sh := range d.b.shards {

@@ -23,6 +23,37 @@ type DoubtScope interface {
 	Concerns(e Event, c Credentials) bool
 }
 
+// Forgetter is implemented by an AccessWatcher that can apply an access
+// event concerning no attached subscription without holding the shards: it
+// forgets what the event makes stale (a user's role), to be read again
+// when needed. So a sign-up (users.create) on a busy site does not pause
+// every collection's delivery for a reread.
+type Forgetter interface {
+	Forget(e Event)
+}
+
+// quietAccess applies e without a barrier when no attached subscription is
+// concerned by it (see DoubtScope, Forgetter); false when it needs one.
+func (b *Broker) quietAccess(e Event) bool {
+	scope, ok := b.opts.Access.(DoubtScope)
+	f, ok2 := b.opts.Access.(Forgetter)
+	if !ok || !ok2 {
+		return false
+	}
+	concerned := false
+	b.index.each(func(s *Subscription) {
+		if !concerned && scope.Concerns(e, s.Credentials()) {
+			concerned = true
+		}
+	})
+	if concerned {
+		return false
+	}
+	f.Forget(e)
+	b.metrics.AccessChanges.Add(1)
+	return true
+}
+
 // doubts are the access events that arrived and whose regroup has not run.
 type doubts struct {
 	mu     sync.Mutex

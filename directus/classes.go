@@ -269,6 +269,14 @@ func (c *Classes) Concerns(e broker.Event, cred broker.Credentials) bool {
 	return slices.Contains(e.Keys, id.UserID)
 }
 
+// Forget implements broker.Forgetter: a change of users no subscription
+// holds a token of forgets their roles (read again at their next
+// subscribe) and what was proven under the old ones.
+func (c *Classes) Forget(e broker.Event) {
+	c.users.forget(e.Keys)
+	c.gen.Add(1)
+}
+
 // IsAccessEvent implements broker.AccessWatcher: e is a change of what
 // decides access.
 func (c *Classes) IsAccessEvent(e broker.Event) bool { return systemAccess[e.Collection] }
@@ -413,6 +421,15 @@ func (l *roleLoader) preload(ctx context.Context) error {
 	l.roles = roles
 	l.mu.Unlock()
 	return nil
+}
+
+// forget drops the roles of users.
+func (l *roleLoader) forget(users []string) {
+	l.mu.Lock()
+	for _, u := range users {
+		delete(l.roles, u)
+	}
+	l.mu.Unlock()
 }
 
 // forgetAll drops every known role.
