@@ -220,7 +220,7 @@ type scopedWatcher struct {
 }
 
 func (w *scopedWatcher) Class(c Credentials, _ string, _ Query) string { return "all" }
-func (w *scopedWatcher) IsAccessEvent(e Event) bool                   { return e.Collection == "users" }
+func (w *scopedWatcher) IsAccessEvent(e Event) bool                    { return e.Collection == "users" }
 func (w *scopedWatcher) Concerns(e Event, c Credentials) bool {
 	for _, k := range e.Keys {
 		if k == c.Token {
