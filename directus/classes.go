@@ -127,7 +127,7 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 		return "share:" + id.Share
 	case id.UserID == "":
 		// Not validated by Directus: shares nothing.
-		if cred.Addr != "" {
+		if c.addrMatters() && cred.Addr != "" {
 			return tokenKey(cred.Token) + "|ip:" + cred.Addr
 		}
 		return tokenKey(cred.Token)
@@ -203,9 +203,8 @@ const (
 )
 
 // perUser returns key, a class of the user's (or token's) own, and counts
-// why.
-// Reads of a class of one's own carry the client's address: whatever
-// ip_access the model could not tell about then applies as to the client.
+// why. When a policy with ip_access may apply (see addrMatters) the class
+// carries the client's address, and so do its reads.
 func (c *Classes) perUser(reason, key string, cred broker.Credentials) string {
 	if c.failClosed.add(reason) {
 		c.log.Warn().Str("reason", reason).Msg("subscriptions read apart: something that decides sharing cannot be established (counted in broker_class_per_user_total)")
@@ -213,10 +212,21 @@ func (c *Classes) perUser(reason, key string, cred broker.Credentials) string {
 	if cred.Token != "" && !strings.HasPrefix(key, "user:") {
 		key += "|" + tokenKey(cred.Token)
 	}
-	if cred.Addr != "" {
+	if cred.Addr != "" && c.addrMatters() {
 		key += "|ip:" + cred.Addr
 	}
 	return key
+}
+
+// addrMatters reports whether a policy with ip_access may exist: the model
+// lists one, or a service token is configured but the model could not be
+// read. Without a service token the broker cannot know, and classes are
+// per user without the address (README: ip_access needs a service token).
+func (c *Classes) addrMatters() bool {
+	if m := c.model.Load(); m != nil {
+		return len(m.ip) > 0
+	}
+	return c.service != ""
 }
 
 // reasonCounts counts the subscriptions classed per user, by reason.

@@ -20,9 +20,9 @@ import (
 // TestDifferentialClasses is the differential test of access classes
 // (issue 18.4): seeded random permission models on the real Directus
 // 11.17.4 — roles with parents, policies on roles, on users and on both,
-// app access, field lists, rules with $CURRENT_USER, $CURRENT_ROLE and
-// _and/_or, on a schema with a many-to-one and a one-to-many into
-// owner-rule collections — × random subscription queries (relational
+// app access, field lists, rules with $CURRENT_USER, $CURRENT_USER.id,
+// $CURRENT_ROLE, $CURRENT_ROLES and _and/_or, on a schema with a
+// many-to-one and a one-to-many into owner-rule collections — × random subscription queries (relational
 // paths, wildcards, counts, aliases, filters through relations, sorts,
 // deep) × several users, with creates, updates, deletes, role moves and
 // rule edits interleaved, then an init snapshot of every (user, query).
@@ -64,6 +64,8 @@ var diffItemRules = []map[string]any{
 	{"level": map[string]any{"_in": []any{"a", "b"}}},
 	{"_and": []any{map[string]any{"status": map[string]any{"_neq": "draft"}}, map[string]any{"level": map[string]any{"_eq": "a"}}}},
 	{"role": map[string]any{"_eq": "$CURRENT_ROLE"}},
+	{"role": map[string]any{"_in": "$CURRENT_ROLES"}},
+	{"owner": map[string]any{"_eq": "$CURRENT_USER.id"}},
 }
 
 var diffRelRules = []map[string]any{
