@@ -196,6 +196,37 @@ func TestRelationalQuerySharesWithSchemaGrant(t *testing.T) {
 	if n := b.Broker.Metrics().Reads - before; n != 1 {
 		t.Fatalf("%d reads for 10 users of one role with a relational query, want 1", n)
 	}
+	// The target's size: 1,000 users of the role, one read per event.
+	users := make([]map[string]any, 990)
+	for i := range users {
+		users[i] = map[string]any{"email": fmt.Sprintf("fcg-k%d@example.com", i), "role": role, "token": fmt.Sprintf("fcg-k%d-token", i)}
+	}
+	admin(t, http.MethodPost, "/users", users)
+	var many []*brokertest.Client
+	for i := range users {
+		c := brokertest.Dial(t, b.WSURL, fmt.Sprintf("fcg-k%d-token", i))
+		c.Send(t, map[string]any{"type": "subscribe", "collection": items, "uid": "s", "query": query})
+		many = append(many, c)
+	}
+	for _, c := range many {
+		if f := c.Next(t); f["type"] != "SUBSCRIBED" {
+			t.Fatalf("subscribe: %v", f)
+		}
+	}
+	admin(t, http.MethodPatch, "/items/"+items+"/"+id, map[string]any{"title": "t2"})
+	before = b.Broker.Metrics().Reads
+	m.post("update", id)
+	want := m.rest(m.subs[0].token, id, query)
+	for _, c := range many {
+		f := c.Next(t)
+		if data, _ := f["data"].([]any); f["action"] != "update" || len(data) != 1 || !reflect.DeepEqual(data[0], want) {
+			t.Fatalf("one of 1,000: %v, want %v", f, want)
+		}
+	}
+	if n := b.Broker.Metrics().Reads - before; n != 1 {
+		t.Fatalf("%d reads for 1,000 users of one role with a relational query, want 1", n)
+	}
+	t.Logf("1,000 users of one role, query %v: %d read per event", query["fields"], b.Broker.Metrics().Reads-before)
 	var none struct {
 		Data []any `json:"data"`
 	}
