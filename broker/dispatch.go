@@ -99,7 +99,7 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 	)
 	if len(keys) > 0 {
 		start := time.Now()
-		items, refused, err = b.read(ctx, g, keys)
+		items, refused, err = b.read(ctx, g, g.members(), keys, g.shareReads)
 		readDur = time.Since(start)
 		if err == nil {
 			g.mu.Lock()
@@ -175,15 +175,17 @@ var errNoReader = errors.New("no subscriber with a working token")
 // another member's token: nothing unfiltered is ever sent, and one expired
 // member does not cost the others the event. The refused tokens are
 // returned, for tokenRefused once the batch was delivered.
-func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]json.RawMessage, []string, error) {
+// members are those whose tokens may read (a group's, or a part of it read
+// apart); share lets the read join a concurrent one of its class (replays).
+func (b *Broker) read(ctx context.Context, g *group, members []*Subscription, keys []string, share bool) (map[string]json.RawMessage, []string, error) {
 	var refused []string
 	tried := map[string]bool{}
 	for range maxReadTokens {
-		token, ok := g.readToken(tried)
+		token, ok := readToken(members, tried)
 		if !ok {
 			break
 		}
-		items, err := b.readItems(ctx, g, token, keys)
+		items, err := b.readItems(ctx, g, token, keys, share)
 		if err == nil {
 			return items, refused, nil
 		}
@@ -193,7 +195,7 @@ func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]
 		}
 		tried[token] = true
 		refused = append(refused, token)
-		for _, s := range g.members() {
+		for _, s := range members {
 			if s.Token() == token {
 				s.suspended.Store(true)
 			}
@@ -207,14 +209,14 @@ func (b *Broker) read(ctx context.Context, g *group, keys []string) (map[string]
 
 // readItems is one read of keys for g with token; a group that shares reads
 // (a replay) joins a concurrent read of its class, query and keys.
-func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []string) (map[string]json.RawMessage, error) {
+func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []string, share bool) (map[string]json.RawMessage, error) {
 	read := func(ctx context.Context) (map[string]json.RawMessage, error) {
 		b.metrics.Reads.Add(1)
 		rctx, cancel := context.WithTimeout(WithClientAddr(ctx, g.addr), b.opts.ReadTimeout)
 		defer cancel()
 		return b.reader.ReadItems(rctx, token, g.collection, keys, g.query)
 	}
-	if !g.shareReads {
+	if !share {
 		return read(ctx)
 	}
 	key, _ := json.Marshal([]any{g.class, g.collection, g.query.Key(), keys})
@@ -226,12 +228,13 @@ func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []s
 	return items, err
 }
 
-func isExpired(err error) bool { return errors.Is(err, ErrTokenExpired) }
-
 // tokenRefused tells the sinks of g's subscriptions reading with token that
 // Directus refused it.
-func (b *Broker) tokenRefused(g *group, token string) {
-	for _, s := range g.members() {
+func (b *Broker) tokenRefused(g *group, token string) { b.tokenRefusedTo(g.members(), token) }
+
+// tokenRefusedTo is tokenRefused for members (a group's, or a part of it).
+func (b *Broker) tokenRefusedTo(members []*Subscription, token string) {
+	for _, s := range members {
 		if s.Token() == token && !s.closed.Load() {
 			s.Sink.TokenExpired(token)
 		}

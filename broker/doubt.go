@@ -132,13 +132,16 @@ func (b *Broker) apart(g *group, pending []Event) []part {
 func (b *Broker) deliverApart(ctx context.Context, g *group, events []Event, parts []part) error {
 	keys, deleted := keysToRead(g, events)
 	type result struct {
-		items map[string]json.RawMessage
-		err   error
+		items   map[string]json.RawMessage
+		refused []string
+		err     error
 	}
 	results := make([]result, len(parts))
 	if len(keys) > 0 {
 		for i, p := range parts {
-			results[i].items, results[i].err = b.readPart(ctx, g, p, keys)
+			// Never joined with another read: the parts differ by token.
+			r := &results[i]
+			r.items, r.refused, r.err = b.read(ctx, g, p, keys, false)
 		}
 	}
 	b.metrics.ApartReads.Add(int64(len(parts)))
@@ -177,36 +180,10 @@ func (b *Broker) deliverApart(ctx context.Context, g *group, events []Event, par
 		}
 		g.known.observe(e, common, deleted)
 	}
-	return firstErr
-}
-
-// readPart reads keys with the token of a live member of p, trying the
-// next when Directus refuses one (its holders are suspended).
-func (b *Broker) readPart(ctx context.Context, g *group, p part, keys []string) (map[string]json.RawMessage, error) {
-	tried := map[string]bool{}
-	for _, s := range p {
-		t := s.Token()
-		if s.closed.Load() || s.suspended.Load() || tried[t] {
-			continue
-		}
-		tried[t] = true
-		b.metrics.Reads.Add(1)
-		rctx, cancel := context.WithTimeout(WithClientAddr(ctx, g.addr), b.opts.ReadTimeout)
-		items, err := b.reader.ReadItems(rctx, t, g.collection, keys, g.query)
-		cancel()
-		if err == nil {
-			return items, nil
-		}
-		b.metrics.ReadErrors.Add(1)
-		if !isExpired(err) {
-			return nil, err
-		}
-		for _, m := range p {
-			if m.Token() == t {
-				m.suspended.Store(true)
-				m.Sink.TokenExpired(t)
-			}
+	for i, p := range parts {
+		for _, token := range results[i].refused {
+			b.tokenRefusedTo(p, token)
 		}
 	}
-	return nil, errNoReader
+	return firstErr
 }

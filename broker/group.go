@@ -92,10 +92,11 @@ func (g *group) members() []*Subscription {
 	return g.cached
 }
 
-// readToken picks the token of a live member to read with, skipping those
-// in refused. Members of one class read alike, so any will do.
-func (g *group) readToken(refused map[string]bool) (string, bool) {
-	for _, s := range g.members() {
+// readToken picks the token of a live member of members to read with,
+// skipping those in refused. Members of one class read alike, so any will
+// do.
+func readToken(members []*Subscription, refused map[string]bool) (string, bool) {
+	for _, s := range members {
 		if s.closed.Load() || s.suspended.Load() {
 			continue
 		}

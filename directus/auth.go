@@ -25,6 +25,10 @@ type Identity struct {
 	Role string
 	// Share is the share a share token was issued for ("" otherwise).
 	Share string
+	// claim is a role claim read loosely from anything shaped like a JWT
+	// (hasClaim): see claimedRole. Read once, here, not per classing.
+	claim    string
+	hasClaim bool
 }
 
 // Authenticator validates tokens with Directus (GET /users/me), caching
@@ -171,11 +175,13 @@ func (a *Authenticator) fetch(ctx context.Context, token string, now time.Time) 
 // an accepted JWT's claims are Directus's own. Anything else is a static
 // token, looked up as a whole: its claims, if it has any, mean nothing.
 func identityOf(token string) Identity {
+	var id Identity
+	id.claim, id.hasClaim = claimedRole(token)
 	claims, ok := decodeDirectusJWT(token)
 	if !ok {
-		return Identity{}
+		return id
 	}
-	id := Identity{JWT: true}
+	id.JWT = true
 	if claims.Exp != 0 {
 		id.Expires = time.Unix(int64(claims.Exp), 0)
 	}

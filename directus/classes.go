@@ -147,7 +147,7 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 	// A JWT reads with the role it carries, a static token with the user's
 	// role now. Shared only when the two agree: a JWT issued before a role
 	// change, and a static token that merely looks like a JWT, read apart.
-	if claim, has := claimedRole(cred.Token); has && claim != role {
+	if id.hasClaim && id.claim != role {
 		return c.perUser(reasonRoleClaim, fallback, cred)
 	}
 	if id.JWT && id.Role != role {
