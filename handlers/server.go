@@ -64,6 +64,8 @@ type Server struct {
 	// shutdown is closed when a shutdown begins.
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
+	// listener is what Serve serves on (nil before).
+	listener *listener
 }
 
 // New builds the server; it does no I/O.
@@ -126,8 +128,11 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // accepting, finish in-flight webhook calls, deliver what they published,
 // and close every WebSocket with 1001 "going away".
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	l := newListener(ln)
+	s.listener = l
 	hs := &http.Server{
-		Handler: s.echo,
+		Handler:   s.echo,
+		ConnState: l.connState,
 		// A slow or idle client cannot hold a connection (and a goroutine)
 		// forever: headers within 10s, the whole request (a webhook body)
 		// within 30s, idle keep-alive connections closed after 2 minutes.
@@ -147,7 +152,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer stop()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(l) }()
 	select {
 	case err := <-errc:
 		return err
@@ -170,7 +175,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 //     will not get (EVENTS_MISSED with their ids), so it can resume
 //     elsewhere with since.
 //  4. Every client is closed with 1001 after the frames queued for it, and
-//     then the listener.
+//     then the listener, after the requests of the connections it had
+//     accepted were read (and answered 503).
 func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -192,7 +198,6 @@ func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	dctx, cancel := context.WithDeadline(ctx, deadline.Add(-reserve))
 	derr := s.broker.Drain(dctx)
 	cancel()
-	var err error
 	if derr != nil {
 		told, missed := s.broker.Stop(ctx)
 		s.log.Warn().Err(derr).Int("subscriptions", told).Int("subscriber_events", missed).
@@ -201,10 +206,7 @@ func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 		s.broker.Stop(ctx) // nothing left: stops further deliveries only
 	}
 	s.closeClients(ctx, websocket1001)
-	if serr := hs.Shutdown(ctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		err = serr
-	}
-	return err
+	return stopServing(ctx, hs, s.listener)
 }
 
 const websocket1001 = 1001

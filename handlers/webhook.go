@@ -25,6 +25,8 @@ func (s *Server) webhook(c echo.Context) error {
 	s.hookMu.RLock()
 	if s.closing.Load() {
 		s.hookMu.RUnlock()
+		// Not on this connection again: it is about to be closed.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
 		return c.JSON(http.StatusServiceUnavailable, errorBody(&session.Error{Status: 503, Code: "SHUTTING_DOWN", Message: "the broker is shutting down; nothing was published"}))
 	}
 	s.hooks.Add(1)
