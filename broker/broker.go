@@ -33,6 +33,9 @@ type Options struct {
 	// MaxHeldBytes bounds the live frames held back per subscription while
 	// its replay and snapshot are sent; beyond it they are reported missed.
 	MaxHeldBytes int
+	// HeldBytes bounds the live frames held back across all subscriptions
+	// together; beyond it they are reported missed too.
+	HeldBytes int
 	// Classifier groups subscriptions by access class; TokenClasses if nil.
 	Classifier Classifier
 	// Access is told of access changes and refreshes the Classifier; none
@@ -73,6 +76,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxHeldBytes <= 0 {
 		o.MaxHeldBytes = 1 << 20
 	}
+	if o.HeldBytes <= 0 {
+		o.HeldBytes = 256 << 20
+	}
 	if o.Classifier == nil {
 		o.Classifier = TokenClasses{}
 	}
@@ -97,6 +103,8 @@ type Broker struct {
 	doubts doubts
 	// replayReads shares the reads of resumes within a class.
 	replayReads Coalescer
+	// held is what every subscription being set up holds back, together.
+	held heldBudget
 
 	// Stop: no frame is queued once stopping is set; reads use readCtx,
 	// which Stop cancels; skipped collects the events not dispatched.
@@ -132,6 +140,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 		index:   newIndex(),
 		readSem: newFairSem(opts.ReadConcurrency),
 		done:    make(chan struct{}),
+		held:    heldBudget{max: int64(opts.HeldBytes)},
 	}
 	for range opts.Shards {
 		b.shards = append(b.shards, &shard{queue: newQueue(opts.QueueSize), last: map[string]string{}})
@@ -366,6 +375,6 @@ func (b *Broker) Metrics() MetricsSnapshot {
 		Reads: m.Reads.Load(), ReadErrors: m.ReadErrors.Load(), FramesSent: m.FramesSent.Load(),
 		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups, QueueDepth: depth,
 		AccessChanges: m.AccessChanges.Load(), Regrouped: m.Regrouped.Load(), HistoryGaps: m.HistoryGaps.Load(),
-		ApartReads: m.ApartReads.Load(),
+		ApartReads: m.ApartReads.Load(), HeldBytes: b.held.used.Load(),
 	}
 }

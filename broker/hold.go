@@ -17,6 +17,7 @@ type holdQueue struct {
 	frames      []heldFrame
 	bytes       int
 	max         int
+	budget      *heldBudget
 	missed      int
 	firstMissed string
 }
@@ -30,10 +31,32 @@ type heldFrame struct {
 	keys   []string
 }
 
-// start holds frames from now on, up to max bytes.
-func (h *holdQueue) start(max int) {
+// heldBudget is the bound on the bytes held by all hold queues together.
+type heldBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take reserves n bytes, or reports that they do not fit.
+func (b *heldBudget) take(n int) bool {
+	if b.used.Add(int64(n)) > b.max {
+		b.used.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (b *heldBudget) give(n int) { b.used.Add(-int64(n)) }
+
+// Held is the number of bytes of live frames held back now, across every
+// subscription being set up.
+func (b *Broker) Held() int64 { return b.held.used.Load() }
+
+// start holds frames from now on, up to max bytes of its own and within
+// budget.
+func (h *holdQueue) start(max int, budget *heldBudget) {
 	h.mu.Lock()
-	h.max = max
+	h.max, h.budget = max, budget
 	h.mu.Unlock()
 	h.on.Store(true)
 }
@@ -55,7 +78,7 @@ func (s *Subscription) deliver(frame []byte, eventID *string, action Action, key
 	if h.on.Load() {
 		h.mu.Lock()
 		if h.on.Load() {
-			if h.bytes+len(frame) <= h.max {
+			if h.bytes+len(frame) <= h.max && h.budget.take(len(frame)) {
 				h.frames = append(h.frames, heldFrame{frame: frame, action: action, keys: keys})
 				h.bytes += len(frame)
 			} else {
@@ -95,6 +118,7 @@ func (s *Subscription) release(snapshot *initKeys) {
 		s.Sink.Send(s.Encoder.Notice(s, Notice{Code: "EVENTS_MISSED", EventID: h.firstMissed, Count: h.missed,
 			Message: "events arriving while the subscription was being set up exceeded the send queue; resume from event_id"}))
 	}
+	h.budget.give(h.bytes)
 	h.frames, h.bytes, h.missed, h.firstMissed = nil, 0, 0, ""
 	h.on.Store(false)
 }
@@ -102,6 +126,9 @@ func (s *Subscription) release(snapshot *initKeys) {
 // discard drops what is held (the subscription failed to attach).
 func (h *holdQueue) discard() {
 	h.mu.Lock()
+	if h.budget != nil {
+		h.budget.give(h.bytes)
+	}
 	h.frames, h.bytes, h.missed, h.firstMissed = nil, 0, 0, ""
 	h.on.Store(false)
 	h.mu.Unlock()

@@ -29,4 +29,6 @@ type MetricsSnapshot struct {
 	Subscriptions, Groups                                                          int
 	// QueueDepth is the number of events waiting for the dispatch workers.
 	QueueDepth int
+	// HeldBytes are the live frames held back while subscriptions are set up.
+	HeldBytes int64
 }

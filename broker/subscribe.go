@@ -36,7 +36,7 @@ type Snapshot struct {
 // detached again and nothing was sent: the client was never told it is
 // subscribed.
 func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOptions) error {
-	s.held.start(b.opts.MaxHeldBytes)
+	s.held.start(b.opts.MaxHeldBytes, &b.held)
 	var boundary string
 	err := b.onWorker(ctx, s.Collection, func(sh *shard) {
 		// Events up to what this worker dispatched, or up to the bus's

@@ -117,6 +117,48 @@ func TestHeldFramesBoundedInBytes(t *testing.T) {
 	}
 }
 
+// The frames held back are bounded for the whole process too (issue 19.6):
+// a second subscription being set up while the first holds most of the
+// budget has its live frames reported missed, however small its own bound,
+// and the budget is whole again once both are set up.
+func TestHeldFramesBoundedAcrossSubscriptions(t *testing.T) {
+	r := newRig(t, Options{MaxHeldBytes: 1000, HeldBytes: 100})
+	r.reader.set("1", `{"id":1,"pad":"`+strings.Repeat("x", 30)+`"}`)
+	first, second := newRecSink(), newRecSink()
+	s1 := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, first, textEncoder{})
+	s2 := NewSubscription("c", Credentials{Token: "a"}, nil, 0, nil, second, textEncoder{})
+	var ev1, ev2 []Event
+	snapshot2 := func(context.Context) (Snapshot, error) {
+		ev2 = r.publish(t, update("1"))
+		r.drain(t)
+		return Snapshot{Data: json.RawMessage(`[]`)}, nil
+	}
+	snapshot1 := func(ctx context.Context) (Snapshot, error) {
+		ev1 = r.publish(t, update("1")) // s1 holds ~60 of the 100 bytes
+		r.drain(t)
+		if held := r.b.Held(); held <= 0 || held > 100 {
+			t.Errorf("held %d bytes, want 1..100", held)
+		}
+		if err := r.b.Subscribe(ctx, s2, AttachOptions{Snapshot: snapshot2}); err != nil {
+			return Snapshot{}, err
+		}
+		return Snapshot{Data: json.RawMessage(`[]`)}, nil
+	}
+	if err := r.b.Subscribe(context.Background(), s1, AttachOptions{Snapshot: snapshot1}); err != nil {
+		t.Fatal(err)
+	}
+	missed := "notice:EVENTS_MISSED:" + ev2[0].ID + ":1"
+	if got := second.got(); len(got) != 3 || got[2] != missed {
+		t.Fatalf("second subscription got %v, want ack, init, %s", got, missed)
+	}
+	if got := first.got(); len(got) != 4 || !strings.HasPrefix(got[2], "update:1:") || got[3] != missed {
+		t.Fatalf("first subscription got %v, want ack, init, the update of %s, %s", got, ev1[0].ID, missed)
+	}
+	if held := r.b.Held(); held != 0 {
+		t.Fatalf("%d bytes still counted as held after both were set up", held)
+	}
+}
+
 // A replay reads with the subscriber's own token and follows the live
 // group's delete rule: a delete the live subscription would withhold (its
 // group's latest read showed the key hidden) is withheld in a resume too.

@@ -92,12 +92,16 @@ type Config struct {
 	SendBuffer              int     `mapstructure:"send_buffer"`
 	// SendQueueBytes bounds the frames waiting beyond melody's queue of
 	// SendBuffer frames; past it the client is a slow consumer.
-	SendQueueBytes int           `mapstructure:"send_queue_bytes"`
-	PingPeriod     time.Duration `mapstructure:"ping_period"`
-	PongWait       time.Duration `mapstructure:"pong_wait"`
-	WriteWait      time.Duration `mapstructure:"write_wait"`
-	AuthGrace      time.Duration `mapstructure:"auth_grace"`
-	TokenCacheTTL  time.Duration `mapstructure:"token_cache_ttl"`
+	SendQueueBytes int `mapstructure:"send_queue_bytes"`
+	// HeldBytes bounds the live frames held back across every subscription
+	// being set up (each also within SendQueueBytes): a reconnect storm of
+	// slow snapshots cannot hold unbounded memory.
+	HeldBytes     int           `mapstructure:"held_bytes"`
+	PingPeriod    time.Duration `mapstructure:"ping_period"`
+	PongWait      time.Duration `mapstructure:"pong_wait"`
+	WriteWait     time.Duration `mapstructure:"write_wait"`
+	AuthGrace     time.Duration `mapstructure:"auth_grace"`
+	TokenCacheTTL time.Duration `mapstructure:"token_cache_ttl"`
 	// InvalidTokenTTL is how long a token Directus refused is refused again
 	// without asking (0 = always ask).
 	InvalidTokenTTL time.Duration `mapstructure:"invalid_token_ttl"`
@@ -172,6 +176,7 @@ func Default() Config {
 		MaxInFlight:             16,
 		SendBuffer:              16,
 		SendQueueBytes:          1 << 20,
+		HeldBytes:               256 << 20,
 		PingPeriod:              25 * time.Second,
 		PongWait:                60 * time.Second,
 		WriteWait:               10 * time.Second,
@@ -235,6 +240,7 @@ func (c Config) Validate() error {
 		{"webhook_max_body", c.WebhookMaxBody}, {"max_connections", int64(c.MaxConnections)}, {"max_subscriptions", int64(c.MaxSubscriptions)},
 		{"max_frame_size", c.MaxFrameSize}, {"rate_burst", int64(c.RateBurst)},
 		{"max_in_flight", int64(c.MaxInFlight)}, {"send_buffer", int64(c.SendBuffer)}, {"send_queue_bytes", int64(c.SendQueueBytes)},
+		{"held_bytes", int64(c.HeldBytes)},
 		{"read_concurrency", int64(c.ReadConcurrency)}, {"history_size", int64(c.HistorySize)},
 		{"directus_concurrency", int64(c.DirectusConcurrency)},
 	}

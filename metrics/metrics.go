@@ -96,6 +96,7 @@ var (
 	descGroups        = prometheus.NewDesc("broker_groups", "Read groups: distinct (access class, collection, query); one Directus read per group and event.", nil, nil)
 	descQueue         = prometheus.NewDesc("broker_dispatch_queue_depth", "Events received and waiting for the dispatch workers.", nil, nil)
 	descLag           = prometheus.NewDesc("broker_dispatch_lag_seconds", "Age of the oldest event received and not yet dispatched (0: none waits): how far behind the broker is.", nil, nil)
+	descHeldBytes     = prometheus.NewDesc("broker_held_bytes", "Bytes of live frames held back while subscriptions are set up (ack, replay, snapshot first); bounded by held_bytes.", nil, nil)
 	descSendBytes     = prometheus.NewDesc("broker_send_queue_bytes", "Bytes of frames waiting to be written to clients.", nil, nil)
 	descPublished     = prometheus.NewDesc("broker_events_published_total", "Events accepted by the webhook and published to the bus.", nil, nil)
 	descDispatched    = prometheus.NewDesc("broker_events_dispatched_total", "Events dispatched to subscribers by this instance.", nil, nil)
@@ -117,7 +118,7 @@ var (
 )
 
 func (s *snapshots) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descGroups, descQueue, descLag, descSendBytes,
+	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descGroups, descQueue, descLag, descSendBytes, descHeldBytes,
 		descPublished, descDispatched, descReads, descReadErrors, descFrames, descMissed, descGaps, descAccess, descRegrouped,
 		descEvicted, descEvictions, descWebhook, descPanics, descFailures, descWaiting, descPerUser, descApart} {
 		ch <- d
@@ -136,6 +137,7 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 		gauge(descSubscriptions, float64(b.Subscriptions))
 		gauge(descGroups, float64(b.Groups))
 		gauge(descQueue, float64(b.QueueDepth))
+		gauge(descHeldBytes, float64(b.HeldBytes))
 		counter(descPublished, float64(b.EventsPublished))
 		counter(descDispatched, float64(b.EventsDispatched))
 		counter(descReads, float64(b.Reads))

@@ -50,7 +50,7 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	classes := directus.NewClasses(client, cfg.DirectusServiceToken, auth, log)
 	b := broker.New(bus, reader, broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
-		MaxHeldBytes: cfg.SendQueueBytes, Classifier: classes, Access: classes, AccessRefresh: cfg.AccessRefresh,
+		MaxHeldBytes: cfg.SendQueueBytes, HeldBytes: cfg.HeldBytes, Classifier: classes, Access: classes, AccessRefresh: cfg.AccessRefresh,
 		Observer: m,
 	}, log)
 	quota := session.Quota{
