@@ -56,15 +56,25 @@ func reckonAll(subs []*subscriber, pub *publisher) account {
 // mustAccount reports the accounting of scenario: nothing lost, nothing
 // twice; on a loss the brokers' logs are shown.
 func (c *chaos) mustAccount(scenario string, a account, brokers ...*brokerProc) {
-	c.log("%s: %s", scenario, a)
+	c.mustAccountOf(scenario, "", a, brokers...)
+}
+
+// mustAccountOf is mustAccount for one part of a scenario with several:
+// its checks are named after part.
+func (c *chaos) mustAccountOf(scenario, part string, a account, brokers ...*brokerProc) {
+	label := scenario
+	if part != "" {
+		label, part = scenario+" ("+part+")", part+": "
+	}
+	c.log("%s: %s", label, a)
 	if a.lost > 0 || a.dups > 0 {
 		for _, b := range brokers {
 			l := b.log.String()
 			c.log("broker log (end):\n%s", l[max(0, len(l)-4000):])
 		}
 	}
-	c.rep.must(scenario, "every acknowledged event delivered or reported", a.String(), a.lost == 0 && a.acked > 0)
-	c.rep.must(scenario, "no event delivered twice", fmt.Sprint(a.dups), a.dups == 0)
+	c.rep.must(scenario, part+"every acknowledged event delivered or reported", a.String(), a.lost == 0 && a.acked > 0)
+	c.rep.must(scenario, part+"no event delivered twice", fmt.Sprint(a.dups), a.dups == 0)
 }
 
 // wait pauses for d unless ctx ends first.
@@ -75,6 +85,21 @@ func wait(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
+}
+
+// until polls cond until it holds; an error when limit passes or ctx ends
+// first.
+func until(ctx context.Context, limit time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s", limit)
+		}
+		if err := wait(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // flush posts one more event to collection and waits until it reached

@@ -10,16 +10,30 @@ import (
 	"time"
 )
 
-// slowDirectus is a reverse proxy to the real Directus that delays item
-// reads by a settable time: a Directus too slow for the event rate, which
-// the real one cannot be made on demand.
+// slowDirectus is a reverse proxy to the real Directus that delays the
+// requests slow picks by a settable time: a Directus too slow for the
+// event rate, or a reread that takes long, which the real one cannot be
+// made on demand.
 type slowDirectus struct {
 	URL   string
 	srv   *http.Server
 	delay atomic.Int64 // nanoseconds
+	// held counts the requests delayed so far.
+	held atomic.Int64
 }
 
-func newSlowDirectus(target string) (*slowDirectus, error) {
+// itemReads picks the broker's reads of items.
+func itemReads(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/items/")
+}
+
+// madeWith picks the requests made with token (the service token's: the
+// rereads of the permission model).
+func madeWith(token string) func(*http.Request) bool {
+	return func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token }
+}
+
+func newSlowDirectus(target string, slow func(*http.Request) bool) (*slowDirectus, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, err
@@ -31,7 +45,8 @@ func newSlowDirectus(target string) (*slowDirectus, error) {
 	p := &slowDirectus{URL: "http://" + ln.Addr().String()}
 	proxy := httputil.NewSingleHostReverseProxy(u)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d := time.Duration(p.delay.Load()); d > 0 && r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/items/") {
+		if d := time.Duration(p.delay.Load()); d > 0 && slow(r) {
+			p.held.Add(1)
 			select {
 			case <-time.After(d):
 			case <-r.Context().Done():

@@ -51,6 +51,12 @@ var errRefused = errors.New("connection refused")
 // event id when acknowledged.
 func (p *publisher) post(ctx context.Context, collection string, key int) (string, error) {
 	body := fmt.Sprintf(`{"event":"%s.items.update","payload":{"title":"t %d"},"keys":["%d"],"collection":"%s"}`, collection, key, key, collection)
+	return p.postBody(ctx, collection, body)
+}
+
+// postBody sends one event of collection as body (what a Flow posts); it
+// returns the event id when acknowledged.
+func (p *publisher) postBody(ctx context.Context, collection, body string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, strings.NewReader(body))
 	if err != nil {
 		return "", err

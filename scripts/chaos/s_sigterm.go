@@ -19,7 +19,7 @@ func (c *chaos) sigtermBacklog(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	slow, err := newSlowDirectus(c.dx.URL)
+	slow, err := newSlowDirectus(c.dx.URL, itemReads)
 	if err != nil {
 		return err
 	}

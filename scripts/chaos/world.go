@@ -14,6 +14,7 @@ import (
 type world struct {
 	users []string // static tokens
 	keys  map[string][]int
+	role  string // the users' role
 }
 
 // newWorld creates the collection coll with items items, a role that may
@@ -43,6 +44,7 @@ func newWorld(ctx context.Context, dx *directustest.Instance, name, coll string,
 	if err != nil {
 		return nil, err
 	}
+	w.role = role
 	var people []map[string]any
 	for i := range users {
 		token := fmt.Sprintf("chaos-%s-%d", name, i)
