@@ -70,29 +70,78 @@ func (b *Broker) isAccessEvent(e Event) bool {
 	return b.opts.Access != nil && b.opts.Access.IsAccessEvent(e)
 }
 
-// barrier holds every shard at one point of its queue: the place of an
-// access event among the events, or a refresh.
+// barrier holds shards at one point of their queues: the place of an access
+// event among the events (in the shards holding subscriptions it may
+// concern), or a refresh (in every shard).
 type barrier struct {
-	event   *Event // nil for a refresh
-	parked  sync.WaitGroup
+	event *Event // nil for a refresh
+	// at has a channel per shard the barrier holds (nil for the others),
+	// closed once that shard parked.
+	at      []chan struct{}
+	doubt   *doubt // nil for a refresh
 	release chan struct{}
 	done    <-chan struct{}
 }
 
-func (b *Broker) newBarrier(e Event) *barrier {
-	b.doubts.add(e) // until applied, the groups it concerns read apart
-	bar := &barrier{event: &e, release: make(chan struct{}), done: b.done}
-	bar.parked.Add(len(b.shards))
+func (b *Broker) newBarrier(e *Event, shards []bool) *barrier {
+	bar := &barrier{event: e, at: make([]chan struct{}, len(b.shards)), release: make(chan struct{}), done: b.done}
+	for i, held := range shards {
+		if held {
+			bar.at[i] = make(chan struct{})
+		}
+	}
 	return bar
 }
 
-// park runs on a shard worker: it stops the shard until release.
-func (bar *barrier) park() {
-	bar.parked.Done()
-	select {
-	case <-bar.release:
-	case <-bar.done:
+// park returns the task that stops shard i at the barrier until release.
+func (bar *barrier) park(i int) func() {
+	return func() {
+		close(bar.at[i])
+		select {
+		case <-bar.release:
+		case <-bar.done:
+		}
 	}
+}
+
+// push queues the barrier into the shards it holds.
+func (bar *barrier) push(shards []*shard) {
+	for i, sh := range shards {
+		if bar.at[i] != nil {
+			sh.queue.pushControl(sh.quiesced(bar.park(i)))
+		}
+	}
+}
+
+// parkedAll waits until every shard held by the first barrier of batch
+// holding it has parked there (false: closed meanwhile). A shard held by
+// several stops at the first; the others are behind it in its queue.
+func parkedAll(batch []*barrier, shards int, done <-chan struct{}) bool {
+	for i := range shards {
+		for _, bar := range batch {
+			if bar.at[i] == nil {
+				continue
+			}
+			select {
+			case <-bar.at[i]:
+			case <-done:
+				return false
+			}
+			break
+		}
+	}
+	return true
+}
+
+// held are the shards any barrier of batch holds.
+func held(batch []*barrier, shards int) []bool {
+	out := make([]bool, shards)
+	for _, bar := range batch {
+		for i, c := range bar.at {
+			out[i] = out[i] || c != nil
+		}
+	}
+	return out
 }
 
 // accessWorker applies access changes one after another, in the order of
@@ -161,9 +210,16 @@ func (w *accessWorker) apply(batch []*barrier) {
 	if err != nil {
 		b.log.Warn().Err(err).Int("events", len(events)).Msg("access change: reread failed; subscribers who cannot be proven alike read apart until it succeeds")
 	}
-	batch[0].parked.Wait()
-	b.regroup(refused)
-	b.doubts.remove(len(events))
+	if !parkedAll(batch, len(b.shards), b.done) {
+		return
+	}
+	// Only the held shards' collections: the others' owners run on, and
+	// hold no subscription the changes concern (an attach there waits for
+	// the changes: see doubts.wait).
+	b.regroup(refused, held(batch, len(b.shards)))
+	for _, bar := range batch {
+		b.doubts.remove(bar.doubt)
+	}
 	b.metrics.AccessChanges.Add(int64(len(events)))
 	for _, bar := range batch {
 		close(bar.release)
@@ -182,19 +238,16 @@ func (w *accessWorker) refresh() {
 	if err != nil {
 		b.log.Warn().Err(err).Msg("access refresh failed")
 	}
-	bar := &barrier{release: make(chan struct{}), done: b.done}
-	bar.parked.Add(len(b.shards))
-	for _, sh := range b.shards {
-		sh.queue.pushControl(sh.quiesced(bar.park))
+	all := make([]bool, len(b.shards))
+	for i := range all {
+		all[i] = true
 	}
-	parked := make(chan struct{})
-	go func() { bar.parked.Wait(); close(parked) }()
-	select {
-	case <-parked:
-	case <-b.done:
+	bar := b.newBarrier(nil, all)
+	bar.push(b.shards)
+	if !parkedAll([]*barrier{bar}, len(b.shards), b.done) {
 		return
 	}
-	b.regroup(nil)
+	b.regroup(nil, all)
 	close(bar.release)
 }
 
@@ -221,10 +274,11 @@ func (b *Broker) liveCredentials() []Credentials {
 	return out
 }
 
-// regroup moves every subscription to the group of its class now, and
-// suspends those holding a refused token. Every shard is held meanwhile.
-func (b *Broker) regroup(refused []string) {
-	moved := b.index.regroup(b.classOf)
+// regroup moves every subscription of the collections of the held shards to
+// the group of its class now, and suspends those holding a refused token.
+// The held shards are parked meanwhile.
+func (b *Broker) regroup(refused []string, shards []bool) {
+	moved := b.index.regroup(b.classOf, func(collection string) bool { return shards[b.shardIndex(collection)] })
 	b.metrics.Regrouped.Add(int64(moved))
 	if len(refused) == 0 {
 		return

@@ -179,13 +179,11 @@ type dispatcher struct{ b *Broker }
 // every shard instead (see accessChanged).
 func (d dispatcher) Dispatch(e Event) {
 	if d.b.isAccessEvent(e) {
-		if d.b.quietAccess(e) {
-			return
+		bar := d.b.accessBarrier(e)
+		if bar == nil {
+			return // applied quietly
 		}
-		bar := d.b.newBarrier(e)
-		for _, sh := range d.b.shards {
-			sh.queue.pushControl(sh.quiesced(bar.park))
-		}
+		bar.push(d.b.shards)
 		d.b.access.enqueue(bar)
 		return
 	}
@@ -198,13 +196,15 @@ func (d dispatcher) TryDispatch(events []Event) error {
 	var bars []*barrier
 	for _, e := range events {
 		if d.b.isAccessEvent(e) {
-			if d.b.quietAccess(e) {
-				continue
+			bar := d.b.accessBarrier(e)
+			if bar == nil {
+				continue // applied quietly
 			}
-			bar := d.b.newBarrier(e)
 			bars = append(bars, bar)
 			for i, sh := range d.b.shards {
-				per[i] = append(per[i], task{fn: sh.quiesced(bar.park)})
+				if bar.at[i] != nil {
+					per[i] = append(per[i], task{fn: sh.quiesced(bar.park(i))})
+				}
 			}
 			continue
 		}
@@ -212,6 +212,10 @@ func (d dispatcher) TryDispatch(events []Event) error {
 		per[i] = append(per[i], task{event: e})
 	}
 	if err := tryPushAll(d.b.shards, per); err != nil {
+		// Nothing was queued: the changes are not pending either.
+		for _, bar := range bars {
+			d.b.doubts.remove(bar.doubt)
+		}
 		return err
 	}
 	for _, bar := range bars {
@@ -261,22 +265,26 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 // so no event reaches s twice or not at all.
 func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 	rebind := func(*shard) {
-		class := b.opts.Classifier.Class(cred, s.Collection, s.Query)
-		// Both groups' pipelines deliver what came before first: s gets
-		// those from its old group, and none of them again from the new.
-		// The new credentials take effect only then: until its pipeline is
-		// idle the old group may still pick s's token to read for all its
-		// members, and it must be the token of the old class.
-		if old := b.index.groupOf(s); old != nil && old.class != class {
-			old.pipe.waitIdle()
-			if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
-				g.pipe.waitIdle()
+		var class string
+		b.settled(cred, b.shardIndex(s.Collection), func() {
+			class = b.opts.Classifier.Class(cred, s.Collection, s.Query)
+			// Both groups' pipelines deliver what came before first: s
+			// gets those from its old group, and none of them again from
+			// the new. The new credentials take effect only then: until
+			// its pipeline is idle the old group may still pick s's token
+			// to read for all its members, and it must be the old class's.
+			if old := b.index.groupOf(s); old != nil && old.class != class {
+				old.pipe.waitIdle()
+				if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
+					g.pipe.waitIdle()
+				}
 			}
-		}
-		s.cred.Store(&cred)
-		b.index.move(s, class)
-		s.suspended.Store(false)
-		s.missing.Store(false)
+		}, func() {
+			s.cred.Store(&cred)
+			b.index.move(s, class)
+			s.suspended.Store(false)
+			s.missing.Store(false)
+		})
 	}
 	if b.onWorker(context.Background(), s.Collection, rebind) != nil {
 		rebind(nil) // closed: nothing is dispatched any more

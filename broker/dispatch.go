@@ -85,7 +85,7 @@ func oldestReceived(events []Event) time.Time {
 // order, to g's subscriptions as g may see it. It returns the read's error
 // (after telling g's subscribers what they missed).
 func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
-	if pending := b.doubts.pending(); pending != nil {
+	if pending := b.doubts.events(); pending != nil {
 		if parts := b.apart(g, pending); parts != nil {
 			return b.deliverApart(ctx, g, events, parts)
 		}

@@ -155,13 +155,16 @@ func (ix *index) each(fn func(s *Subscription)) {
 	}
 }
 
-// regroup moves every attached subscription to the group of class(s) and
-// returns how many moved.
-func (ix *index) regroup(class func(*Subscription) string) int {
+// regroup moves every attached subscription of the collections only
+// accepts to the group of class(s) and returns how many moved.
+func (ix *index) regroup(class func(*Subscription) string, only func(collection string) bool) int {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	var subs []*Subscription
-	for _, groups := range ix.collections {
+	for coll, groups := range ix.collections {
+		if !only(coll) {
+			continue
+		}
 		for _, g := range groups {
 			subs = append(subs, g.members()...)
 		}
