@@ -4,7 +4,7 @@
 // subscriber: delivered, reported missed (EVENTS_MISSED by id or by
 // count), or lost.
 //
-//	go run ./scripts/chaos            every scenario, full sizes (make chaos, about 5 minutes)
+//	go run ./scripts/chaos            every scenario, full sizes (make chaos, about 6 minutes)
 //	go run ./scripts/chaos -quick     small sizes (make test, about 1 minute)
 //	go run ./scripts/chaos -scenarios directus,sigterm
 //
