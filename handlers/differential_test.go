@@ -21,11 +21,14 @@ import (
 // (issue 18.4): seeded random permission models on the real Directus
 // 11.17.4 — roles with parents, policies on roles, on users and on both,
 // app access, field lists, rules with $CURRENT_USER, $CURRENT_USER.id,
-// $CURRENT_ROLE, $CURRENT_ROLES and _and/_or, on a schema with a
-// many-to-one and a one-to-many into owner-rule collections — × random subscription queries (relational
-// paths, wildcards, counts, aliases, filters through relations, sorts,
-// deep) × several users, with creates, updates, deletes, role moves and
-// rule edits interleaved, then an init snapshot of every (user, query).
+// $CURRENT_USER.title, $CURRENT_ROLE, $CURRENT_ROLES, $CURRENT_POLICIES
+// and _and/_or, on a schema with a many-to-one, a one-to-many, a
+// many-to-many and a many-to-any into owner-rule collections — × random
+// subscription queries (relational paths, wildcards, counts, aliases,
+// filters through relations, sorts, deep) × several users, with creates,
+// updates, deletes, role moves, rule edits, changes of the user field a
+// rule reads and token renewals (auth) interleaved, then a resume (since)
+// and an init snapshot of every (user, query).
 // Every frame each subscriber receives is compared with that user's own
 // REST read with the same query at that moment; nothing may arrive where
 // that read returns nothing. The broker reads the
@@ -49,11 +52,11 @@ func TestDifferentialClasses(t *testing.T) {
 		seed := seed0 + int64(i)
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) { runDiffCase(t, cfg.DirectusServiceToken, seed, stats) })
 	}
-	t.Logf("differential: %d models, %d subscriptions, %d events, %d frames compared, %d absences proven",
-		stats.models, stats.subs, stats.events, stats.frames, stats.absent)
+	t.Logf("differential: %d models, %d subscriptions, %d events, %d frames compared, %d absences proven, %d resumes",
+		stats.models, stats.subs, stats.events, stats.frames, stats.absent, stats.resumes)
 }
 
-type diffStats struct{ models, subs, events, frames, absent int }
+type diffStats struct{ models, subs, events, frames, absent, resumes int }
 
 // Rules a generated read permission may have (per collection kind).
 var diffItemRules = []map[string]any{
@@ -66,6 +69,9 @@ var diffItemRules = []map[string]any{
 	{"role": map[string]any{"_eq": "$CURRENT_ROLE"}},
 	{"role": map[string]any{"_in": "$CURRENT_ROLES"}},
 	{"owner": map[string]any{"_eq": "$CURRENT_USER.id"}},
+	{"level": map[string]any{"_eq": "$CURRENT_USER.title"}},
+	{"policy": map[string]any{"_in": "$CURRENT_POLICIES"}},
+	{"_or": []any{map[string]any{"level": map[string]any{"_eq": "$CURRENT_USER.title"}}, map[string]any{"status": map[string]any{"_eq": "published"}}}},
 }
 
 var diffRelRules = []map[string]any{
@@ -90,6 +96,20 @@ var diffQueries = []map[string]any{
 	{"fields": []any{"*.*"}},
 	{"fields": []any{"id", "title"}, "sort": []any{"-ref.title"}},
 	{"fields": []any{"id", "tasks.title"}, "deep": map[string]any{"tasks": map[string]any{"_filter": map[string]any{"title": map[string]any{"_contains": "A"}}}}},
+	{"fields": []any{"id", "tags.tag_id.title"}},
+	{"fields": []any{"id", "tags"}},
+	{"fields": []any{"id"}, "filter": map[string]any{"tags": map[string]any{"_some": map[string]any{"tag_id": map[string]any{"title": map[string]any{"_contains": "A"}}}}}},
+	{"fields": []any{"id", "parts.collection", "parts.item:$REFS.title"}},
+	{"fields": []any{"id", "parts.item:$TAGS.title", "parts.item:$TAGS.owner"}},
+}
+
+// diffQuery is q with $REFS and $TAGS replaced by the case's collections.
+func diffQuery(q map[string]any, refs, tags string) map[string]any {
+	raw, _ := json.Marshal(q)
+	s := strings.NewReplacer("$REFS", refs, "$TAGS", tags).Replace(string(raw))
+	var out map[string]any
+	_ = json.Unmarshal([]byte(s), &out)
+	return out
 }
 
 // diffSub is one subscriber of a case.
@@ -108,6 +128,7 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 	admin(t, http.MethodPost, "/fields/"+items, map[string]any{"field": "level", "type": "string"})
 	admin(t, http.MethodPost, "/fields/"+items, map[string]any{"field": "owner", "type": "string"})
 	admin(t, http.MethodPost, "/fields/"+items, map[string]any{"field": "role", "type": "string"})
+	tags, tagJunction, partJunction := diffManyRelations(t, prefix, items, refs)
 	c, err := directus.NewClient(dx.URL, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -136,17 +157,25 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 			perms = append(perms, admin(t, http.MethodPost, "/permissions", map[string]any{"policy": policies[i], "collection": items, "action": "read",
 				"fields": diffFieldLists[pick(len(diffFieldLists))], "permissions": diffItemRules[pick(len(diffItemRules))]}))
 		}
-		for _, coll := range []string{refs, tasks} {
+		for _, coll := range []string{refs, tasks, tags} {
 			if pick(10) < 7 {
 				admin(t, http.MethodPost, "/permissions", map[string]any{"policy": policies[i], "collection": coll, "action": "read",
 					"fields": []string{"*"}, "permissions": diffRelRules[pick(len(diffRelRules))]})
 			}
 		}
+		for _, coll := range []string{tagJunction, partJunction} {
+			if pick(10) < 7 {
+				admin(t, http.MethodPost, "/permissions", map[string]any{"policy": policies[i], "collection": coll, "action": "read",
+					"fields": []string{"*"}, "permissions": map[string]any{}})
+			}
+		}
 	}
 	type user struct{ id, token string }
 	users := make([]user, 6)
+	levels := []string{"a", "b", "c"}
 	for i := range users {
 		users[i].id, users[i].token = w.user(fmt.Sprint("u", i), roles[pick(len(roles))])
+		admin(t, http.MethodPatch, "/users/"+users[i].id, map[string]any{"title": levels[pick(3)]})
 	}
 	for _, p := range policies {
 		switch pick(8) {
@@ -168,7 +197,7 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 	// one query can share a read, and sharing is what is under test.
 	queries := make([]map[string]any, 3)
 	for i := range queries {
-		queries[i] = diffQueries[pick(len(diffQueries))]
+		queries[i] = diffQuery(diffQueries[pick(len(diffQueries))], refs, tags)
 	}
 	var subs []*diffSub
 	for ui, u := range users {
@@ -186,12 +215,27 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 	var live []string
 	titles := []string{"A-one", "B-two", "C-three"}
 	step := 0
-	post := func(body string) {
+	// history is every item event posted, for the resumes.
+	type posted struct{ id, action, key string }
+	var history []posted
+	post := func(body string) string {
 		t.Helper()
-		if status, out := postWebhook(t, b, body); status != http.StatusAccepted {
+		status, out := postWebhook(t, b, body)
+		if status != http.StatusAccepted {
 			t.Fatalf("webhook: %d %s", status, out)
 		}
+		var answer struct {
+			IDs []string `json:"ids"`
+		}
+		if err := json.Unmarshal([]byte(out), &answer); err != nil || len(answer.IDs) != 1 {
+			t.Fatalf("webhook answer %s", out)
+		}
 		b.Settle(t)
+		return answer.IDs[0]
+	}
+	postItem := func(action, id, body string) {
+		t.Helper()
+		history = append(history, posted{id: post(body), action: action, key: id})
 	}
 	check := func(action, id string) {
 		t.Helper()
@@ -241,38 +285,117 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 		}
 	}
 	for range 16 {
-		switch op := pick(10); {
+		switch op := pick(12); {
 		case op < 4 || len(live) == 0: // create, with a ref and a task
 			owner := users[pick(len(users))]
 			ref := admin(t, http.MethodPost, "/items/"+refs, map[string]any{"title": titles[pick(3)], "owner": owner.id})
+			tag := admin(t, http.MethodPost, "/items/"+tags, map[string]any{"title": titles[pick(3)], "owner": users[pick(len(users))].id})
+			part := map[string]any{"collection": refs, "item": ref}
+			if pick(2) == 0 {
+				part = map[string]any{"collection": tags, "item": tag}
+			}
 			id := admin(t, http.MethodPost, "/items/"+items, map[string]any{"title": titles[pick(3)], "status": []string{"published", "draft", "review"}[pick(3)],
-				"level": []string{"a", "b", "c"}[pick(3)], "owner": users[pick(len(users))].id, "ref": ref, "role": roles[pick(len(roles))]})
+				"level": levels[pick(3)], "owner": users[pick(len(users))].id, "ref": ref, "role": roles[pick(len(roles))],
+				"policy": policies[pick(len(policies))], "tags": []any{map[string]any{"tag_id": tag}}, "parts": []any{part}})
 			admin(t, http.MethodPost, "/items/"+tasks, map[string]any{"title": titles[pick(3)], "owner": users[pick(len(users))].id, "item": id})
 			live = append(live, id)
-			post(fmt.Sprintf(`{"event":"%s.items.create","payload":{},"key":%s,"collection":"%s"}`, items, id, items))
+			postItem("create", id, fmt.Sprintf(`{"event":"%s.items.create","payload":{},"key":%s,"collection":"%s"}`, items, id, items))
 			check("create", id)
 		case op < 7: // update
 			id := live[pick(len(live))]
 			admin(t, http.MethodPatch, "/items/"+items+"/"+id, map[string]any{"status": []string{"published", "draft", "review"}[pick(3)], "owner": users[pick(len(users))].id})
-			post(fmt.Sprintf(`{"event":"%s.items.update","payload":{"status":"x"},"keys":["%s"],"collection":"%s"}`, items, id, items))
+			postItem("update", id, fmt.Sprintf(`{"event":"%s.items.update","payload":{"status":"x"},"keys":["%s"],"collection":"%s"}`, items, id, items))
 			check("update", id)
 		case op < 8: // delete
 			i := pick(len(live))
 			id := live[i]
 			live = append(live[:i], live[i+1:]...)
 			admin(t, http.MethodDelete, "/items/"+items+"/"+id, nil)
-			post(fmt.Sprintf(`{"event":"%s.items.delete","payload":["%s"],"keys":["%s"],"collection":"%s"}`, items, id, id, items))
+			postItem("delete", id, fmt.Sprintf(`{"event":"%s.items.delete","payload":["%s"],"keys":["%s"],"collection":"%s"}`, items, id, id, items))
 			check("delete", id)
 		case op < 9 && len(perms) > 0: // a rule edited
 			p := perms[pick(len(perms))]
 			admin(t, http.MethodPatch, "/permissions/"+p, map[string]any{"permissions": diffItemRules[pick(len(diffItemRules))]})
 			post(fmt.Sprintf(`{"event":"directus_permissions.items.update","payload":{},"keys":[%s],"collection":"directus_permissions"}`, p))
-		default: // a user moved to another role
+		case op < 10: // a user moved to another role
 			u := users[pick(len(users))]
 			admin(t, http.MethodPatch, "/users/"+u.id, map[string]any{"role": roles[pick(len(roles))]})
 			post(fmt.Sprintf(`{"event":"directus_users.items.update","payload":{},"keys":["%s"],"collection":"directus_users"}`, u.id))
+		case op < 11: // a field $CURRENT_USER.title rules read changed
+			u := users[pick(len(users))]
+			admin(t, http.MethodPatch, "/users/"+u.id, map[string]any{"title": levels[pick(3)]})
+			post(fmt.Sprintf(`{"event":"directus_users.items.update","payload":{"title":"x"},"keys":["%s"],"collection":"directus_users"}`, u.id))
+		default: // a user's token replaced, and every socket of theirs renewed
+			u := &users[pick(len(users))]
+			renewed := fmt.Sprintf("%s-r%d", u.token, step)
+			admin(t, http.MethodPatch, "/users/"+u.id, map[string]any{"token": renewed})
+			post(fmt.Sprintf(`{"event":"directus_users.items.update","payload":{"token":"x"},"keys":["%s"],"collection":"directus_users"}`, u.id))
+			for _, s := range subs {
+				if s.token != u.token {
+					continue
+				}
+				if f := s.c.Request(t, map[string]any{"type": "auth", "access_token": renewed, "uid": "renew"}); f["type"] != "AUTH" || f["status"] != "ok" {
+					t.Fatalf("seed %d %s: auth with its renewed token answered %v", seed, s.name, f)
+				}
+				s.token = renewed
+			}
+			u.token = renewed
 		}
 	}
+	// since: a resume from the first event replays the later ones, each
+	// exactly as the user's own REST read answers now (nothing where it
+	// answers nothing), in order, once.
+	for ui, u := range users {
+		if len(history) < 2 {
+			break
+		}
+		query := queries[ui%len(queries)]
+		c := brokertest.Dial(t, b.WSURL, u.token)
+		c.Send(t, map[string]any{"type": "subscribe", "collection": items, "uid": "r", "query": query, "since": history[0].id})
+		if f := c.Next(t); f["type"] != "SUBSCRIBED" {
+			continue
+		}
+		c.Send(t, map[string]any{"type": "ping", "uid": "replayed"})
+		next := 1
+		for {
+			f := c.Next(t)
+			if f["type"] == "PONG" {
+				break
+			}
+			for next < len(history) && history[next].id != f["id"] {
+				if e := history[next]; e.action != "delete" && m.rest(u.token, e.key, query) != nil {
+					t.Fatalf("seed %d resume u%d (query %v): event %s (%s of %s) not replayed, though the user reads the item now", seed, ui, query, e.id, e.action, e.key)
+				}
+				next++
+			}
+			if next == len(history) {
+				t.Fatalf("seed %d resume u%d: frame %v is no event after since, or out of order", seed, ui, f)
+			}
+			e := history[next]
+			next++
+			if e.action == "delete" {
+				if f["action"] != "delete" || fmt.Sprint(f["keys"]) != "["+e.key+"]" {
+					t.Fatalf("seed %d resume u%d: at the delete of %s replayed %v", seed, ui, e.key, f)
+				}
+				continue
+			}
+			want := m.rest(u.token, e.key, query)
+			data, _ := f["data"].([]any)
+			if want == nil || len(data) != 1 || !reflect.DeepEqual(data[0], want) {
+				raw, _ := json.Marshal(f)
+				exp, _ := json.Marshal(want)
+				t.Fatalf("seed %d resume u%d (query %v): replayed %s; its own REST read answers %s", seed, ui, query, raw, exp)
+			}
+			stats.frames++
+		}
+		for ; next < len(history); next++ {
+			if e := history[next]; e.action != "delete" && m.rest(u.token, e.key, query) != nil {
+				t.Fatalf("seed %d resume u%d (query %v): event %s (%s of %s) not replayed, though the user reads the item now", seed, ui, query, e.id, e.action, e.key)
+			}
+		}
+		stats.resumes++
+	}
+
 	// init: a snapshot is exactly the user's own REST list read.
 	for ui, u := range users {
 		for qi, query := range queries {
