@@ -202,9 +202,9 @@ func (w *accessWorker) apply(batch []*barrier) {
 	for i, bar := range batch {
 		events[i] = *bar.event
 	}
-	// Stop and Close cancel it (readCtx): a shutdown must not wait for a
-	// reread, and the events behind the change are then reported.
-	ctx, cancel := context.WithTimeout(b.readCtx, b.opts.AccessTimeout)
+	// EndAccessChanges, Stop and Close cancel it (accessCtx): a shutdown
+	// must not wait for a reread.
+	ctx, cancel := context.WithTimeout(b.accessCtx, b.opts.AccessTimeout)
 	refused, err := b.opts.Access.AccessChanged(ctx, events, b.liveCredentials())
 	cancel()
 	if err != nil {
@@ -230,9 +230,9 @@ func (w *accessWorker) apply(batch []*barrier) {
 // then the shards are held only for the regroup).
 func (w *accessWorker) refresh() {
 	b := w.b
-	// Stop and Close cancel it (readCtx): a shutdown must not wait for a
-	// reread, and the events behind the change are then reported.
-	ctx, cancel := context.WithTimeout(b.readCtx, b.opts.AccessTimeout)
+	// EndAccessChanges, Stop and Close cancel it (accessCtx): a shutdown
+	// must not wait for a reread.
+	ctx, cancel := context.WithTimeout(b.accessCtx, b.opts.AccessTimeout)
 	err := b.opts.Access.Refresh(ctx, b.liveCredentials())
 	cancel()
 	if err != nil {

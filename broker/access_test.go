@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // switchClasses groups by a table token → class that an access change
@@ -411,5 +412,31 @@ func TestRefusedBatchLeavesNoChangePending(t *testing.T) {
 	r.drain(t)
 	if pending := r.b.doubts.events(); len(pending) != 0 {
 		t.Fatalf("%d access changes still pending after everything queued was applied", len(pending))
+	}
+}
+
+// A shutdown ends a reread in progress (EndAccessChanges), so Drain
+// delivers the events behind its access change instead of reporting them
+// missed once the reread's own timeout or Stop ends it (chaos, access
+// scenario: 24 events were reported to 2,000 subscribers with 11 s left).
+func TestEndAccessChangesReleasesTheDrain(t *testing.T) {
+	w := &scopedWatcher{reread: make(chan struct{}), blocked: make(chan struct{})}
+	r := newRig(t, Options{Classifier: w, Access: w})
+	t.Cleanup(func() { close(w.blocked) })
+	r.reader.set("1", `{"id":1}`)
+	_, sink := r.sub(t, "a", AttachOptions{})
+	if err := r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "users", Keys: []string{"a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	<-w.reread
+	ev := r.publish(t, update("1"))
+	r.b.EndAccessChanges()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.b.Drain(ctx); err != nil {
+		t.Fatalf("drain: %v (the reread still holds the shards)", err)
+	}
+	if got := sink.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("got %v", got)
 	}
 }

@@ -111,8 +111,12 @@ type Broker struct {
 	stopping    atomic.Bool
 	readCtx     context.Context
 	cancelReads context.CancelFunc
-	skippedMu   sync.Mutex
-	skipped     []Event
+	// accessCtx bounds the model's rereads: EndAccessChanges cancels it
+	// (a shutdown), Stop and Close too (it derives from readCtx).
+	accessCtx    context.Context
+	cancelAccess context.CancelFunc
+	skippedMu    sync.Mutex
+	skipped      []Event
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -150,6 +154,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 	}
 	b.access = newAccessWorker(b)
 	b.readCtx, b.cancelReads = context.WithCancel(context.Background())
+	b.accessCtx, b.cancelAccess = context.WithCancel(b.readCtx)
 	return b
 }
 
@@ -316,6 +321,12 @@ func (b *Broker) onWorker(ctx context.Context, collection string, fn func(*shard
 		return ErrClosed
 	}
 }
+
+// EndAccessChanges cancels the model's reread in progress and every later
+// one: a shutdown delivers what was published (Drain) instead of holding
+// it behind a reread whose model it will not use. Those changes count as
+// failed rereads: what they concern is read per user (fail closed).
+func (b *Broker) EndAccessChanges() { b.cancelAccess() }
 
 // Drain waits until every event queued so far has been dispatched.
 func (b *Broker) Drain(ctx context.Context) error {

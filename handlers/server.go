@@ -195,6 +195,9 @@ func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	case <-webhooks:
 	case <-ctx.Done():
 	}
+	// A reread of the permission model would hold the events behind its
+	// access change until it ends: they are delivered now, read per user.
+	s.broker.EndAccessChanges()
 	dctx, cancel := context.WithDeadline(ctx, deadline.Add(-reserve))
 	derr := s.broker.Drain(dctx)
 	cancel()
