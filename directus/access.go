@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -33,10 +34,13 @@ type accessModel struct {
 	// ip marks the policies with ip_access: Directus applies them only to
 	// requests from the listed addresses.
 	ip map[string]bool
-	// userRule[policy][collection] is true when a read rule of the policy on
-	// the collection depends on the user ($CURRENT_USER...).
-	userRule map[string]map[string]bool
-	schema   *schemaGraph
+	// userRule[policy][collection] is how the policy's read rule on the
+	// collection depends on the user ($CURRENT_USER...), when it does.
+	userRule map[string]map[string]userDep
+	// userFields are the fields of directus_users the service user reads
+	// (the rules' $CURRENT_USER.<field> that its grant covers).
+	userFields map[string]bool
+	schema     *schemaGraph
 }
 
 // access is one user's accountability as far as reads go.
@@ -87,39 +91,50 @@ var appUserCollections = map[string]bool{
 	"directus_notifications": true, "directus_shares": true, "directus_users": true,
 }
 
-// userDependent reports whether a read of collection with q, by a holder of
-// a, can answer differently for two users with that same access: a rule on
-// a collection the read touches depends on the user.
-func (m *accessModel) userDependent(a access, collection string, q map[string]any) bool {
+// userDependence is how a read of collection with q, by a holder of a, can
+// answer differently for two users with that same access: through the
+// rules on the collections the read touches (all of them when the reach is
+// unknown).
+func (m *accessModel) userDependence(a access, collection string, q map[string]any) userDep {
 	touched, all := m.schema.reach(collection, q)
-	depends := func(c string) bool {
-		if a.app && appUserCollections[c] {
-			return true
-		}
-		for _, p := range a.policies {
-			if m.userRule[p][c] {
-				return true
+	var d userDep
+	if a.app && (all || slices.ContainsFunc(mapKeys(touched), func(c string) bool { return appUserCollections[c] })) {
+		d.identity = true // the app's minimal rules name the user
+	}
+	for _, p := range a.policies {
+		for c, dep := range m.userRule[p] {
+			if all || touched[c] {
+				d.merge(dep)
 			}
 		}
-		return false
 	}
-	if all {
-		if a.app {
-			return true
-		}
-		for _, p := range a.policies {
-			if len(m.userRule[p]) > 0 {
-				return true
-			}
-		}
-		return false
-	}
-	for c := range touched {
-		if depends(c) {
-			return true
+	return d
+}
+
+// readsUserFields reports whether the service user reads every one of
+// fields of directus_users.
+func (m *accessModel) readsUserFields(fields []string) bool {
+	for _, f := range fields {
+		if !m.userFields[f] {
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// userFieldList is userFields, sorted.
+func (m *accessModel) userFieldList() []string {
+	out := mapKeys(m.userFields)
+	slices.Sort(out)
+	return out
+}
+
+func mapKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // mentionsUser reports whether a filter (as JSON) uses the current user.
@@ -190,14 +205,26 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 			m.ip[p.ID] = true
 		}
 	}
+	users := grants["directus_users"]
 	for _, p := range perms {
-		if p.Policy == nil || !mentionsUser(p.Permissions) {
+		if p.Policy == nil {
+			continue
+		}
+		dep := userDepOf(p.Permissions)
+		if !dep.any() {
 			continue
 		}
 		if m.userRule[*p.Policy] == nil {
-			m.userRule[*p.Policy] = map[string]bool{}
+			m.userRule[*p.Policy] = map[string]userDep{}
 		}
-		m.userRule[*p.Policy][p.Collection] = true
+		prev := m.userRule[*p.Policy][p.Collection]
+		prev.merge(dep)
+		m.userRule[*p.Policy][p.Collection] = prev
+		for _, f := range dep.fields {
+			if users.covers([]string{f}) {
+				m.userFields[f] = true
+			}
+		}
 	}
 	return m, nil
 }
@@ -205,7 +232,8 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 func newAccessModel(schema *schemaGraph) *accessModel {
 	return &accessModel{
 		parent: map[string]string{}, rolePolicies: map[string][]string{}, userPolicies: map[string][]string{},
-		admin: map[string]bool{}, app: map[string]bool{}, ip: map[string]bool{}, userRule: map[string]map[string]bool{}, schema: schema,
+		admin: map[string]bool{}, app: map[string]bool{}, ip: map[string]bool{}, userRule: map[string]map[string]userDep{},
+		userFields: map[string]bool{}, schema: schema,
 	}
 }
 

@@ -142,7 +142,7 @@ func testModel() *accessModel {
 		admin:        map[string]bool{"p-admin": true},
 		app:          map[string]bool{"p-app": true},
 		ip:           map[string]bool{},
-		userRule:     map[string]map[string]bool{"p-own": {"articles": true}},
+		userRule:     map[string]map[string]userDep{"p-own": {"articles": {identity: true}}},
 		schema:       testSchema(),
 	}
 }
@@ -220,5 +220,56 @@ func TestClassFallbackPerUser(t *testing.T) {
 	}
 	if strings.Contains(a1, "t1") {
 		t.Fatalf("a class key must not carry the token: %q", a1)
+	}
+}
+
+// A rule naming only fields of the user ($CURRENT_USER.team) shares by the
+// fields' values (issue 21.1): users of one team share, of two teams not;
+// a value not read (the user not loaded, the field not granted to the
+// service user, a list as an alias field reads) is a class per user.
+func TestClassKeysByUserFieldValues(t *testing.T) {
+	m := testModel()
+	m.rolePolicies["teams"] = []string{"p-team"}
+	m.userRule["p-team"] = map[string]userDep{"articles": {fields: []string{"team"}}}
+	m.userFields = map[string]bool{"team": true}
+	c := NewClasses(nil, "service", nil, zerolog.Nop())
+	c.model.Store(m)
+	c.users.setFields([]string{"team"})
+	for u, team := range map[string]string{"x1": `"x"`, "x2": `"x"`, "y1": `"y"`, "n1": `null`, "n2": `null`, "l1": `[1,2]`, "l2": `[1,2]`} {
+		c.users.storeLocked(u, userRecord{"id": json.RawMessage(`"` + u + `"`), "role": json.RawMessage(`"teams"`), "team": json.RawMessage(team)})
+	}
+	role := "teams"
+	c.users.roles["unread"] = &role // the role known, the value not
+	static := func(user string) broker.Credentials { return cred("tok-"+user, Identity{UserID: user}) }
+	cases := []struct {
+		name  string
+		a, b  string
+		query string
+		share bool
+	}{
+		{"one team", "x1", "x2", ``, true},
+		{"two teams", "x1", "y1", ``, false},
+		{"no team, both", "n1", "n2", ``, true},
+		{"no team and a team", "n1", "x1", ``, false},
+		{"a list value", "l1", "l2", ``, false},
+		{"a value not read", "unread", "x1", ``, false},
+		{"a filter of its own does not lift the rule", "x1", "y1", `{"fields":["id"],"filter":{"id":{"_eq":1}}}`, false},
+	}
+	for _, tc := range cases {
+		ka := c.Class(static(tc.a), "articles", q(tc.query))
+		kb := c.Class(static(tc.b), "articles", q(tc.query))
+		if (ka == kb) != tc.share {
+			t.Errorf("%s: classes %q and %q, want shared=%v", tc.name, ka, kb, tc.share)
+		}
+	}
+	if c.Class(static("x1"), "comments", nil) != c.Class(static("y1"), "comments", nil) {
+		t.Error("a collection without the rule: the values must not split the class")
+	}
+	// The field not granted to the service user: per user.
+	m2 := *m
+	m2.userFields = map[string]bool{}
+	c.model.Store(&m2)
+	if c.Class(static("x1"), "articles", nil) == c.Class(static("x2"), "articles", nil) {
+		t.Error("shared by a field the service user cannot read")
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -85,6 +84,7 @@ func (c *Classes) Load(ctx context.Context) error {
 		return err
 	}
 	c.model.Store(m)
+	c.users.setFields(m.userFieldList())
 	// Every user's role at once, while there are not too many: a reconnect
 	// storm then costs no lookups (users created since are read on demand).
 	err = c.users.preload(ctx)
@@ -173,8 +173,16 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 	if byQuery {
 		// The query itself names the user (or role, or policies).
 		key += fmt.Sprintf("|u:%s|r:%s|p:%s", id.UserID, role, strings.Join(a.policies, ","))
-	} else if !a.admin && m.userDependent(a, collection, q) {
+	} else if dep := m.userDependence(a, collection, q); !a.admin && dep.identity {
 		key += "|u:" + id.UserID
+	} else if !a.admin && len(dep.fields) > 0 {
+		// The rules name only fields of the user: equal values, equal
+		// answers (Directus substitutes the values before it reads).
+		vals, ok := c.users.valuesOf(id.UserID, dep.fields)
+		if !ok || !m.readsUserFields(dep.fields) {
+			return c.perUser(reasonUserField, fallback, cred)
+		}
+		key += "|uf:" + vals
 	}
 	if a.ip {
 		// Whether a policy with ip_access applies depends on where the read
@@ -200,6 +208,7 @@ const (
 	reasonRoleClaim   = "role_claim"        // the token's role claim is not the user's role now
 	reasonIPAccess    = "ip_access"         // a policy that can apply has ip_access
 	reasonVersion     = "version"           // the query reads a content version
+	reasonUserField   = "user_field"        // a rule names a field of the user the service user cannot read, or that is not plain
 )
 
 // perUser returns key, a class of the user's (or token's) own, and counts
@@ -376,198 +385,4 @@ func (c *Classes) revalidate(ctx context.Context, live []broker.Credentials, mat
 		}
 	}
 	return refused
-}
-
-// roleLoader knows the current role of users, read with the service token.
-// Lookups of many subscribers at once (a reconnect storm) share requests:
-// one is in flight at a time, and the users asked for meanwhile are read
-// together by the next (up to batchKeys per request).
-type roleLoader struct {
-	client *Client
-	token  string
-
-	mu       sync.Mutex
-	roles    map[string]*string // user → role (nil pointer: no role)
-	waiting  map[string][]chan error
-	inflight bool
-}
-
-// maxPreload bounds the users whose roles Load reads at once.
-const maxPreload = 100000
-
-// preload reads the roles of all users, unless there are more than
-// maxPreload (they are then read on demand).
-func (l *roleLoader) preload(ctx context.Context) error {
-	type user struct {
-		ID   string  `json:"id"`
-		Role *string `json:"role"`
-	}
-	// The count first: past maxPreload, roles are read on demand.
-	raw, err := l.client.DoRaw(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token, Kind: "model",
-		Query: map[string][]string{"fields": {"id"}, "limit": {"0"}, "meta": {"filter_count"}}})
-	if err != nil {
-		return err
-	}
-	var count struct {
-		Meta struct {
-			FilterCount int `json:"filter_count"`
-		} `json:"meta"`
-	}
-	if err := json.Unmarshal(raw, &count); err != nil {
-		return err
-	}
-	if count.Meta.FilterCount > maxPreload {
-		return fmt.Errorf("more than %d users", maxPreload)
-	}
-	users, err := listAll[user](ctx, l.client, l.token, "users", map[string][]string{"fields": {"id,role"}})
-	if err != nil {
-		return err
-	}
-	roles := make(map[string]*string, len(users))
-	for _, u := range users {
-		roles[u.ID] = u.Role
-	}
-	l.mu.Lock()
-	l.roles = roles
-	l.mu.Unlock()
-	return nil
-}
-
-// forget drops the roles of users.
-func (l *roleLoader) forget(users []string) {
-	l.mu.Lock()
-	for _, u := range users {
-		delete(l.roles, u)
-	}
-	l.mu.Unlock()
-}
-
-// forgetAll drops every known role.
-func (l *roleLoader) forgetAll() {
-	l.mu.Lock()
-	clear(l.roles)
-	l.mu.Unlock()
-}
-
-// role is user's role when known.
-func (l *roleLoader) role(user string) (string, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	r, ok := l.roles[user]
-	if !ok {
-		return "", false
-	}
-	if r == nil {
-		return "", true
-	}
-	return *r, true
-}
-
-// maxKnownUsers bounds the role cache; past it, it starts over (the roles
-// of users still connected are read again when they next subscribe).
-const maxKnownUsers = 100000
-
-// load reads the roles of users (again, with fresh) and waits for them.
-func (l *roleLoader) load(ctx context.Context, users []string, fresh bool) error {
-	l.mu.Lock()
-	var chans []chan error
-	for _, u := range users {
-		if _, ok := l.roles[u]; ok && !fresh {
-			continue
-		}
-		ch := make(chan error, 1)
-		if l.waiting == nil {
-			l.waiting = map[string][]chan error{}
-		}
-		l.waiting[u] = append(l.waiting[u], ch)
-		chans = append(chans, ch)
-	}
-	start := len(chans) > 0 && !l.inflight
-	if start {
-		l.inflight = true
-	}
-	l.mu.Unlock()
-	if start {
-		go l.run()
-	}
-	var errs []error
-	for _, ch := range chans {
-		select {
-		case err := <-ch:
-			if err != nil {
-				errs = append(errs, err)
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// run reads the waiting users batch after batch until none waits.
-func (l *roleLoader) run() {
-	for {
-		l.mu.Lock()
-		if len(l.waiting) == 0 {
-			l.inflight = false
-			l.mu.Unlock()
-			return
-		}
-		batch := map[string][]chan error{}
-		for u, chans := range l.waiting {
-			batch[u] = chans
-			delete(l.waiting, u)
-			if len(batch) == batchKeys {
-				break
-			}
-		}
-		l.mu.Unlock()
-		ids := make([]any, 0, len(batch))
-		for u := range batch {
-			ids = append(ids, u)
-		}
-		roles, err := l.fetch(ids)
-		l.mu.Lock()
-		if len(l.roles) > maxKnownUsers {
-			clear(l.roles)
-		}
-		for u := range batch {
-			if r, ok := roles[u]; ok && err == nil {
-				l.roles[u] = r
-			} else {
-				// Not readable, gone, or the read failed: what was known may
-				// be stale, so the user reads apart until a read succeeds.
-				delete(l.roles, u)
-			}
-		}
-		l.mu.Unlock()
-		for _, chans := range batch {
-			for _, ch := range chans {
-				ch <- err
-			}
-		}
-	}
-}
-
-func (l *roleLoader) fetch(ids []any) (map[string]*string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	filter, _ := json.Marshal(map[string]any{"id": map[string]any{"_in": ids}})
-	data, err := l.client.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users"}, Token: l.token, Kind: "model",
-		Query: map[string][]string{"filter": {string(filter)}, "fields": {"id,role"}, "limit": {"-1"}}})
-	if err != nil {
-		return nil, fmt.Errorf("access: read users' roles: %w", err)
-	}
-	var users []struct {
-		ID   string  `json:"id"`
-		Role *string `json:"role"`
-	}
-	if err := json.Unmarshal(data, &users); err != nil {
-		return nil, fmt.Errorf("access: read users' roles: %w", err)
-	}
-	out := make(map[string]*string, len(users))
-	for _, u := range users {
-		out[u.ID] = u.Role
-	}
-	return out, nil
 }

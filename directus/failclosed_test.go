@@ -275,7 +275,7 @@ func TestLoadAccessModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.userRule["p3"]["items"] {
+	if !m.userRule["p3"]["items"].identity {
 		t.Fatalf("the rule past the first page was lost: %v", m.userRule)
 	}
 	if m.parent["r2"] != "r1" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
@@ -130,7 +131,16 @@ func ensureServicePolicy(ctx context.Context, c *directus.Client, token string) 
 			return "", fmt.Errorf("reset the service policy's permissions: %w", err)
 		}
 	}
+	userFields, err := ruleUserFields(ctx, c, token)
+	if err != nil {
+		return "", err
+	}
 	for coll, fields := range servicePermissions {
+		if coll == "directus_users" {
+			// And the fields of users that rules name ($CURRENT_USER.team):
+			// users with equal values then share reads.
+			fields = append(slices.Clone(fields), userFields...)
+		}
 		body := map[string]any{"policy": policy, "collection": coll, "action": "read", "fields": fields, "permissions": map[string]any{}}
 		_, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"permissions"}, Token: token, Body: body})
 		var de *directus.Error
@@ -148,6 +158,28 @@ func ensureServicePolicy(ctx context.Context, c *directus.Client, token string) 
 		return "", err
 	}
 	return policy, nil
+}
+
+// ruleUserFields are the fields of directus_users the read rules name as
+// $CURRENT_USER.<field>.
+func ruleUserFields(ctx context.Context, c *directus.Client, token string) ([]string, error) {
+	var perms []struct {
+		Permissions json.RawMessage `json:"permissions"`
+	}
+	if err := getJSON(ctx, c, token, "permissions", url.Values{"filter[action][_eq]": {"read"}, "fields": {"permissions"}, "limit": {"-1"}}, &perms); err != nil {
+		return nil, err
+	}
+	rules := make([]json.RawMessage, len(perms))
+	for i, p := range perms {
+		rules[i] = p.Permissions
+	}
+	var out []string
+	for _, f := range directus.UserFields(rules) {
+		if f != "id" && f != "role" {
+			out = append(out, f)
+		}
+	}
+	return out, nil
 }
 
 // SyncServicePolicy brings the service policy in step with the schema (a
