@@ -112,7 +112,7 @@ var (
 	descWebhook       = prometheus.NewDesc("broker_webhook_requests_total", "Webhook answers by HTTP status.", []string{"status"}, nil)
 	descFailures      = prometheus.NewDesc("broker_operation_failures_total", "Client operations (connect, auth, subscribe, items) that failed, by the error code the client was answered (LIMIT_EXCEEDED, SERVICE_BUSY, SERVICE_UNAVAILABLE...).", []string{"operation", "code"}, nil)
 	descWaiting       = prometheus.NewDesc("broker_directus_queue_waiting", "Client-caused Directus requests waiting for one of directus_concurrency slots (past directus_queue: SERVICE_BUSY).", nil, nil)
-	descPerUser       = prometheus.NewDesc("broker_class_per_user_total", "Access classes made per user (fail closed) because something that decides sharing could not be established, by reason (model_unavailable, user_unknown, role_claim, ip_access, version).", []string{"reason"}, nil)
+	descPerUser       = prometheus.NewDesc("broker_class_per_user_total", "Access classes made per user (fail closed) because something that decides sharing could not be established, by reason (model_unavailable, user_unknown, role_claim, ip_access, version, user_field).", []string{"reason"}, nil)
 	descApart         = prometheus.NewDesc("broker_apart_reads_total", "Parts of groups read apart (each with its own token) while an access change that concerns them was pending.", nil, nil)
 	descPanics        = prometheus.NewDesc("broker_frame_panics_total", "Frame handlers that panicked: the connection was closed (1011), the process went on.", nil, nil)
 )

@@ -29,6 +29,8 @@ import (
 //   - 10,000 subscribers of 10,000 users in 10 roles (5 with full read, 5
 //     with an item rule): webhook → last, reads per event.
 //   - 1,000 users with an owner rule: reads per event, webhook → the owner.
+//   - 1,000 users in 20 teams (team = $CURRENT_USER.bench_team): reads per
+//     event, webhook → the last member of the item's team.
 //   - a reconnect storm: 10,000 subscribers of 1,000 users in 10 roles
 //     connect and subscribe at once to a fresh broker: the time until all
 //     are subscribed and every call the broker made to Directus (counted by
@@ -246,6 +248,47 @@ func (b *bench) classes(ctx context.Context) error {
 	b.log.printf("  owner rule: median %.1f ms to the owner, %.0f reads per event", median(ownLats), ownerReads)
 	b.rep.add(scen, fmt.Sprintf("owner rule, %s users: webhook → the owner (the only reader)", thousands(len(w.owners))), "ms", nil, ownLats...)
 	b.rep.add(scen, "  reads per event (a class per user: the rule depends on the user)", "reads", nil, ownerReads)
+
+	// Teams: team = $CURRENT_USER.bench_team, users of one team share.
+	trT := newTracker(w.teamFirst, w.teamKeys)
+	members := newPool(r.wsURL(), "", brokerProtocol, trT)
+	members.tokenOf = func(i int) string { return w.teamUsers[i].token }
+	if err := members.grow(ctx, len(w.teamUsers), 64, func(int) string { return w.teamColl }); err != nil {
+		members.close()
+		return err
+	}
+	teamPoster := newPoster(r.webhookURL(), true, 1)
+	reads0, _ = r.metric("broker_reads_total")
+	perTeam := len(w.teamUsers) / w.teams
+	var teamLats []float64
+	for i := range w.teamKeys {
+		key := w.teamFirst + i
+		trT.arm(key, perTeam)
+		trT.markSent(key, trT.now())
+		if err := teamPoster.post(ctx, w.teamColl, key); err != nil {
+			members.close()
+			return err
+		}
+		d, ok := trT.wait(key, 2*time.Minute)
+		if !ok {
+			members.close()
+			wnt, got := trT.counts(key, key+1)
+			return fmt.Errorf("teams: %d of %d members got the event", got, wnt)
+		}
+		if i > 0 {
+			teamLats = append(teamLats, ms(d))
+		}
+		if err := waitQuiet(ctx, r); err != nil { // the other teams' reads
+			members.close()
+			return err
+		}
+	}
+	reads1, _ = r.metric("broker_reads_total")
+	members.close()
+	teamReads := (reads1 - reads0) / float64(w.teamKeys)
+	b.log.printf("  teams: median %.1f ms to the last member, %.1f reads per event", median(teamLats), teamReads)
+	b.rep.add(scen, fmt.Sprintf("team rule, %s users in %d teams: webhook → last member of the item's team", thousands(len(w.teamUsers)), w.teams), "ms", atMost(60), teamLats...)
+	b.rep.add(scen, "  reads per event (one per team: the rule names a field of the user)", "reads", atMost(float64(w.teams+1)), teamReads)
 	r.stop()
 
 	// The reconnect storm, against a fresh broker (cold caches).
@@ -356,6 +399,12 @@ type classWorld struct {
 	ownFirst, ownKeys int
 	users             []benchUser
 	owners            []benchUser
+	// teamUsers (user i in team i % teams) read teamColl by the rule team
+	// = $CURRENT_USER.bench_team; its items teamFirst.. are of team 0.
+	teamColl            string
+	teams               int
+	teamFirst, teamKeys int
+	teamUsers           []benchUser
 }
 
 type benchUser struct{ id, token string }
@@ -364,9 +413,9 @@ type benchUser struct{ id, token string }
 // published) with n users (user i in role i%roles), an owner role with
 // owners users (rule owner = $CURRENT_USER), and the collections.
 func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, owners, keys, ownedItems int) (*classWorld, error) {
-	w := &classWorld{coll: "bench_classes", ownColl: "bench_owned", keys: keys}
-	fields := []directustest.Field{{Name: "title"}, {Name: "status"}, {Name: "owner"}}
-	for _, c := range []string{w.coll, w.ownColl} {
+	w := &classWorld{coll: "bench_classes", ownColl: "bench_owned", teamColl: "bench_teams", teams: 20, keys: keys}
+	fields := []directustest.Field{{Name: "title"}, {Name: "status"}, {Name: "owner"}, {Name: "team"}}
+	for _, c := range []string{w.coll, w.ownColl, w.teamColl} {
 		if err := dx.CreateCollection(ctx, c, fields...); err != nil {
 			return nil, err
 		}
@@ -453,6 +502,44 @@ func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, own
 	w.ownFirst, w.ownKeys = ownIDs.Data[0].ID, len(ownIDs.Data)
 	for _, d := range ownIDs.Data {
 		w.ownFirst = min(w.ownFirst, d.ID)
+	}
+
+	// Teams: a field of the users, a rule naming it (before flow install,
+	// which grants the service user the fields rules name).
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/fields/directus_users", map[string]any{"field": "bench_team", "type": "string"}, nil); err != nil {
+		return nil, fmt.Errorf("users' team field: %w", err)
+	}
+	teamRole, err := role("bench team members", map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.bench_team"}}, w.teamColl)
+	if err != nil {
+		return nil, err
+	}
+	if w.teamUsers, err = makeUsers("bt", owners, func(int) string { return teamRole }); err != nil {
+		return nil, err
+	}
+	for t := range w.teams {
+		var ids []string
+		for i := t; i < len(w.teamUsers); i += w.teams {
+			ids = append(ids, w.teamUsers[i].id)
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/users", map[string]any{"keys": ids, "data": map[string]any{"bench_team": fmt.Sprint("t", t)}}, nil); err != nil {
+			return nil, fmt.Errorf("users' teams: %w", err)
+		}
+	}
+	teamItems := make([]map[string]any, ownedItems)
+	for i := range teamItems {
+		teamItems[i] = map[string]any{"title": "team " + strconv.Itoa(i), "team": "t0"}
+	}
+	var teamIDs struct {
+		Data []struct {
+			ID int `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+w.teamColl+"?fields=id", teamItems, &teamIDs); err != nil {
+		return nil, fmt.Errorf("team items: %w", err)
+	}
+	w.teamFirst, w.teamKeys = teamIDs.Data[0].ID, len(teamIDs.Data)
+	for _, d := range teamIDs.Data {
+		w.teamFirst = min(w.teamFirst, d.ID)
 	}
 	return w, nil
 }
