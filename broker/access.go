@@ -41,6 +41,18 @@ type Classifier interface {
 	Class(cred Credentials, collection string, q Query) string
 }
 
+// KeyFilter is implemented by a Classifier that knows, for some classes,
+// which items their members may read at all: Directus answers a read by a
+// user whose only rule on the collection is owner = $CURRENT_USER with the
+// items that user owns, and nothing otherwise. Readable returns the keys of
+// a batch a class may read (the others would read as nothing, so they are
+// not read: Directus is asked only for the owners), and false when it
+// cannot tell (every key is read, as without it). batch identifies the
+// event batch, so one lookup serves every class of it.
+type KeyFilter interface {
+	Readable(ctx context.Context, class, collection string, keys []string, batch string) (readable []string, ok bool)
+}
+
 // TokenClasses is the Classifier that shares nothing between tokens: one
 // class per token. Tests of the domain use it; the broker's assembly uses
 // Directus's permission model (package directus).

@@ -97,6 +97,11 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		err     error
 		readDur time.Duration
 	)
+	if kf, ok := b.opts.Classifier.(KeyFilter); ok && len(keys) > 0 {
+		if readable, ok := kf.Readable(ctx, g.class, g.collection, keys, batchID(events)); ok {
+			keys = readable // the others read as nothing for g
+		}
+	}
 	if len(keys) > 0 {
 		start := time.Now()
 		items, refused, err = b.read(ctx, g, g.members(), keys, g.shareReads)
@@ -132,6 +137,11 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		}
 	}
 	return err
+}
+
+// batchID names a batch of events (its first and last ids).
+func batchID(events []Event) string {
+	return events[0].ID + ".." + events[len(events)-1].ID
 }
 
 // keysToRead lists the keys of the batch that g must read (in first-seen

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -353,5 +354,66 @@ func TestPipeRegistrationSurvivesLateRemoval(t *testing.T) {
 	p.remove(g)
 	if got := p.oldest(); got != 0 {
 		t.Fatalf("oldest %d after both runs ended", got)
+	}
+}
+
+// ownerFilter classes per token, and knows who owns each key.
+type ownerFilter struct {
+	mu     sync.Mutex
+	owner  map[string]string // key → token of its owner
+	known  bool              // false: cannot tell
+	called []string
+}
+
+func (f *ownerFilter) Class(c Credentials, _ string, _ Query) string { return "own:" + c.Token }
+func (f *ownerFilter) Readable(_ context.Context, class, _ string, keys []string, batch string) ([]string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called = append(f.called, class+"@"+batch)
+	if !f.known {
+		return nil, false
+	}
+	var out []string
+	for _, k := range keys {
+		if "own:"+f.owner[k] == class {
+			out = append(out, k)
+		}
+	}
+	return out, true
+}
+
+// A class that may read only what it owns is read only for the keys it
+// owns (issue 21.2): the others read as nothing without a read, and their
+// later delete is withheld, as after a read that returned nothing; when
+// the filter cannot tell, every class reads.
+func TestKeyFilterReadsOnlyForOwners(t *testing.T) {
+	f := &ownerFilter{owner: map[string]string{"1": "a"}, known: true}
+	r := newRig(t, Options{Classifier: f})
+	r.reader.set("1", `{"id":1}`)
+	_, a := r.sub(t, "a", AttachOptions{})
+	_, b := r.sub(t, "b", AttachOptions{})
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	if calls := r.reader.callLog(); len(calls) != 1 || calls[0] != "a:1" {
+		t.Fatalf("reads %v, want only the owner's", calls)
+	}
+	if got := a.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("owner got %v", got)
+	}
+	del1 := r.publish(t, del("1"))
+	r.drain(t)
+	if got := b.got(); len(got) != 1 {
+		t.Fatalf("non-owner got %v, want only its ack", got)
+	}
+	if got := a.got(); got[len(got)-1] != `delete:1:["1"]:`+del1[0].ID {
+		t.Fatalf("owner got %v", got)
+	}
+	f.mu.Lock()
+	f.known = false
+	f.mu.Unlock()
+	r.publish(t, update("1"))
+	r.drain(t)
+	if calls := r.reader.callLog(); len(calls) != 3 {
+		t.Fatalf("reads %v, want both classes read when the filter cannot tell", calls)
 	}
 }

@@ -40,7 +40,10 @@ type accessModel struct {
 	// userFields are the fields of directus_users the service user reads
 	// (the rules' $CURRENT_USER.<field> that its grant covers).
 	userFields map[string]bool
-	schema     *schemaGraph
+	// ownerRule[policy][collection] is F when the policy's read rule on the
+	// collection is exactly F = $CURRENT_USER, "" for any other rule.
+	ownerRule map[string]map[string]string
+	schema    *schemaGraph
 }
 
 // access is one user's accountability as far as reads go.
@@ -210,6 +213,7 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 		if p.Policy == nil {
 			continue
 		}
+		m.addOwnerRule(*p.Policy, p.Collection, p.Permissions)
 		dep := userDepOf(p.Permissions)
 		if !dep.any() {
 			continue
@@ -233,7 +237,7 @@ func newAccessModel(schema *schemaGraph) *accessModel {
 	return &accessModel{
 		parent: map[string]string{}, rolePolicies: map[string][]string{}, userPolicies: map[string][]string{},
 		admin: map[string]bool{}, app: map[string]bool{}, ip: map[string]bool{}, userRule: map[string]map[string]userDep{},
-		userFields: map[string]bool{}, schema: schema,
+		userFields: map[string]bool{}, ownerRule: map[string]map[string]string{}, schema: schema,
 	}
 }
 

@@ -49,6 +49,10 @@ type Classes struct {
 	preloaded atomic.Bool
 	// failClosed counts classes made per user, by reason.
 	failClosed reasonCounts
+	// owners are the owner classes (class + "\x00" + collection →
+	// ownerSpec) and lookups their shared owner lookups (owners.go).
+	owners  sync.Map
+	lookups ownerLookups
 }
 
 // Generation counts the rereads of what decides access.
@@ -84,6 +88,7 @@ func (c *Classes) Load(ctx context.Context) error {
 		return err
 	}
 	c.model.Store(m)
+	c.owners.Clear() // the regroup after a reread files the owner classes again
 	c.users.setFields(m.userFieldList())
 	// Every user's role at once, while there are not too many: a reconnect
 	// storm then costs no lookups (users created since are read on demand).
@@ -184,10 +189,20 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 		}
 		key += "|uf:" + vals
 	}
+	owner := ""
+	if strings.Contains(key, "|u:") {
+		if f, ok := m.ownerOf(a, collection); ok {
+			owner = f
+			key += "|own:" + f
+		}
+	}
 	if a.ip {
 		// Whether a policy with ip_access applies depends on where the read
 		// comes from: members share one address, and reads carry it.
 		key += "|ip:" + cred.Addr
+	}
+	if owner != "" {
+		c.owners.Store("class:"+key+"\x00"+collection, ownerSpec{collection: collection, field: owner, user: id.UserID})
 	}
 	return "class:" + key
 }

@@ -227,7 +227,7 @@ type relationInfo struct {
 
 func buildSchema(rels []relationInfo, fields []fieldInfo, grants map[string]grant) *schemaGraph {
 	g := &schemaGraph{m2o: map[string]map[string][]string{}, o2m: map[string]map[string]string{},
-		fields: map[string]map[string]fieldKind{}, known: map[string]bool{}}
+		fields: map[string]map[string]fieldKind{}, known: map[string]bool{}, pk: map[string]string{}}
 	for _, r := range rels {
 		var targets []string
 		if r.Related != nil {
@@ -255,6 +255,9 @@ func buildSchema(rels []relationInfo, fields []fieldInfo, grants map[string]gran
 			g.fields[f.Collection] = map[string]fieldKind{}
 		}
 		g.fields[f.Collection][f.Field] = f.kind()
+		if f.Schema != nil && f.Schema.IsPrimaryKey {
+			g.pk[f.Collection] = f.Field
+		}
 	}
 	for coll, gr := range grants {
 		if gr.allFields() && len(g.fields[coll]) > 0 {

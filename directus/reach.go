@@ -18,6 +18,8 @@ type schemaGraph struct {
 	// (so every relation from them that it can follow): only there can a
 	// path be proven to stay on plain fields.
 	known map[string]bool
+	// pk[collection] is the primary key field, where the service user sees it.
+	pk map[string]string
 }
 
 // fieldKind is what a field's metadata says it is.

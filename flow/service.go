@@ -90,6 +90,9 @@ func EnsureServiceUser(ctx context.Context, c *directus.Client, adminToken strin
 			return "", fmt.Errorf("attach the service policy to the service user: %w", err)
 		}
 	}
+	if err := ensureOwnerPolicy(ctx, c, adminToken, user); err != nil {
+		return "", err
+	}
 	return token, nil
 }
 
@@ -160,18 +163,28 @@ func ensureServicePolicy(ctx context.Context, c *directus.Client, token string) 
 	return policy, nil
 }
 
+// readRules are the collections and rules of every read permission.
+func readRules(ctx context.Context, c *directus.Client, token string) (colls []string, rules []json.RawMessage, err error) {
+	var perms []struct {
+		Collection  string          `json:"collection"`
+		Permissions json.RawMessage `json:"permissions"`
+	}
+	if err := getJSON(ctx, c, token, "permissions", url.Values{"filter[action][_eq]": {"read"}, "fields": {"collection,permissions"}, "limit": {"-1"}}, &perms); err != nil {
+		return nil, nil, err
+	}
+	for _, p := range perms {
+		colls = append(colls, p.Collection)
+		rules = append(rules, p.Permissions)
+	}
+	return colls, rules, nil
+}
+
 // ruleUserFields are the fields of directus_users the read rules name as
 // $CURRENT_USER.<field>.
 func ruleUserFields(ctx context.Context, c *directus.Client, token string) ([]string, error) {
-	var perms []struct {
-		Permissions json.RawMessage `json:"permissions"`
-	}
-	if err := getJSON(ctx, c, token, "permissions", url.Values{"filter[action][_eq]": {"read"}, "fields": {"permissions"}, "limit": {"-1"}}, &perms); err != nil {
+	_, rules, err := readRules(ctx, c, token)
+	if err != nil {
 		return nil, err
-	}
-	rules := make([]json.RawMessage, len(perms))
-	for i, p := range perms {
-		rules[i] = p.Permissions
 	}
 	var out []string
 	for _, f := range directus.UserFields(rules) {
@@ -183,13 +196,104 @@ func ruleUserFields(ctx context.Context, c *directus.Client, token string) ([]st
 }
 
 // SyncServicePolicy brings the service policy in step with the schema (a
-// collection added since flow install), keeping the service user's token.
+// collection added since flow install) and the rules, keeping the service
+// user's token.
 func SyncServicePolicy(ctx context.Context, c *directus.Client, adminToken string) error {
 	if err := CheckAdmin(ctx, c, adminToken); err != nil {
 		return err
 	}
-	_, err := ensureServicePolicy(ctx, c, adminToken)
-	return err
+	if _, err := ensureServicePolicy(ctx, c, adminToken); err != nil {
+		return err
+	}
+	var users []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, adminToken, "users", url.Values{"filter[email][_eq]": {ServiceUserEmail}, "fields": {"id"}}, &users); err != nil {
+		return err
+	}
+	if len(users) == 0 {
+		return nil // no service user yet: flow install --create-service-token makes it
+	}
+	return ensureOwnerPolicy(ctx, c, adminToken, users[0].ID)
+}
+
+// ownerPolicyName is the policy that lets the service user read, of the
+// collections with owner rules (F = $CURRENT_USER), the primary key and F
+// of every item: whose items an event's keys are (directus/owners.go).
+const ownerPolicyName = "directus-ws-broker owner lookups"
+
+// ensureOwnerPolicy makes the owner lookup policy hold exactly the grants
+// the owner rules need, attached to user.
+func ensureOwnerPolicy(ctx context.Context, c *directus.Client, token, user string) error {
+	colls, rules, err := readRules(ctx, c, token)
+	if err != nil {
+		return err
+	}
+	owners := directus.OwnerRules(colls, rules)
+	var policies []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, token, "policies", url.Values{"filter[name][_eq]": {ownerPolicyName}, "fields": {"id"}}, &policies); err != nil {
+		return err
+	}
+	var policy string
+	if len(policies) == 0 {
+		data, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"policies"}, Token: token, Body: map[string]any{
+			"name": ownerPolicyName, "icon": "key", "app_access": false, "admin_access": false, "enforce_tfa": false,
+			"description": "Lets directus-ws-broker read who owns each item of the collections with owner rules (primary key and owner field only), so that an event is read only for its owner.",
+		}})
+		if err != nil {
+			return fmt.Errorf("create the owner lookup policy: %w", err)
+		}
+		if policy, err = created(data); err != nil {
+			return fmt.Errorf("create the owner lookup policy: %w", err)
+		}
+	} else {
+		policy = policies[0].ID
+	}
+	var perms []struct {
+		ID json.Number `json:"id"`
+	}
+	if err := getJSON(ctx, c, token, "permissions", url.Values{"filter[policy][_eq]": {policy}, "fields": {"id"}}, &perms); err != nil {
+		return err
+	}
+	if len(perms) > 0 {
+		ids := make([]json.Number, len(perms))
+		for i, p := range perms {
+			ids[i] = p.ID
+		}
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodDelete, Segments: []string{"permissions"}, Token: token, Body: ids}); err != nil {
+			return fmt.Errorf("reset the owner lookup policy: %w", err)
+		}
+	}
+	for coll, fields := range owners {
+		pk, err := directus.PrimaryKey(ctx, c, token, coll)
+		if err != nil {
+			return fmt.Errorf("owner lookups of %s: %w", coll, err)
+		}
+		body := map[string]any{"policy": policy, "collection": coll, "action": "read", "fields": append([]string{pk}, fields...), "permissions": map[string]any{}}
+		_, err = c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"permissions"}, Token: token, Body: body})
+		var de *directus.Error
+		if errors.As(err, &de) && de.Code == "RESOURCE_RESTRICTED" {
+			return nil // Directus 12 without a license: no field lists; owners read apart
+		}
+		if err != nil {
+			return fmt.Errorf("grant the owner lookups of %s: %w", coll, err)
+		}
+	}
+	var rows []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, token, "access", url.Values{"filter[user][_eq]": {user}, "filter[policy][_eq]": {policy}, "fields": {"id"}}, &rows); err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		if _, err := c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"access"}, Token: token,
+			Body: map[string]any{"user": user, "policy": policy}}); err != nil {
+			return fmt.Errorf("attach the owner lookup policy to the service user: %w", err)
+		}
+	}
+	return nil
 }
 
 // grantSchema lets the service user see every field and relation of each

@@ -1,0 +1,64 @@
+package directus
+
+import "testing"
+
+func TestOwnerFieldOf(t *testing.T) {
+	cases := []struct {
+		rule  string
+		field string
+		ok    bool
+	}{
+		{`{"owner":{"_eq":"$CURRENT_USER"}}`, "owner", true},
+		{`{"user_created":{"_eq":"$CURRENT_USER.id"}}`, "user_created", true},
+		{`{"owner":{"_in":["$CURRENT_USER"]}}`, "owner", true},
+		{`{"_and":[{"owner":{"_eq":"$CURRENT_USER"}}]}`, "owner", true},
+		// Anything more is not an owner rule: a second condition, an _or, a
+		// path through a relation, another operator, another variable.
+		{`{"_and":[{"owner":{"_eq":"$CURRENT_USER"}},{"status":{"_eq":"x"}}]}`, "", false},
+		{`{"_or":[{"owner":{"_eq":"$CURRENT_USER"}}]}`, "", false},
+		{`{"owner":{"id":{"_eq":"$CURRENT_USER"}}}`, "", false},
+		{`{"owner":{"_neq":"$CURRENT_USER"}}`, "", false},
+		{`{"owner":{"_in":["$CURRENT_USER","x"]}}`, "", false},
+		{`{"team":{"_eq":"$CURRENT_USER.team"}}`, "", false},
+		{`{"owner":{"_eq":"$CURRENT_USER"},"status":{"_eq":"x"}}`, "", false},
+		{`{}`, "", false},
+		{`null`, "", false},
+	}
+	for _, c := range cases {
+		f, ok := ownerFieldOf([]byte(c.rule))
+		if f != c.field || ok != c.ok {
+			t.Errorf("%s: %q %v, want %q %v", c.rule, f, ok, c.field, c.ok)
+		}
+	}
+}
+
+// A user is an owner reader of a collection only when every one of its
+// policies' read rules there is the owner rule on one field.
+func TestOwnerOf(t *testing.T) {
+	m := newAccessModel(nil)
+	m.addOwnerRule("own", "c", []byte(`{"owner":{"_eq":"$CURRENT_USER"}}`))
+	m.addOwnerRule("own2", "c", []byte(`{"owner":{"_eq":"$CURRENT_USER.id"}}`))
+	m.addOwnerRule("other", "c", []byte(`{"author":{"_eq":"$CURRENT_USER"}}`))
+	m.addOwnerRule("pub", "c", []byte(`{"status":{"_eq":"published"}}`))
+	m.addOwnerRule("dup", "c", []byte(`{"owner":{"_eq":"$CURRENT_USER"}}`))
+	m.addOwnerRule("dup", "c", []byte(`{"owner":{"_eq":"$CURRENT_USER"}}`))
+	cases := []struct {
+		policies []string
+		admin    bool
+		ok       bool
+	}{
+		{[]string{"own"}, false, true},
+		{[]string{"own", "own2"}, false, true},
+		{[]string{"own", "unrelated"}, false, true},
+		{[]string{"own", "other"}, false, false},
+		{[]string{"own", "pub"}, false, false},
+		{[]string{"dup"}, false, false},
+		{[]string{"own"}, true, false},
+		{[]string{"unrelated"}, false, false},
+	}
+	for _, c := range cases {
+		if _, ok := m.ownerOf(access{policies: c.policies, admin: c.admin}, "c"); ok != c.ok {
+			t.Errorf("%v admin=%v: %v, want %v", c.policies, c.admin, ok, c.ok)
+		}
+	}
+}
