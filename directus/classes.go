@@ -189,10 +189,16 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 		}
 		key += "|uf:" + vals
 	}
-	owner := ""
-	if strings.Contains(key, "|u:") {
-		if f, ok := m.ownerOf(a, collection); ok {
-			owner = f
+	var owner *ownerSpec
+	if f, uf, ok := m.ownerOf(a, collection); ok && !byQuery {
+		if uf == "" && strings.Contains(key, "|u:") {
+			// An owner class: its members' items are those whose f is them.
+			v, _ := json.Marshal(id.UserID)
+			owner = &ownerSpec{collection: collection, field: f, value: string(v)}
+			key += "|own:" + f
+		} else if vals, ok := c.users.valuesOf(id.UserID, []string{uf}); uf != "" && ok && strings.Contains(key, "|uf:") {
+			// A team class: the items whose f is the members' uf.
+			owner = &ownerSpec{collection: collection, field: f, value: strings.TrimPrefix(vals, uf+"=")}
 			key += "|own:" + f
 		}
 	}
@@ -201,8 +207,8 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 		// comes from: members share one address, and reads carry it.
 		key += "|ip:" + cred.Addr
 	}
-	if owner != "" {
-		c.owners.Store("class:"+key+"\x00"+collection, ownerSpec{collection: collection, field: owner, user: id.UserID})
+	if owner != nil {
+		c.owners.Store("class:"+key+"\x00"+collection, *owner)
 	}
 	return "class:" + key
 }

@@ -26,66 +26,92 @@ import (
 // ownerFieldOf is F when rule is exactly {F: {_eq: $CURRENT_USER}} (or
 // $CURRENT_USER.id, or _in [$CURRENT_USER], or that alone in an _and).
 func ownerFieldOf(raw []byte) (string, bool) {
-	var v map[string]any
-	if json.Unmarshal(raw, &v) != nil || len(v) != 1 {
-		return "", false
-	}
-	isUser := func(x any) bool { return x == "$CURRENT_USER" || x == "$CURRENT_USER.id" }
-	for k, e := range v {
-		if k == "_and" {
-			list, ok := e.([]any)
-			if !ok || len(list) != 1 {
-				return "", false
-			}
-			inner, _ := json.Marshal(list[0])
-			return ownerFieldOf(inner)
-		}
-		op, ok := e.(map[string]any)
-		if !ok || len(op) != 1 || strings.HasPrefix(k, "_") || !plainField(k) {
-			return "", false
-		}
-		if isUser(op["_eq"]) {
-			return k, true
-		}
-		if list, ok := op["_in"].([]any); ok && len(list) == 1 && isUser(list[0]) {
-			return k, true
-		}
+	if f, uf, ok := ownerRuleOf(raw); ok && uf == "" {
+		return f, true
 	}
 	return "", false
 }
 
-// addOwnerRule files policy's read rule on collection: F, or "" for any
-// other rule (two rules of one policy on one collection: "" too, Directus
-// does not merge them reliably).
+// ownerRuleOf is F and "" for an owner rule (see ownerFieldOf), or F and
+// U for a rule exactly {F: {_eq: $CURRENT_USER.U}} (a team rule: the items
+// whose F is the user's U).
+func ownerRuleOf(raw []byte) (field, userField string, ok bool) {
+	var v map[string]any
+	if json.Unmarshal(raw, &v) != nil || len(v) != 1 {
+		return "", "", false
+	}
+	// variable is "" for the user, U for $CURRENT_USER.U.
+	variable := func(x any) (string, bool) {
+		s, _ := x.(string)
+		if s == "$CURRENT_USER" || s == "$CURRENT_USER.id" {
+			return "", true
+		}
+		u, ok := strings.CutPrefix(s, "$CURRENT_USER.")
+		return u, ok && plainField(u) && !concealedUserFields[u]
+	}
+	for k, e := range v {
+		if k == "_and" {
+			list, ok := e.([]any)
+			if !ok || len(list) != 1 {
+				return "", "", false
+			}
+			inner, _ := json.Marshal(list[0])
+			return ownerRuleOf(inner)
+		}
+		op, ok := e.(map[string]any)
+		if !ok || len(op) != 1 || strings.HasPrefix(k, "_") || !plainField(k) {
+			return "", "", false
+		}
+		if u, ok := variable(op["_eq"]); ok {
+			return k, u, true
+		}
+		if list, ok := op["_in"].([]any); ok && len(list) == 1 {
+			if u, ok := variable(list[0]); ok && u == "" {
+				return k, "", true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// addOwnerRule files policy's read rule on collection: "F" for an owner
+// rule, "F=U" for a team rule, "" for any other rule (two rules of one
+// policy on one collection: "" too, Directus does not merge them
+// reliably).
 func (m *accessModel) addOwnerRule(policy, collection string, rule []byte) {
 	if m.ownerRule[policy] == nil {
 		m.ownerRule[policy] = map[string]string{}
 	}
-	f, ok := ownerFieldOf(rule)
+	f, u, ok := ownerRuleOf(rule)
+	if u != "" {
+		f += "=" + u
+	}
 	if _, dup := m.ownerRule[policy][collection]; dup || !ok {
 		f = ""
 	}
 	m.ownerRule[policy][collection] = f
 }
 
-// ownerOf is F when every read rule of a's policies on collection is F =
-// $CURRENT_USER (and there is one).
-func (m *accessModel) ownerOf(a access, collection string) (string, bool) {
+// ownerOf is F and "" when every read rule of a's policies on collection
+// is F = $CURRENT_USER, F and U when every one is F = $CURRENT_USER.U (and
+// there is one).
+func (m *accessModel) ownerOf(a access, collection string) (field, userField string, ok bool) {
 	if a.admin {
-		return "", false
+		return "", "", false
 	}
-	f := ""
+	rule := ""
 	for _, p := range a.policies {
-		rule, has := m.ownerRule[p][collection]
+		r, has := m.ownerRule[p][collection]
 		switch {
 		case !has:
 			continue
-		case rule == "" || (f != "" && f != rule):
-			return "", false
+		case r == "" || (rule != "" && rule != r):
+			return "", "", false
 		}
-		f = rule
+		rule = r
 	}
-	return f, f != ""
+	field, userField, _ = strings.Cut(rule, "=")
+	return field, userField, rule != ""
 }
 
 // OwnerRules lists, per collection, the fields F of the read rules F =
@@ -94,7 +120,7 @@ func (m *accessModel) ownerOf(a access, collection string) (string, bool) {
 func OwnerRules(collections []string, rules []json.RawMessage) map[string][]string {
 	out := map[string][]string{}
 	for i, r := range rules {
-		if f, ok := ownerFieldOf(r); ok && !strings.HasPrefix(collections[i], "directus_") {
+		if f, _, ok := ownerRuleOf(r); ok && !strings.HasPrefix(collections[i], "directus_") {
 			if !contains(out[collections[i]], f) {
 				out[collections[i]] = append(out[collections[i]], f)
 			}
@@ -112,9 +138,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// ownerSpec is what an owner class reads: the items of collection whose
-// field is user.
-type ownerSpec struct{ collection, field, user string }
+// ownerSpec is what an owner (or team) class reads: the items of
+// collection whose field's value is value (JSON: the user's id, or the
+// members' value of the user field the rule names).
+type ownerSpec struct{ collection, field, value string }
 
 // Readable implements broker.KeyFilter.
 func (c *Classes) Readable(ctx context.Context, class, collection string, keys []string, batch string) ([]string, bool) {
@@ -133,11 +160,21 @@ func (c *Classes) Readable(ctx context.Context, class, collection string, keys [
 	}
 	var readable []string
 	for _, k := range keys {
-		if o, known := owners[k]; !known || o == "" || o == spec.user {
+		if o, known := owners[k]; !known || mayMatch(o, spec.value) {
 			readable = append(readable, k)
 		}
 	}
 	return readable, true
+}
+
+// mayMatch reports whether an item whose field reads as item may match a
+// rule comparing it with value (both JSON): unless both are known, of one
+// JSON type (Directus may cast a number to a string) and different.
+func mayMatch(item, value string) bool {
+	if item == "" || value == "" || item == value {
+		return true
+	}
+	return (item[0] == '"') != (value[0] == '"')
 }
 
 // ownerLookups shares each batch's lookup between the classes reading it:
@@ -150,7 +187,7 @@ type ownerLookups struct {
 
 type lookup struct {
 	done   chan struct{}
-	owners map[string]string // key → owner ("" for null or not a user id)
+	owners map[string]string // key → the field's value as JSON ("" for null: unknown)
 	err    error
 }
 
@@ -206,11 +243,11 @@ func fetchOwners(client *Client, token, collection, pk, field string, keys []str
 		if json.Unmarshal(r[pk], &s) == nil {
 			key = s
 		}
-		var owner string
-		if json.Unmarshal(r[field], &owner) != nil {
-			owner = "" // null, or not a user id: unknown
+		v, ok := r[field]
+		if !ok || len(v) == 0 || string(v) == "null" || v[0] == '[' || v[0] == '{' {
+			v = nil // unknown: read as without the lookup
 		}
-		out[key] = owner
+		out[key] = string(v)
 	}
 	return out, nil
 }

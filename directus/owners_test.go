@@ -57,8 +57,27 @@ func TestOwnerOf(t *testing.T) {
 		{[]string{"unrelated"}, false, false},
 	}
 	for _, c := range cases {
-		if _, ok := m.ownerOf(access{policies: c.policies, admin: c.admin}, "c"); ok != c.ok {
+		if _, _, ok := m.ownerOf(access{policies: c.policies, admin: c.admin}, "c"); ok != c.ok {
 			t.Errorf("%v admin=%v: %v, want %v", c.policies, c.admin, ok, c.ok)
+		}
+	}
+}
+
+func TestOwnerRuleOfTeams(t *testing.T) {
+	if f, u, ok := ownerRuleOf([]byte(`{"team":{"_eq":"$CURRENT_USER.team"}}`)); f != "team" || u != "team" || !ok {
+		t.Fatalf("%q %q %v", f, u, ok)
+	}
+	for _, r := range []string{`{"team":{"_in":["$CURRENT_USER.team"]}}`, `{"team":{"_eq":"$CURRENT_USER.token"}}`, `{"team":{"_eq":"$CURRENT_USER.a.b"}}`} {
+		if _, _, ok := ownerRuleOf([]byte(r)); ok {
+			t.Errorf("%s taken for a team rule", r)
+		}
+	}
+	for _, c := range []struct {
+		item, value string
+		may         bool
+	}{{`"a"`, `"a"`, true}, {`"a"`, `"b"`, false}, {`3`, `4`, false}, {`3`, `"3"`, true}, {``, `"a"`, true}} {
+		if mayMatch(c.item, c.value) != c.may {
+			t.Errorf("mayMatch(%s, %s) = %v", c.item, c.value, !c.may)
 		}
 	}
 }
