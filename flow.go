@@ -207,6 +207,10 @@ func flowInstall(ctx context.Context, args []string, getenv func(string) string,
 			return err
 		}
 		fmt.Fprintf(stdout, "service user %s: set DIRECTUS_SERVICE_TOKEN=%s in the broker's environment (shown once; run again to rotate)\n", flow.ServiceUserEmail, token)
+	} else if synced, err := flow.SyncExistingServiceUser(ctx, client, d.token); err != nil {
+		return err
+	} else if synced {
+		fmt.Fprintf(stdout, "service user %s: its policies brought in step with the schema and the rules (token unchanged)\n", flow.ServiceUserEmail)
 	}
 	if *checkCollection == "" {
 		return nil

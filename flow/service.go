@@ -217,6 +217,22 @@ func SyncServicePolicy(ctx context.Context, c *directus.Client, adminToken strin
 	return ensureOwnerPolicy(ctx, c, adminToken, users[0].ID)
 }
 
+// SyncExistingServiceUser is SyncServicePolicy when the service user
+// exists (flow install without --create-service-token: the rules and the
+// schema may have changed, the token stays); false when there is none.
+func SyncExistingServiceUser(ctx context.Context, c *directus.Client, adminToken string) (bool, error) {
+	var users []struct {
+		ID string `json:"id"`
+	}
+	if err := getJSON(ctx, c, adminToken, "users", url.Values{"filter[email][_eq]": {ServiceUserEmail}, "fields": {"id"}}, &users); err != nil {
+		return false, err
+	}
+	if len(users) == 0 {
+		return false, nil
+	}
+	return true, SyncServicePolicy(ctx, c, adminToken)
+}
+
 // ownerPolicyName is the policy that lets the service user read, of the
 // collections with owner rules (F = $CURRENT_USER), the primary key and F
 // of every item: whose items an event's keys are (directus/owners.go).
