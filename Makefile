@@ -36,9 +36,10 @@ chromium:
 	scripts/ensure-chromium.sh
 
 # Unit tests: the domain (broker, session) with fakes and everything else that needs no
-# Directus, Redis or browser; seconds.
+# Directus, Redis, browser or deployment tool (nothing is installed); seconds.
+UNIT_ENV := DIRECTUS_TESTS=0 REDIS_TESTS=0 PODMAN_TESTS=0 NGINX_TESTS=0 CADDY_TESTS=0 SYSTEMD_TESTS=0 COMPOSE_TESTS=0
 unit:
-	DIRECTUS_TESTS=0 REDIS_TESTS=0 $(GO) test -race -count=1 ./...
+	$(UNIT_ENV) $(GO) test -race -count=1 ./...
 	# Allocation counts only mean something without the race detector.
 	$(GO) test -count=1 -run 'Allocates' ./broker/
 

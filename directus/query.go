@@ -11,6 +11,24 @@ import (
 // listParams are the query parameters Directus reads as comma-separated lists.
 var listParams = map[string]bool{"fields": true, "sort": true, "groupBy": true}
 
+// listOnly are the query parameters that shape a list of items, not the
+// items: a read of given keys drops them, whether it reads one key or a
+// batch, so both answer alike (and Directus may refuse them on one item).
+var listOnly = []string{"limit", "offset", "page", "meta", "search", "sort", "groupBy", "aggregate"}
+
+// ItemQuery is q without the list-only parameters: what a read of given
+// keys (a subscription's live read, an item subscription's check) asks.
+func ItemQuery(q map[string]any) map[string]any {
+	out := make(map[string]any, len(q))
+	for k, v := range q {
+		out[k] = v
+	}
+	for _, p := range listOnly {
+		delete(out, p)
+	}
+	return out
+}
+
 // QueryValues turns an items query object ({"fields":["id"],"filter":{...},
 // "limit":2}) into REST query parameters: lists comma-joined, objects as
 // JSON text, scalars as text.

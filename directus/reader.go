@@ -64,13 +64,9 @@ func (r *Reader) ReadItems(ctx context.Context, token, collection string, keys [
 }
 
 func (r *Reader) readEach(ctx context.Context, token, collection string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
-	params, err := QueryValues(q)
+	params, err := QueryValues(ItemQuery(q))
 	if err != nil {
 		return nil, err
-	}
-	// Paging parameters make no sense for one item and Directus may refuse them.
-	for _, p := range []string{"limit", "offset", "page", "meta", "search", "sort"} {
-		params.Del(p)
 	}
 	out := make(map[string]json.RawMessage, len(keys))
 	var (
@@ -133,14 +129,7 @@ func (r *Reader) readChunks(ctx context.Context, token, collection, pk string, k
 // by the primary key, which is added to the fields when the query leaves it
 // out (and removed again from what is returned).
 func (r *Reader) readBatch(ctx context.Context, token, collection, pk string, keys []string, q broker.Query) (map[string]json.RawMessage, error) {
-	bq := broker.Query{}
-	for k, v := range q {
-		switch k {
-		case "limit", "offset", "page", "meta", "search", "sort", "groupBy", "aggregate":
-		default:
-			bq[k] = v
-		}
-	}
+	bq := broker.Query(ItemQuery(q))
 	inKeys := make([]any, len(keys))
 	for i, k := range keys {
 		inKeys[i] = k

@@ -201,12 +201,9 @@ func (s *Session) refused(cred broker.Credentials, err error) error {
 // readItem reads one item as Directus's readOne does: a 403 when the token
 // may not read it.
 func (s *Session) readItem(ctx context.Context, token, collection, item string, q broker.Query) (json.RawMessage, error) {
-	params, err := directus.QueryValues(q)
+	params, err := directus.QueryValues(directus.ItemQuery(q))
 	if err != nil {
 		return nil, Invalid(err.Error())
-	}
-	for _, p := range []string{"limit", "offset", "page", "meta", "search", "sort"} {
-		params.Del(p)
 	}
 	raw, err := s.deps.REST.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"items", collection, item}, Query: params, Token: token, Kind: "snapshot"})
 	if err != nil {

@@ -15,8 +15,9 @@
 // Dockerfile does), for both the processes and the image. Directus (real,
 // from internal/directustest) is started once, on first use. Each tool is
 // installed when missing by its scripts/ensure-*.sh (root and apt-get); when
-// that fails, its test is skipped. PODMAN_TESTS=0, NGINX_TESTS=0,
-// CADDY_TESTS=0, SYSTEMD_TESTS=0 and DIRECTUS_TESTS=0 skip on purpose.
+// that fails, its test fails. PODMAN_TESTS=0, NGINX_TESTS=0, CADDY_TESTS=0,
+// SYSTEMD_TESTS=0, COMPOSE_TESTS=0 and DIRECTUS_TESTS=0 skip on purpose
+// (make unit sets them all: it installs nothing).
 package deploy
 
 import (
@@ -140,7 +141,8 @@ func createItem(t testing.TB, title string) string {
 
 // requireTool makes sure command is installed, running
 // scripts/ensure-<name>.sh when it is not, and returns its path. The test
-// is skipped when skipVar=0 or the tool cannot be installed.
+// is skipped when skipVar=0 (make unit sets them all) and fails when the
+// tool cannot be installed: a suite that skipped it would pass untested.
 func requireTool(t testing.TB, command, script, skipVar string) string {
 	t.Helper()
 	if os.Getenv(skipVar) == "0" {
@@ -153,11 +155,11 @@ func requireTool(t testing.TB, command, script, skipVar string) string {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", script)).CombinedOutput()
 	if err != nil {
-		t.Skipf("%s is not available and %s could not install it (%v): %s", command, script, err, strings.TrimSpace(string(out)))
+		t.Fatalf("%s is not available and %s could not install it (%v): %s (%s=0 skips this test)", command, script, err, strings.TrimSpace(string(out)), skipVar)
 	}
 	p, err := lookPath(command)
 	if err != nil {
-		t.Skipf("%s installed by %s but not found: %v", command, script, err)
+		t.Fatalf("%s installed by %s but not found: %v", command, script, err)
 	}
 	return p
 }
