@@ -53,6 +53,15 @@ type KeyFilter interface {
 	Readable(ctx context.Context, class, collection string, keys []string, batch string) (readable []string, ok bool)
 }
 
+// KeySplitter is implemented by a Classifier whose classes of one user may
+// share part of a read with others: Split returns the keys a class must
+// read with its own members' tokens (own) and those every class of
+// shareClass answers alike (shared: one read, made with any of their
+// tokens, serves them all). false: read everything as without it.
+type KeySplitter interface {
+	Split(ctx context.Context, class, collection string, keys []string, batch string) (own, shared []string, shareClass string, ok bool)
+}
+
 // TokenClasses is the Classifier that shares nothing between tokens: one
 // class per token. Tests of the domain use it; the broker's assembly uses
 // Directus's permission model (package directus).

@@ -101,8 +101,11 @@ type Broker struct {
 	access  *accessWorker
 	// doubts are the access events arrived and not yet applied.
 	doubts doubts
-	// replayReads shares the reads of resumes within a class.
+	// replayReads shares the reads of resumes within a class; splitReads
+	// the reads of KeySplitter's shared keys (per batch: joining a running
+	// one is as fresh as a read of that batch needs).
 	replayReads Coalescer
+	splitReads  Coalescer
 	// held is what every subscription being set up holds back, together.
 	held heldBudget
 
@@ -146,6 +149,7 @@ func New(bus Bus, reader Reader, opts Options, log zerolog.Logger) *Broker {
 		done:    make(chan struct{}),
 		held:    heldBudget{max: int64(opts.HeldBytes)},
 	}
+	b.splitReads.JoinRunning = true
 	for range opts.Shards {
 		b.shards = append(b.shards, &shard{queue: newQueue(opts.QueueSize), last: map[string]string{}})
 	}

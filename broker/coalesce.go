@@ -72,7 +72,9 @@ func (c *Coalescer) Do(ctx context.Context, key string, fn func(context.Context)
 	}
 	f.waiters++
 	if !st.running {
-		st.running, st.next = true, nil
+		// Running from now on (not from when run is scheduled): a caller
+		// arriving meanwhile joins it when JoinRunning.
+		st.running, st.next, st.current = true, nil, f
 		go c.run(key, st, f)
 	}
 	c.mu.Unlock()

@@ -102,15 +102,24 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 			keys = readable // the others read as nothing for g
 		}
 	}
-	if len(keys) > 0 {
+	split := false
+	if ks, ok := b.opts.Classifier.(KeySplitter); ok && len(keys) > 0 {
+		if own, shared, shareClass, ok := ks.Split(ctx, g.class, g.collection, keys, batchID(events)); ok {
+			split = true
+			start := time.Now()
+			items, refused, err = b.readSplit(ctx, g, own, shared, shareClass, batchID(events))
+			readDur = time.Since(start)
+		}
+	}
+	if len(keys) > 0 && !split {
 		start := time.Now()
 		items, refused, err = b.read(ctx, g, g.members(), keys, g.shareReads)
 		readDur = time.Since(start)
-		if err == nil {
-			g.mu.Lock()
-			g.missing = false // a run of failed reads, if any, ended
-			g.mu.Unlock()
-		}
+	}
+	if len(keys) > 0 && err == nil {
+		g.mu.Lock()
+		g.missing = false // a run of failed reads, if any, ended
+		g.mu.Unlock()
 	}
 	for _, e := range events {
 		if !g.wants(e.Action) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // One read per group and event, each subscriber getting what its own token
@@ -415,5 +416,72 @@ func TestKeyFilterReadsOnlyForOwners(t *testing.T) {
 	r.drain(t)
 	if calls := r.reader.callLog(); len(calls) != 3 {
 		t.Fatalf("reads %v, want both classes read when the filter cannot tell", calls)
+	}
+}
+
+// splitter classes per token; Split puts a key its class's user owns in
+// own and the others in shared, under one share class.
+type splitter struct{ owner map[string]string }
+
+func (s *splitter) Class(c Credentials, _ string, _ Query) string { return "mine:" + c.Token }
+func (s *splitter) Split(_ context.Context, class, _ string, keys []string, _ string) (own, shared []string, shareClass string, ok bool) {
+	for _, k := range keys {
+		if "mine:"+s.owner[k] == class {
+			own = append(own, k)
+		} else {
+			shared = append(shared, k)
+		}
+	}
+	return own, shared, "base", true
+}
+
+// The keys a class of one user shares with others (issue 21.3: a mixed
+// rule's items of someone else) are read once for all of them, with the
+// token of one who does not own them; the owner reads its own alone.
+func TestKeySplitterSharesOthersItems(t *testing.T) {
+	r := newRig(t, Options{Classifier: &splitter{owner: map[string]string{"1": "a"}}})
+	r.reader.set("1", `{"id":1}`)
+	_, a := r.sub(t, "a", AttachOptions{})
+	_, b := r.sub(t, "b", AttachOptions{})
+	_, c := r.sub(t, "c", AttachOptions{})
+	// b's and c's reads wait until both asked: the second joins the first.
+	hold := make(chan struct{})
+	r.reader.mu.Lock()
+	r.reader.hold = map[string]chan struct{}{"b": hold, "c": hold}
+	r.reader.mu.Unlock()
+	ev := r.publish(t, update("1"))
+	until(t, "b's and c's groups share one read", func() bool {
+		r.b.splitReads.mu.Lock()
+		defer r.b.splitReads.mu.Unlock()
+		for _, st := range r.b.splitReads.keys {
+			if st.current != nil && st.current.waiters == 2 {
+				return true
+			}
+		}
+		return false
+	})
+	close(hold)
+	r.drain(t)
+	want := `update:1:[{"id":1}]:` + ev[0].ID
+	for name, s := range map[string]*recSink{"a": a, "b": b, "c": c} {
+		if got := s.got(); got[len(got)-1] != want {
+			t.Fatalf("%s got %v", name, got)
+		}
+	}
+	calls := strings.Join(r.reader.callLog(), " ")
+	if n := len(r.reader.callLog()); n != 2 || !strings.Contains(calls, "a:1") || strings.Contains(calls, "b:1") == strings.Contains(calls, "c:1") {
+		t.Fatalf("reads %q: want the owner's and one shared", calls)
+	}
+}
+
+// until waits (up to 10 s) for cond, checking it every millisecond.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

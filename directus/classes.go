@@ -201,6 +201,16 @@ func (c *Classes) Class(cred broker.Credentials, collection string, q broker.Que
 			owner = &ownerSpec{collection: collection, field: f, value: strings.TrimPrefix(vals, uf+"=")}
 			key += "|own:" + f
 		}
+	} else if f, ok := m.mixedOf(a, collection); ok && !byQuery && strings.Contains(key, "|u:") && m.onlyRootDepends(a, collection, q) {
+		// A mixed class: others' items are read once for every member of
+		// the same policies (mixed.go).
+		v, _ := json.Marshal(id.UserID)
+		share := "class:" + key[:strings.Index(key, "|u:")] + "|mix:" + f
+		if a.ip {
+			share += "|ip:" + cred.Addr
+		}
+		owner = &ownerSpec{collection: collection, field: f, value: string(v), mixed: true, share: share}
+		key += "|mix:" + f
 	}
 	if a.ip {
 		// Whether a policy with ip_access applies depends on where the read

@@ -82,11 +82,8 @@ func (m *accessModel) addOwnerRule(policy, collection string, rule []byte) {
 	if m.ownerRule[policy] == nil {
 		m.ownerRule[policy] = map[string]string{}
 	}
-	f, u, ok := ownerRuleOf(rule)
-	if u != "" {
-		f += "=" + u
-	}
-	if _, dup := m.ownerRule[policy][collection]; dup || !ok {
+	f := ruleKind(rule)
+	if _, dup := m.ownerRule[policy][collection]; dup {
 		f = ""
 	}
 	m.ownerRule[policy][collection] = f
@@ -105,7 +102,7 @@ func (m *accessModel) ownerOf(a access, collection string) (field, userField str
 		switch {
 		case !has:
 			continue
-		case r == "" || (rule != "" && rule != r):
+		case r == "" || r == independentRule || strings.Contains(r, "|") || (rule != "" && rule != r):
 			return "", "", false
 		}
 		rule = r
@@ -120,7 +117,11 @@ func (m *accessModel) ownerOf(a access, collection string) (field, userField str
 func OwnerRules(collections []string, rules []json.RawMessage) map[string][]string {
 	out := map[string][]string{}
 	for i, r := range rules {
-		if f, _, ok := ownerRuleOf(r); ok && !strings.HasPrefix(collections[i], "directus_") {
+		f, _, ok := ownerRuleOf(r)
+		if !ok {
+			f, ok = ownerPartOf(r)
+		}
+		if ok && !strings.HasPrefix(collections[i], "directus_") {
 			if !contains(out[collections[i]], f) {
 				out[collections[i]] = append(out[collections[i]], f)
 			}
@@ -141,7 +142,13 @@ func contains(list []string, s string) bool {
 // ownerSpec is what an owner (or team) class reads: the items of
 // collection whose field's value is value (JSON: the user's id, or the
 // members' value of the user field the rule names).
-type ownerSpec struct{ collection, field, value string }
+type ownerSpec struct {
+	collection, field, value string
+	// mixed: the class also sees the items of a user-independent rule;
+	// share is the class its reads of others' items are shared under.
+	mixed bool
+	share string
+}
 
 // Readable implements broker.KeyFilter.
 func (c *Classes) Readable(ctx context.Context, class, collection string, keys []string, batch string) ([]string, bool) {
@@ -151,7 +158,7 @@ func (c *Classes) Readable(ctx context.Context, class, collection string, keys [
 	}
 	spec := v.(ownerSpec)
 	m := c.model.Load()
-	if spec.collection != collection || m == nil || m.schema.pk[collection] == "" {
+	if spec.mixed || spec.collection != collection || m == nil || m.schema.pk[collection] == "" {
 		return nil, false
 	}
 	owners, err := c.lookups.owners(ctx, c.client, c.service, collection, m.schema.pk[collection], spec.field, keys, batch)
@@ -187,7 +194,7 @@ type ownerLookups struct {
 
 type lookup struct {
 	done   chan struct{}
-	owners map[string]string // key → the field's value as JSON ("" for null: unknown)
+	owners map[string]string // key → the field's value as JSON ("null": nobody's); a key not known is absent
 	err    error
 }
 
@@ -244,10 +251,10 @@ func fetchOwners(client *Client, token, collection, pk, field string, keys []str
 			key = s
 		}
 		v, ok := r[field]
-		if !ok || len(v) == 0 || string(v) == "null" || v[0] == '[' || v[0] == '{' {
-			v = nil // unknown: read as without the lookup
+		if !ok || len(v) == 0 || v[0] == '[' || v[0] == '{' {
+			continue // not known: read as without the lookup
 		}
-		out[key] = string(v)
+		out[key] = string(v) // "null" for nobody's
 	}
 	return out, nil
 }

@@ -81,3 +81,45 @@ func TestOwnerRuleOfTeams(t *testing.T) {
 		}
 	}
 }
+
+// Mixed rules: an owner part beside user-independent parts, in one _or or
+// across policies, on one field; anything else is not split.
+func TestMixedOf(t *testing.T) {
+	if f, ok := ownerPartOf([]byte(`{"_or":[{"status":{"_eq":"published"}},{"owner":{"_eq":"$CURRENT_USER"}}]}`)); f != "owner" || !ok {
+		t.Fatalf("%q %v", f, ok)
+	}
+	for _, r := range []string{
+		`{"_or":[{"status":{"_eq":"published"}},{"team":{"_eq":"$CURRENT_USER.team"}}]}`,
+		`{"_or":[{"owner":{"_eq":"$CURRENT_USER"}},{"editor":{"_eq":"$CURRENT_USER"}}]}`,
+		`{"_or":[{"owner":{"_eq":"$CURRENT_USER"}}]}`,
+		`{"_and":[{"status":{"_eq":"published"}},{"owner":{"_eq":"$CURRENT_USER"}}]}`,
+	} {
+		if _, ok := ownerPartOf([]byte(r)); ok {
+			t.Errorf("%s taken for a mixed rule", r)
+		}
+	}
+	m := newAccessModel(nil)
+	m.addOwnerRule("or", "c", []byte(`{"_or":[{"status":{"_eq":"published"}},{"owner":{"_eq":"$CURRENT_USER"}}]}`))
+	m.addOwnerRule("own", "c", []byte(`{"owner":{"_eq":"$CURRENT_USER"}}`))
+	m.addOwnerRule("pub", "c", []byte(`{"status":{"_eq":"published"}}`))
+	m.addOwnerRule("role", "c", []byte(`{"role":{"_eq":"$CURRENT_ROLE"}}`))
+	m.addOwnerRule("author", "c", []byte(`{"author":{"_eq":"$CURRENT_USER"}}`))
+	m.addOwnerRule("team", "c", []byte(`{"team":{"_eq":"$CURRENT_USER.team"}}`))
+	for _, c := range []struct {
+		policies []string
+		ok       bool
+	}{
+		{[]string{"or"}, true},
+		{[]string{"own", "pub"}, true},
+		{[]string{"own", "role"}, true},
+		{[]string{"or", "own"}, true},
+		{[]string{"own"}, false}, // an owner rule alone: ownerOf's
+		{[]string{"pub"}, false},
+		{[]string{"own", "author", "pub"}, false},
+		{[]string{"own", "team", "pub"}, false},
+	} {
+		if _, ok := m.mixedOf(access{policies: c.policies}, "c"); ok != c.ok {
+			t.Errorf("%v: %v, want %v", c.policies, ok, c.ok)
+		}
+	}
+}
