@@ -258,6 +258,55 @@ func (b *bench) classes(ctx context.Context) error {
 	b.rep.add(scen, "  Directus item requests per event (the owner lookup and the owner's read)", "reads", atMost(2), ownCalls/float64(w.ownKeys))
 	b.rep.add(scen, "  group reads per event (only the owner's class reads)", "reads", atMost(1), ownerReads)
 
+	// The same owner-rule users on the broker and on Directus's own
+	// realtime, REST writes of owners[0]'s items: time to the owner.
+	trOB := newTracker(w.ownFirst, w.ownKeys)
+	trOD := trOB.sibling()
+	ownB := newPool(r.wsURL(), "", brokerProtocol, trOB)
+	ownB.tokenOf = func(i int) string { return w.owners[i].token }
+	ownD := newPool(strings.Replace(dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(""), trOD)
+	ownD.tokenOf = ownB.tokenOf
+	closeOwn := func() { ownB.close(); ownD.close() }
+	if err := ownB.grow(ctx, len(w.owners), 64, func(int) string { return w.ownColl }); err != nil {
+		closeOwn()
+		return err
+	}
+	if err := ownD.grow(ctx, len(w.owners), 16, func(int) string { return w.ownColl }); err != nil {
+		closeOwn()
+		return fmt.Errorf("owners on Directus realtime: %w", err)
+	}
+	var ownBMs, ownDMs []float64
+	for i := range w.ownKeys {
+		key := w.ownFirst + i
+		trOB.arm(key, 1)
+		trOD.arm(key, 1)
+		at := trOB.now()
+		trOB.markSent(key, at)
+		trOD.markSent(key, at)
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/items/"+w.ownColl+"/"+strconv.Itoa(key), map[string]any{"title": "write " + strconv.Itoa(i)}, nil); err != nil {
+			closeOwn()
+			return err
+		}
+		bt, okB := trOB.wait(key, 2*time.Minute)
+		dt, okD := trOD.wait(key, 2*time.Minute)
+		if !okB || !okD {
+			closeOwn()
+			return fmt.Errorf("owner REST write %d: the owner did not get it (broker %v, Directus %v)", i, okB, okD)
+		}
+		if i > 0 {
+			ownBMs, ownDMs = append(ownBMs, ms(bt)), append(ownDMs, ms(dt))
+		}
+		if err := waitQuiet(ctx, r); err != nil {
+			closeOwn()
+			return err
+		}
+	}
+	closeOwn()
+	b.log.printf("  owner rule, REST writes: broker %.1f ms, Directus realtime %.1f ms to the owner", median(ownBMs), median(ownDMs))
+	b.rep.add(scen, fmt.Sprintf("owner rule, REST write → the owner, broker (%s owner-rule users subscribed)", thousands(len(w.owners))), "ms", nil, ownBMs...)
+	b.rep.add(scen, "owner rule, REST write → the owner on Directus's own realtime, same users", "ms", nil, ownDMs...)
+	b.rep.add(scen, "  Directus realtime ÷ broker, owner rule", "×", atLeast(20), median(ownDMs)/median(ownBMs))
+
 	// Teams: team = $CURRENT_USER.bench_team, users of one team share.
 	trT := newTracker(w.teamFirst, w.teamKeys)
 	members := newPool(r.wsURL(), "", brokerProtocol, trT)
@@ -354,10 +403,13 @@ func waitQuiet(ctx context.Context, r *rig) error {
 		pub, err1 := r.metric("broker_events_published_total")
 		disp, err2 := r.metric("broker_events_dispatched_total")
 		reads, err3 := r.metric("broker_reads_total")
-		if err1 != nil || err2 != nil || err3 != nil {
-			return fmt.Errorf("metrics: %v %v %v", err1, err2, err3)
+		// Access events (the Flow posts them: flow install brings the
+		// service policies in step) are applied, not dispatched.
+		acc, err4 := r.metric("broker_access_changes_total")
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+			return fmt.Errorf("metrics: %v %v %v %v", err1, err2, err3, err4)
 		}
-		if pub == disp && reads == last {
+		if pub == disp+acc && reads == last {
 			if still++; still == 3 {
 				return nil
 			}
@@ -371,7 +423,10 @@ func waitQuiet(ctx context.Context, r *rig) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("the broker did not finish dispatching")
+	pub, _ := r.metric("broker_events_published_total")
+	disp, _ := r.metric("broker_events_dispatched_total")
+	acc, _ := r.metric("broker_access_changes_total")
+	return fmt.Errorf("the broker did not finish dispatching (published %.0f, dispatched %.0f, access changes %.0f, reads %.0f)", pub, disp, acc, last)
 }
 
 func resetCounts(r *rig) error {
