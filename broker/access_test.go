@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -287,17 +286,9 @@ type genWatcher struct {
 	gen     atomic.Int64
 	reread  chan struct{} // closed when a reread starts
 	release chan struct{}
-	// classedEarly records a classing of a concerned token while its
-	// change was pending (what settled must prevent on unheld shards).
-	pending      atomic.Bool
-	classedEarly atomic.Bool
-	watch        string // the collection classedEarly is about
 }
 
-func (w *genWatcher) Class(c Credentials, coll string, _ Query) string {
-	if w.pending.Load() && c.Token == "u" && coll == w.watch {
-		w.classedEarly.Store(true)
-	}
+func (w *genWatcher) Class(c Credentials, _ string, _ Query) string {
 	return fmt.Sprintf("%d:%s", w.gen.Load(), c.Token)
 }
 func (w *genWatcher) IsAccessEvent(e Event) bool { return e.Collection == "users" }
@@ -305,87 +296,15 @@ func (w *genWatcher) Concerns(e Event, c Credentials) bool {
 	return slices.Contains(e.Keys, c.Token)
 }
 func (w *genWatcher) AccessChanged(ctx context.Context, _ []Event, _ []Credentials) ([]string, error) {
-	w.pending.Store(true)
 	close(w.reread)
 	select {
 	case <-w.release:
 	case <-ctx.Done():
 	}
 	w.gen.Add(1)
-	w.pending.Store(false)
 	return nil, nil
 }
 func (w *genWatcher) Refresh(context.Context, []Credentials) error { return nil }
-
-// twoShards returns two collection names that hash to different shards.
-func twoShards(b *Broker) (string, string) {
-	for i := 0; ; i++ {
-		if c := fmt.Sprint("c", i); b.shardIndex(c) != b.shardIndex("a") {
-			return "a", c
-		}
-	}
-}
-
-// A change of one user holds only the shards of that user's subscriptions
-// (issue 19.2): another collection's events are delivered during its
-// reread. A subscription of that user made during the reread on a shard
-// the change does not hold is classed only once the change is applied
-// (otherwise it would keep the class from before it, never regrouped).
-func TestAccessChangeHoldsOnlyConcernedShards(t *testing.T) {
-	w := &genWatcher{reread: make(chan struct{}), release: make(chan struct{})}
-	r := newRig(t, Options{Shards: 2, Classifier: w, Access: w})
-	released := sync.OnceFunc(func() { close(w.release) })
-	t.Cleanup(released)
-	held, other := twoShards(r.b)
-	w.watch = other
-	r.reader.set("1", `{"id":1}`)
-	sub := func(coll, token string) (*Subscription, *recSink) {
-		sink := newRecSink()
-		s := NewSubscription(coll, Credentials{Token: token}, nil, 0, nil, sink, textEncoder{})
-		if err := r.b.Subscribe(context.Background(), s, AttachOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return s, sink
-	}
-	sub(held, "u")
-	_, v := sub(other, "v")
-	if err := r.b.Publish(context.Background(), []Event{{Action: ActionUpdate, Collection: "users", Keys: []string{"u"}, Payload: json.RawMessage(`{}`)}}); err != nil {
-		t.Fatal(err)
-	}
-	<-w.reread
-	ev := r.publish(t, Event{Collection: other, Action: ActionUpdate, Keys: []string{"1"}})
-	if got := v.waitN(t, 2); got[1] != `update:1:[{"id":1}]:`+ev[0].ID {
-		t.Fatalf("v got %v", got)
-	}
-
-	// u subscribes to the other collection while its change is pending.
-	s := NewSubscription(other, Credentials{Token: "u"}, nil, 0, nil, newRecSink(), textEncoder{})
-	attached := make(chan error, 1)
-	go func() { attached <- r.b.Subscribe(context.Background(), s, AttachOptions{}) }()
-	waiting := func() bool {
-		r.b.doubts.mu.Lock()
-		defer r.b.doubts.mu.Unlock()
-		return r.b.doubts.changed != nil
-	}
-	for !waiting() {
-		select {
-		case err := <-attached:
-			t.Fatalf("attached during the reread (err %v): it was classed before the change", err)
-		default:
-			runtime.Gosched()
-		}
-	}
-	released()
-	if err := <-attached; err != nil {
-		t.Fatal(err)
-	}
-	if w.classedEarly.Load() {
-		t.Fatal("classed while its change was pending")
-	}
-	if g := r.b.index.groupOf(s); g == nil || g.class != "1:u" {
-		t.Fatalf("class %v, want the one after the change (1:u)", g)
-	}
-}
 
 // A batch refused because a queue is full (the webhook answers 503) leaves
 // no access change pending: it was never queued, and a change left pending

@@ -274,26 +274,22 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 // so no event reaches s twice or not at all.
 func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 	rebind := func(*shard) {
-		var class string
-		b.settled(cred, b.shardIndex(s.Collection), func() {
-			class = b.opts.Classifier.Class(cred, s.Collection, s.Query)
-			// Both groups' pipelines deliver what came before first: s
-			// gets those from its old group, and none of them again from
-			// the new. The new credentials take effect only then: until
-			// its pipeline is idle the old group may still pick s's token
-			// to read for all its members, and it must be the old class's.
-			if old := b.index.groupOf(s); old != nil && old.class != class {
-				old.pipe.waitIdle()
-				if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
-					g.pipe.waitIdle()
-				}
+		class := b.opts.Classifier.Class(cred, s.Collection, s.Query)
+		// Both groups' pipelines deliver what came before first: s gets
+		// those from its old group, and none of them again from the new.
+		// The new credentials take effect only then: until its pipeline is
+		// idle the old group may still pick s's token to read for all its
+		// members, and it must be the old class's.
+		if old := b.index.groupOf(s); old != nil && old.class != class {
+			old.pipe.waitIdle()
+			if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
+				g.pipe.waitIdle()
 			}
-		}, func() {
-			s.cred.Store(&cred)
-			b.index.move(s, class)
-			s.suspended.Store(false)
-			s.missing.Store(false)
-		})
+		}
+		s.cred.Store(&cred)
+		b.index.move(s, class)
+		s.suspended.Store(false)
+		s.missing.Store(false)
 	}
 	if b.onWorker(context.Background(), s.Collection, rebind) != nil {
 		rebind(nil) // closed: nothing is dispatched any more

@@ -33,14 +33,10 @@
 //     g.missing, and the order of its frames. Batches handed to it while it
 //     runs are merged and delivered after (pipeline.pending, bounded).
 //   - The access worker (one) rereads the permission model (I/O, while the
-//     shards go on) and regroups: it writes the index entries of the
-//     collections of the shards the change's barrier holds (those with a
-//     subscription the change may concern; every shard for a refresh or
-//     without a DoubtScope), only once each of them is parked there with
-//     its pipelines idle, that is, while their owners have ceded. The
-//     other shards go on; an attach or rebind there of credentials a
-//     pending change concerns waits until it is applied (settled), so it
-//     is never classed before the change and missed by its regroup.
+//     shards go on) and regroups: it writes the whole index, but only once
+//     every shard is parked at the change's barrier with its pipelines
+//     idle, that is, while every other owner has ceded. (A change no
+//     attached subscription is concerned by has no barrier at all.)
 //   - Client goroutines (Subscribe's caller, Unsubscribe) read a resume's
 //     history and a snapshot themselves, so a reconnect storm does not delay
 //     other events. The one write they make outside the owners is a detach:
@@ -60,9 +56,7 @@
 //     until Close.
 //   - A shard worker waits for the pipelines its task touches (waitIdle,
 //     quiesced), for a group past its backlog bound (until it catches up or
-//     Stop), at a barrier for the access worker's release (or Close), and
-//     in an attach or rebind for a pending change its shard's barrier does
-//     not hold (settled; the access worker never waits for such a shard).
+//     Stop), and at a barrier for the access worker's release (or Close).
 //   - A pipeline waits for a read slot (fairSem) and for Directus, both
 //     bounded by ReadTimeout and cancelled by Stop and Close (readCtx);
 //     never for a worker, another pipeline or a client (Sink.Send does not
@@ -77,10 +71,9 @@
 //     wait above through the done channel and returns when the workers have.
 //
 // Lock order (outer before inner; a lock not listed is a leaf, taken alone:
-// queue.mu, skippedMu, keyMemory.mu, the fairSem's, the access
+// queue.mu, doubts.mu, skippedMu, keyMemory.mu, the fairSem's, the access
 // worker's):
 //
-//	doubts.mu → index.mu (an access event's scan, an attach's index change)
 //	index.mu → index.orderMu
 //	index.mu → group.mu
 //	index.mu → the Classifier's own locks (Class and Concerns run under it)

@@ -32,44 +32,41 @@ type Forgetter interface {
 	Forget(e Event)
 }
 
-// accessBarrier makes the barrier of access event e, held by the shards of
-// the collections of the subscriptions it may concern (every shard without
-// a DoubtScope), and records e as pending until it is applied. nil: e
-// concerns no attached subscription and was applied without a barrier (the
-// Forgetter forgot what it makes stale), so a sign-up (users.create) on a
-// busy site pauses nobody, and a change of one user pauses only the shards
-// holding that user's subscriptions.
+// accessBarrier makes the barrier of access event e, held by every shard,
+// and records e as pending until it is applied. nil: e concerns no
+// attached subscription and was applied without a barrier (the Forgetter
+// forgot what it makes stale), so a sign-up (users.create) on a busy site
+// pauses nobody.
+//
+// A barrier held only by the shards of the subscriptions it concerns was
+// tried and taken back: an attach elsewhere of credentials it concerns
+// must then wait for it, and two such waits on two shards for two pending
+// changes each held by the other's shard deadlock the access worker (see
+// NOTES.md).
 func (b *Broker) accessBarrier(e Event) *barrier {
-	shards := make([]bool, len(b.shards))
 	scope, scoped := b.opts.Access.(DoubtScope)
-	d := &b.doubts
-	// Under the doubts' lock, which an attach holds from its last check to
-	// its index change (settled): a subscription is either seen here or
-	// sees the doubt.
-	d.mu.Lock()
-	any := false
-	if scoped {
+	if f, ok := b.opts.Access.(Forgetter); ok && scoped {
+		concerned := false
 		b.index.each(func(s *Subscription) {
-			if scope.Concerns(e, s.Credentials()) {
-				shards[b.shardIndex(s.Collection)] = true
-				any = true
+			if !concerned && scope.Concerns(e, s.Credentials()) {
+				concerned = true
 			}
 		})
-	}
-	if f, ok := b.opts.Access.(Forgetter); ok && scoped && !any {
-		d.mu.Unlock()
-		f.Forget(e)
-		b.metrics.AccessChanges.Add(1)
-		return nil
-	}
-	if !scoped || !any {
-		for i := range shards {
-			shards[i] = true
+		if !concerned {
+			f.Forget(e)
+			b.metrics.AccessChanges.Add(1)
+			return nil
 		}
+	}
+	shards := make([]bool, len(b.shards))
+	for i := range shards {
+		shards[i] = true
 	}
 	bar := b.newBarrier(&e, shards)
 	// Until applied, the groups it concerns read apart.
-	bar.doubt = &doubt{event: e, held: shards}
+	bar.doubt = &doubt{event: e}
+	d := &b.doubts
+	d.mu.Lock()
 	d.pending = append(d.pending, bar.doubt)
 	d.mu.Unlock()
 	return bar
@@ -79,15 +76,10 @@ func (b *Broker) accessBarrier(e Event) *barrier {
 type doubts struct {
 	mu      sync.Mutex
 	pending []*doubt
-	// changed is closed (and replaced) whenever a doubt is removed.
-	changed chan struct{}
 }
 
-// doubt is one pending access event and the shards its barrier holds.
-type doubt struct {
-	event Event
-	held  []bool
-}
+// doubt is one pending access event.
+type doubt struct{ event Event }
 
 // remove drops x (applied, or never queued).
 func (d *doubts) remove(x *doubt) {
@@ -98,10 +90,6 @@ func (d *doubts) remove(x *doubt) {
 			d.pending = append(d.pending[:i:i], d.pending[i+1:]...)
 			break
 		}
-	}
-	if d.changed != nil {
-		close(d.changed)
-		d.changed = nil
 	}
 }
 
@@ -116,55 +104,6 @@ func (d *doubts) events() []Event {
 		out[i] = x.event
 	}
 	return out
-}
-
-// settled makes an attach or rebind of cred on shard once no pending
-// change concerns cred without holding shard. Such a change's barrier does
-// not stop this shard: a subscription classed before the change is applied
-// would never be regrouped by it. (On a shard the barrier holds nothing
-// waits: the task runs before the barrier and is regrouped there, or after
-// the regroup; and the access worker, waiting only for held shards, never
-// waits for this one.) prepare (classing, waiting for pipelines) runs
-// outside the doubts' lock, again if a change arrived meanwhile; set (the
-// index change) runs under it, so accessBarrier sees its result.
-func (b *Broker) settled(cred Credentials, shard int, prepare, set func()) {
-	scope, _ := b.opts.Access.(DoubtScope)
-	d := &b.doubts
-	concerned := func() bool {
-		for _, x := range d.pending {
-			if !x.held[shard] && (scope == nil || scope.Concerns(x.event, cred)) {
-				return true
-			}
-		}
-		return false
-	}
-	for {
-		d.mu.Lock()
-		for concerned() {
-			if d.changed == nil {
-				d.changed = make(chan struct{})
-			}
-			ch := d.changed
-			d.mu.Unlock()
-			select {
-			case <-ch:
-			case <-b.done: // closing: nothing is dispatched any more
-				prepare()
-				set()
-				return
-			}
-			d.mu.Lock()
-		}
-		d.mu.Unlock()
-		prepare()
-		d.mu.Lock()
-		if !concerned() {
-			set()
-			d.mu.Unlock()
-			return
-		}
-		d.mu.Unlock()
-	}
 }
 
 // part is members of a group that read with one token's answer.

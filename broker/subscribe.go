@@ -47,16 +47,14 @@ func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOpti
 			boundary = h
 		}
 		if !s.closed.Load() {
-			var class string
-			b.settled(s.Credentials(), b.shardIndex(s.Collection), func() {
-				class = b.classOf(s)
-				// Joining a group whose pipeline still delivers events up
-				// to the boundary would send s some of them twice (live and
-				// in the replay) or before its snapshot: let it finish.
-				if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
-					g.pipe.waitIdle()
-				}
-			}, func() { b.index.add(s, class) })
+			class := b.classOf(s)
+			// Joining a group whose pipeline still delivers events up to
+			// the boundary would send s some of them twice (live and in
+			// the replay) or before its snapshot: let it finish.
+			if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
+				g.pipe.waitIdle()
+			}
+			b.index.add(s, class)
 		}
 	})
 	if err != nil {
