@@ -51,6 +51,11 @@ func TestDispatchBatchesQueuedEvents(t *testing.T) {
 	<-r.reader.started // the first read is in flight
 	r.publish(t, update("2"))
 	r.publish(t, update("3"), update("1"))
+	// Publish returns once the bus took the events; the shard's worker
+	// hands them to the group a moment later. Opening the gate before all
+	// three wait in the pipeline lets the first read's end take "2" alone.
+	g := r.b.index.groups("c")[0]
+	until(t, "the three events wait in the group's pipeline", func() bool { return pending(g) == 3 })
 	close(r.reader.gate)
 	sink.waitN(t, 5)
 	calls := r.reader.callLog()
