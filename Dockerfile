@@ -6,7 +6,7 @@
 #     --build-arg VERSION=$(git describe --tags --always --dirty) --build-arg COMMIT=$(git rev-parse HEAD) .
 #   docker run -p 8080:8080 -e DIRECTUS_URL=https://cms.example.com -e WEBHOOK_SECRET=... directus-ws-broker
 #
-# Every setting is an environment variable as for the binary (see README.md);
+# Every setting is an environment variable as for the binary (see docs/operating.md);
 # the image only changes LISTEN_ADDR's default to 0.0.0.0:8080, since a
 # container is reached through its network interface. There is no shell, curl
 # or wget in it: HEALTHCHECK runs the binary's own `healthcheck` command.

@@ -1,7 +1,7 @@
 # directus-ws-broker — every habit has one entry point here.
 #   make demo    a real Directus (SQLite) + the broker + a Flow pointing at it, ready to try
 #   make test    the whole suite: lint, unit, integration (real Directus), fuzz smoke, browser, SDK
-#   make bench   the benchmark table (see README)
+#   make bench   the benchmark table (see docs/benchmarks.md)
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/directus-ws-broker
@@ -50,8 +50,8 @@ integration: directus-install chromium
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeWebhook$$' -fuzztime $(FUZZTIME) ./directus/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseSeedFrame$$' -fuzztime $(FUZZTIME) ./handlers/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRealtimeFrame$$' -fuzztime $(FUZZTIME) ./handlers/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./protocol/extension/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./protocol/realtime/
 
 # The differential test of access classes, as many models as asked (a failure names its seed;
 # VERIFY_SEED=<seed> VERIFY_CASES=1 replays it). make test runs 6.

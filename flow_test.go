@@ -712,11 +712,11 @@ func TestNoDuplicateCreateAfterInit(t *testing.T) {
 	hook.mu.Unlock()
 	id := fmt.Sprint(created.Data.ID)
 
-	seed := brokertest.Dial(t, b.WSURL, dx.AdminToken)
-	seed.Send(t, map[string]any{"type": "subscribe", "collection": "tags", "uid": "s", "init": true})
-	seed.NextOfType(t, "SUBSCRIBED")
-	if f := seed.Next(t); f["action"] != "init" || !strings.Contains(fmt.Sprint(f["data"]), "raced") {
-		t.Fatalf("seed init: %v", f)
+	ext := brokertest.Dial(t, b.WSURL, dx.AdminToken)
+	ext.Send(t, map[string]any{"type": "subscribe", "collection": "tags", "uid": "s", "init": true})
+	ext.NextOfType(t, "SUBSCRIBED")
+	if f := ext.Next(t); f["action"] != "init" || !strings.Contains(fmt.Sprint(f["data"]), "raced") {
+		t.Fatalf("extension init: %v", f)
 	}
 	rt := brokertest.Dial(t, strings.Replace(b.URL, "http", "ws", 1)+"/realtime", "")
 	rt.Send(t, map[string]any{"type": "auth", "access_token": dx.AdminToken})
@@ -729,8 +729,8 @@ func TestNoDuplicateCreateAfterInit(t *testing.T) {
 	if _, err := dx.Do(context.Background(), dx.AdminToken, http.MethodPatch, "/items/tags/"+id, map[string]any{"title": "raced 2"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if f := seed.Next(t); f["action"] != "update" || fmt.Sprint(f["keys"]) != "["+id+"]" {
-		t.Fatalf("seed: the first event after init must be the update, got %v", f)
+	if f := ext.Next(t); f["action"] != "update" || fmt.Sprint(f["keys"]) != "["+id+"]" {
+		t.Fatalf("extension: the first event after init must be the update, got %v", f)
 	}
 	if f := rt.Next(t); f["event"] != "update" {
 		t.Fatalf("realtime: the first event after init must be the update, got %v", f)

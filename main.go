@@ -69,5 +69,5 @@ const usage = `usage:
   directus-ws-broker flow remove  --directus-url URL --token ADMIN_TOKEN
   directus-ws-broker healthcheck [--url URL]          GET /healthz: exit 0 when healthy, 1 otherwise
   directus-ws-broker version                          print the version, commit and Go version
-Settings come from config.yaml and environment variables (environment wins); see README.md.
+Settings come from config.yaml and environment variables (environment wins); see docs/operating.md.
 `

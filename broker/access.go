@@ -272,14 +272,6 @@ func (w *accessWorker) refresh() {
 	close(bar.release)
 }
 
-// Reclassify rereads everything now and regroups (what the refresh
-// interval does); for tests and operators.
-func (b *Broker) Reclassify() {
-	if b.opts.Access != nil {
-		b.access.refresh()
-	}
-}
-
 // liveCredentials are the distinct credentials of the attached
 // subscriptions.
 func (b *Broker) liveCredentials() []Credentials {

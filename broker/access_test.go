@@ -150,8 +150,8 @@ func TestAccessChangeSuspendsRefusedTokens(t *testing.T) {
 	}
 }
 
-// Reclassify (the refresh interval's work) regroups without an event.
-func TestReclassify(t *testing.T) {
+// The refresh (Options.AccessRefresh's work) regroups without an event.
+func TestRefreshRegroups(t *testing.T) {
 	cls := &switchClasses{
 		classes: map[string]string{"a": "x", "b": "y"},
 		next:    map[string]string{"a": "z", "b": "z"},
@@ -163,11 +163,11 @@ func TestReclassify(t *testing.T) {
 	if m := r.b.Metrics(); m.Groups != 2 {
 		t.Fatalf("groups %d", m.Groups)
 	}
-	r.b.Reclassify()
+	r.b.access.refresh()
 	r.publish(t, Event{Action: ActionUpdate, Keys: []string{"1"}, Payload: json.RawMessage(`{}`)})
 	r.drain(t)
 	if m := r.b.Metrics(); m.Groups != 1 || m.Reads != 1 {
-		t.Fatalf("after reclassify: %+v", m)
+		t.Fatalf("after the refresh: %+v", m)
 	}
 }
 

@@ -255,6 +255,10 @@ var ErrInvalidEvent = errors.New("invalid event")
 // ErrBusUnavailable, so clients are told to retry (503).
 var ErrClosed = fmt.Errorf("%w: broker closed", ErrBusUnavailable)
 
+// ErrDetached is returned by Subscribe when the subscription was detached
+// (its connection closed) while it was being attached.
+var ErrDetached = errors.New("subscription detached while attaching")
+
 // classOf is s's access class for its collection and query now.
 func (b *Broker) classOf(s *Subscription) string {
 	return b.opts.Classifier.Class(s.Credentials(), s.Collection, s.Query)

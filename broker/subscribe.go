@@ -120,7 +120,7 @@ func (b *Broker) replay(ctx context.Context, s *Subscription, since, boundary st
 	}
 	live := b.index.groupOf(s)
 	if live == nil {
-		return nil, ErrClosed // detached meanwhile (the connection closed)
+		return nil, ErrDetached // detached meanwhile (the connection closed)
 	}
 	// A stand-in that collects instead of sending, alone in a group that
 	// reads with s's own token.

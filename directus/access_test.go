@@ -147,8 +147,8 @@ func testModel() *accessModel {
 	}
 }
 
-func testClasses(roles map[string]string) *Classes {
-	c := NewClasses(nil, "service", nil, zerolog.Nop())
+func testClasses(roles map[string]string) Classifier {
+	c := NewPermissions(nil, "service", nil, zerolog.Nop()).Classifier()
 	c.model.Store(testModel())
 	for u, r := range roles {
 		r := r
@@ -209,7 +209,7 @@ func TestClassKeys(t *testing.T) {
 // has a class of its own: its tabs and refreshed JWTs share, other users
 // never.
 func TestClassFallbackPerUser(t *testing.T) {
-	c := NewClasses(nil, "", nil, zerolog.Nop())
+	c := NewPermissions(nil, "", nil, zerolog.Nop()).Classifier()
 	a1 := c.Class(cred("t1", Identity{UserID: "a"}), "articles", nil)
 	a2 := c.Class(cred("t2", Identity{UserID: "a"}), "articles", nil)
 	b := c.Class(cred("t3", Identity{UserID: "b"}), "articles", nil)
@@ -232,7 +232,7 @@ func TestClassKeysByUserFieldValues(t *testing.T) {
 	m.rolePolicies["teams"] = []string{"p-team"}
 	m.userRule["p-team"] = map[string]userDep{"articles": {fields: []string{"team"}}}
 	m.userFields = map[string]bool{"team": true}
-	c := NewClasses(nil, "service", nil, zerolog.Nop())
+	c := NewPermissions(nil, "service", nil, zerolog.Nop()).Classifier()
 	c.model.Store(m)
 	c.users.setFields([]string{"team"})
 	for u, team := range map[string]string{"x1": `"x"`, "x2": `"x"`, "y1": `"y"`, "n1": `null`, "n2": `null`, "l1": `[1,2]`, "l2": `[1,2]`} {

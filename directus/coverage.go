@@ -64,7 +64,10 @@ func loadCoverage(ctx context.Context, c *Client, token string) (*coverage, erro
 // Covered reports whether an active Flow sends collection's events; known
 // is false when the Flows cannot be read (no service token, or one that may
 // not read them).
-func (c *Classes) Covered(collection string) (covered, known bool) {
+// Coverage tells whether a Directus Flow sends a collection's events.
+type Coverage struct{ *Permissions }
+
+func (c Coverage) Covered(collection string) (covered, known bool) {
 	cov := c.coverage.Load()
 	if cov == nil {
 		return false, false

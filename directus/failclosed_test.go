@@ -318,7 +318,7 @@ func TestLoadAccessModelIncomplete(t *testing.T) {
 
 // Classes with a model that failed to load share nothing, and say why.
 func TestClassesWithoutModelCountPerUser(t *testing.T) {
-	c := NewClasses(nil, "svc", nil, zerolog.Nop())
+	c := NewPermissions(nil, "svc", nil, zerolog.Nop()).Classifier()
 	a := c.Class(cred("t1", Identity{UserID: "a"}), "articles", nil)
 	b := c.Class(cred("t2", Identity{UserID: "b"}), "articles", nil)
 	if a == b || c.PerUser()[reasonNoModel] != 2 {
@@ -328,7 +328,7 @@ func TestClassesWithoutModelCountPerUser(t *testing.T) {
 
 // A change of users concerns only their tokens; the rest of the model all.
 func TestConcerns(t *testing.T) {
-	c := NewClasses(nil, "svc", nil, zerolog.Nop())
+	c := NewPermissions(nil, "svc", nil, zerolog.Nop()).Watcher()
 	u1 := cred("t1", Identity{UserID: "u1"})
 	users := broker.Event{Collection: "directus_users", Keys: []string{"u1"}}
 	if !c.Concerns(users, u1) || c.Concerns(users, cred("t2", Identity{UserID: "u2"})) || c.Concerns(users, cred("", Identity{})) {

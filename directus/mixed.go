@@ -126,7 +126,7 @@ func (m *accessModel) onlyRootDepends(a access, collection string, q map[string]
 }
 
 // Split implements broker.KeySplitter.
-func (c *Classes) Split(ctx context.Context, class, collection string, keys []string, batch string) (own, shared []string, shareClass string, ok bool) {
+func (c Classifier) Split(ctx context.Context, class, collection string, keys []string, batch string) (own, shared []string, shareClass string, ok bool) {
 	v, found := c.owners.Load(class + "\x00" + collection)
 	if !found {
 		return nil, nil, "", false

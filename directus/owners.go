@@ -151,7 +151,7 @@ type ownerSpec struct {
 }
 
 // Readable implements broker.KeyFilter.
-func (c *Classes) Readable(ctx context.Context, class, collection string, keys []string, batch string) ([]string, bool) {
+func (c Classifier) Readable(ctx context.Context, class, collection string, keys []string, batch string) ([]string, bool) {
 	v, ok := c.owners.Load(class + "\x00" + collection)
 	if !ok {
 		return nil, false

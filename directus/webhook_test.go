@@ -83,7 +83,7 @@ func TestNormalizeShapes(t *testing.T) {
 			[]broker.Event{{Action: "update", Collection: "test", Keys: []string{"3"}, Payload: json.RawMessage(`{"t":"x"}`)}}},
 		{"legacy delete with keys only in payload", `{"event":"items.delete","payload":[7,8],"collection":"test"}`,
 			[]broker.Event{{Action: "delete", Collection: "test", Keys: []string{"7", "8"}, Payload: json.RawMessage(`["7","8"]`), RawKeys: []json.RawMessage{json.RawMessage(`7`), json.RawMessage(`8`)}}}},
-		{"seed shape", `{"action":"UPDATE","payload":{"test":"new"},"keys":["3"],"collection":"test"}`,
+		{"extension shape", `{"action":"UPDATE","payload":{"test":"new"},"keys":["3"],"collection":"test"}`,
 			[]broker.Event{{Action: "update", Collection: "test", Keys: []string{"3"}, Payload: json.RawMessage(`{"test":"new"}`)}}},
 		{"array of shapes", `[{"action":"create","payload":{},"keys":[1],"collection":"a"},{"event":"b.items.delete","keys":["2"]}]`,
 			[]broker.Event{{Action: "create", Collection: "a", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)}, {Action: "delete", Collection: "b", Keys: []string{"2"}, Payload: json.RawMessage(`["2"]`), RawKeys: []json.RawMessage{json.RawMessage(`"2"`)}}}},

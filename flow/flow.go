@@ -35,7 +35,7 @@ var allScope = []string{"*.items.create", "*.items.update", "*.items.delete"}
 
 // AccessCollections are the system collections whose changes decide who
 // may read what: the Flow also fires for them, so the broker regroups its
-// subscribers as soon as access changes (see the README, Sharing reads).
+// subscribers as soon as access changes (see docs/sharing.md).
 var AccessCollections = []string{
 	"directus_users", "directus_roles", "directus_policies", "directus_access", "directus_permissions", "directus_relations",
 }

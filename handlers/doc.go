@@ -1,5 +1,7 @@
-// Package handlers is the HTTP and WebSocket edge of the broker: the webhook
-// that takes Directus events in, the WebSocket endpoint that serves
-// subscribers and forwards their CRUD frames to Directus, health and metrics,
-// and the example page.
+// Package handlers is the HTTP edge of the broker: the routes, the webhook
+// that takes Directus events in, health, readiness and the admin listener,
+// the example page, and the graceful shutdown. The WebSocket endpoints are
+// routed here and served by package transport, each speaking a protocol of
+// package protocol (extension at websocket_path, realtime at
+// realtime_path).
 package handlers

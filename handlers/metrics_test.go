@@ -79,7 +79,7 @@ func TestMetrics(t *testing.T) {
 		`broker_directus_request_seconds_count{kind="read",outcome="ok"}`:                      1,
 		`broker_directus_request_seconds_count{kind="check",outcome="ok"}`:                     1,
 		`broker_directus_request_seconds_count{kind="auth",outcome="ok"}`:                      1,
-		`broker_connections{protocol="seed"}`:                                                  1,
+		`broker_connections{protocol="extension"}`:                                             1,
 		`broker_webhook_requests_total{status="202"}`:                                          1,
 		`broker_events_published_total`:                                                        1,
 		`broker_subscriptions`:                                                                 1,

@@ -8,11 +8,11 @@ import (
 
 // Frames that change a connection's state take effect in the order they
 // were sent. Each case sends its frames back to back, without waiting for
-// answers. (The seed protocol used to run subscribe and auth on goroutines
+// answers. (The extension protocol used to run subscribe and auth on goroutines
 // of their own while unsubscribe and items requests did not wait for them:
 // an immediate unsubscribe answered NOT_SUBSCRIBED and the subscription then
 // lived on; a get right after an auth ran with the old token.)
-func TestSeedFramesTakeEffectInOrder(t *testing.T) {
+func TestExtensionFramesTakeEffectInOrder(t *testing.T) {
 	cfg := brokerConfig(t)
 	b := brokertest.Start(t, cfg)
 

@@ -10,15 +10,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"github.com/olahol/melody"
 	"github.com/rs/zerolog"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol/extension"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol/realtime"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
+	"github.com/directus-ws-broker/directus-ws-broker/transport"
 )
 
 // Deps are the server's collaborators, built by the broker's assembly
@@ -46,17 +49,14 @@ type Server struct {
 	auth     session.Authenticator
 	sessions *session.Deps
 	echo     *echo.Echo
-	melody   *melody.Melody
+	hub      *transport.Hub
 	metrics  http.Handler
 	// adminAddr is where the admin listener listens, once it does.
 	adminAddr atomic.Pointer[string]
 
-	conns    atomic.Int64
-	closing  atomic.Bool
-	clientMu sync.Mutex
-	clients  map[*conn]struct{}
-	evicted  atomic.Int64
-	stats    stats
+	closing atomic.Bool
+	// webhookAnswers counts the webhook's answers by HTTP status.
+	webhookAnswers sync.Map // status → *atomic.Int64
 	// hooks counts the webhook calls in flight; hookMu orders their start
 	// against closing (a call either sees closing or is waited for).
 	hookMu sync.RWMutex
@@ -74,9 +74,9 @@ func New(d Deps) *Server {
 		cfg: d.Config, log: d.Log.With().Str("component", "http").Logger(),
 		broker: d.Broker, directus: d.Directus,
 		auth: d.Sessions.Auth, sessions: d.Sessions, metrics: d.Metrics,
-		clients: map[*conn]struct{}{}, shutdown: make(chan struct{}),
+		shutdown: make(chan struct{}),
 	}
-	s.melody = s.newMelody()
+	s.hub = transport.New(hubOptions(s.cfg), d.Sessions, s.log)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = ipExtractor(s.cfg.TrustedProxies)
@@ -92,12 +92,12 @@ func New(d Deps) *Server {
 	e.Use(middleware.Recover())
 	e.POST(s.cfg.WebhookPath, s.webhook, s.countWebhook)
 	if s.cfg.WebsocketEnabled {
-		e.GET(s.cfg.WebsocketPath, s.upgrade)
+		e.GET(s.cfg.WebsocketPath, s.serveProtocol(extension.Endpoint{Options: extensionOptions(s.cfg)}))
 	} else {
 		s.log.Info().Str("path", s.cfg.WebsocketPath).Msg("websocket_enabled is false: no WebSocket endpoint (404 there)")
 	}
 	if s.cfg.RealtimeEnabled {
-		e.GET(s.cfg.RealtimePath, s.realtimeUpgrade)
+		e.GET(s.cfg.RealtimePath, s.serveProtocol(realtime.Endpoint{Options: realtimeOptions(s.cfg)}))
 	}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
@@ -115,7 +115,7 @@ func New(d Deps) *Server {
 }
 
 // Evicted counts the clients disconnected as slow consumers.
-func (s *Server) Evicted() int64 { return s.evicted.Load() }
+func (s *Server) Evicted() int64 { return s.hub.Evicted() }
 
 // ShuttingDown is closed once a shutdown has begun: from then on the
 // webhook and upgrades answer 503 and /readyz reports it.
@@ -188,6 +188,7 @@ func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	s.hookMu.Lock()
 	s.closing.Store(true)
 	s.hookMu.Unlock()
+	s.hub.Close()
 	s.shutdownOnce.Do(func() { close(s.shutdown) })
 	webhooks := make(chan struct{})
 	go func() { s.hooks.Wait(); close(webhooks) }()
@@ -208,37 +209,8 @@ func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	} else {
 		s.broker.Stop(ctx) // nothing left: stops further deliveries only
 	}
-	s.closeClients(ctx, websocket1001)
+	s.hub.CloseAll(ctx, websocket.CloseGoingAway)
 	return stopServing(ctx, hs, s.listener)
-}
-
-const websocket1001 = 1001
-
-// closeClients closes every connection with code after the frames queued
-// for it, waits (bounded by ctx) until their handlers have finished, and
-// then cuts those whose clients did not take their frames in time.
-func (s *Server) closeClients(ctx context.Context, code int) {
-	s.clientMu.Lock()
-	clients := make([]*conn, 0, len(s.clients))
-	for c := range s.clients {
-		clients = append(clients, c)
-	}
-	s.clientMu.Unlock()
-	for _, c := range clients {
-		c.Close(code, "going away")
-	}
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for s.conns.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			for _, c := range clients {
-				c.evict(code, "going away")
-			}
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func (s *Server) readyz(c echo.Context) error {

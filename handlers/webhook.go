@@ -114,7 +114,7 @@ func (s *Server) countWebhook(next echo.HandlerFunc) echo.HandlerFunc {
 		} else if err != nil {
 			status = http.StatusInternalServerError
 		}
-		add(&s.stats.webhook, status)
+		count(&s.webhookAnswers, status)
 		return err
 	}
 }

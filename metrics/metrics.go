@@ -15,8 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
-	"github.com/directus-ws-broker/directus-ws-broker/handlers"
-	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
 // Build identifies the binary.
@@ -26,15 +24,35 @@ type Build struct{ Version, Commit, GoVersion string }
 type Sources struct {
 	Broker func() broker.MetricsSnapshot
 	Lag    func() time.Duration
-	Edge   func() handlers.Stats
+	Edge   func() Edge
 	// Failures are the operations that failed, by operation and code.
-	Failures func() []session.FailureCount
+	Failures func() []Failure
 	// PerUser counts classes made per user because something that decides
 	// sharing could not be established, by reason.
 	PerUser func() map[string]int64
 	// DirectusWaiting is how many client-caused requests wait for a
 	// Directus slot (directus_concurrency).
 	DirectusWaiting func() int64
+}
+
+// Edge are the HTTP edge's and the connections' counters.
+type Edge struct {
+	// Connections by protocol ("extension", "realtime").
+	Connections map[string]int64
+	// SendQueueBytes are the bytes of frames waiting for clients.
+	SendQueueBytes int64
+	// Evictions by reason.
+	Evictions map[string]int64
+	// Webhook answers by HTTP status.
+	Webhook map[int]int64
+	// Panics counts frame handlers that panicked.
+	Panics int64
+}
+
+// Failure counts the failures of an operation with an error code.
+type Failure struct {
+	Op, Code string
+	N        int64
 }
 
 // Metrics is the broker's Prometheus registry.
@@ -91,7 +109,7 @@ func (m *Metrics) Handler() http.Handler {
 type snapshots struct{ src Sources }
 
 var (
-	descConnections   = prometheus.NewDesc("broker_connections", "Open WebSocket connections by protocol (seed: websocket_path, realtime: realtime_path).", []string{"protocol"}, nil)
+	descConnections   = prometheus.NewDesc("broker_connections", "Open WebSocket connections by protocol (extension: websocket_path, realtime: realtime_path).", []string{"protocol"}, nil)
 	descSubscriptions = prometheus.NewDesc("broker_subscriptions", "Subscriptions attached.", nil, nil)
 	descGroups        = prometheus.NewDesc("broker_groups", "Read groups: distinct (access class, collection, query); one Directus read per group and event.", nil, nil)
 	descQueue         = prometheus.NewDesc("broker_dispatch_queue_depth", "Events received and waiting for the dispatch workers.", nil, nil)
@@ -167,7 +185,7 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.Edge != nil {
 		e := s.src.Edge()
-		for _, p := range []string{"seed", "realtime"} {
+		for _, p := range []string{"extension", "realtime"} {
 			gauge(descConnections, float64(e.Connections[p]), p)
 		}
 		gauge(descSendBytes, float64(e.SendQueueBytes))

@@ -36,7 +36,7 @@ var (
 		Message: "too many subscriptions on this connection"}
 	ErrResponseTooLarge = &Error{Status: http.StatusRequestEntityTooLarge, Code: "RESPONSE_TOO_LARGE",
 		Message: "the answer exceeds send_queue_bytes; ask for fewer items or fields (limit, fields)"}
-	ErrClosed = &Error{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE",
+	ErrConnectionClosing = &Error{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE",
 		Message: "the connection is closing"}
 	ErrInvalidCredentials = &Error{Status: http.StatusUnauthorized, Code: "INVALID_CREDENTIALS",
 		Message: "Directus refused the token"}
@@ -61,6 +61,9 @@ func AsError(err error) *Error {
 	}
 	if directus.Unavailable(err) {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "Directus could not be reached or did not answer in time"}
+	}
+	if errors.Is(err, broker.ErrDetached) {
+		return ErrConnectionClosing
 	}
 	if errors.Is(err, broker.ErrBusUnavailable) {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "the broker cannot serve this now; retry"}

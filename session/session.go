@@ -2,9 +2,9 @@
 // it is, its subscriptions, its token's expiry — and the operations both
 // WebSocket protocols carry: auth, subscribe, unsubscribe and items.
 //
-// The protocol codecs (package handlers) only parse frames into these
-// operations and encode the results. Validation, limits, the replace rule
-// and the ordering rule are here, once:
+// The protocol codecs (package protocol's subpackages) only parse frames
+// into these operations and encode the results. Validation, limits, the
+// replace rule and the ordering rule are here, once:
 //
 //   - Ordering: a codec calls Authenticate, Subscribe and Unsubscribe one at
 //     a time, in the order the frames arrived, and starts Items in that
@@ -270,7 +270,7 @@ func KeyForUID(uid json.RawMessage) string {
 }
 
 // KeyForCollection is the key of the one subscription per collection that
-// a subscribe without uid makes in the seed protocol.
+// a subscribe without uid makes in the extension protocol.
 func KeyForCollection(collection string) string { return "c:" + collection }
 
 // NewKey is a fresh key, for a subscription without uid that never

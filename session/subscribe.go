@@ -54,7 +54,7 @@ func (s *Session) removed(e entry) {
 // logged when the broker, not the request, is at fault.
 func (s *Session) Subscribe(ctx context.Context, req SubscribeRequest) (*broker.Subscription, error) {
 	sub, err := s.subscribe(s.onBehalf(ctx), req)
-	if err != nil && !errors.Is(err, ErrClosed) && s.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, ErrConnectionClosing) && !errors.Is(err, broker.ErrDetached) && s.ctx.Err() == nil {
 		s.deps.Failures.add("subscribe", err)
 		if e := AsError(err); e.Status >= 500 {
 			coll := ""
@@ -85,7 +85,7 @@ func (s *Session) subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, ErrClosed
+		return nil, ErrConnectionClosing
 	}
 	old, replacing := s.subs[req.Key]
 	delete(s.subs, req.Key)
@@ -116,7 +116,7 @@ func (s *Session) subscribe(ctx context.Context, req SubscribeRequest) (*broker.
 	if s.closed {
 		s.mu.Unlock()
 		s.removed(e)
-		return nil, ErrClosed
+		return nil, ErrConnectionClosing
 	}
 	s.subs[req.Key] = e
 	now := s.cred

@@ -95,6 +95,32 @@ func TestReverseProxy(t *testing.T) {
 	}
 }
 
+// The recipe's access log records the path of a request, never its query
+// string: a browser's WebSocket carries its token as ?access_token=.
+func TestNginxLogsNoToken(t *testing.T) {
+	requireNginx(t)
+	requireDirectus(t)
+	b := startBroker(t, "broker-log", map[string]string{"WEBHOOK_SECRET": secret})
+	front, accessLog := startNginxLogged(t, b.addr)
+	const token = "tok-SHOULD-NOT-BE-LOGGED"
+	if s := httpStatus(front + "/websocket?access_token=" + token); s == 0 {
+		t.Fatal("no answer through nginx")
+	}
+	// nginx (one worker) writes a request's log line when it frees the
+	// request, before it reads the next one: the answer to a second
+	// request orders the first one's line before it.
+	if s := httpStatus(front + "/healthz"); s != http.StatusOK {
+		t.Fatalf("/healthz through nginx: HTTP %d", s)
+	}
+	log := readFile(accessLog)
+	if !strings.Contains(log, "GET /websocket ") {
+		t.Fatalf("the access log does not name the request:\n%s", log)
+	}
+	if strings.Contains(log, token) || strings.Contains(log, "access_token") {
+		t.Fatalf("the access log records query strings:\n%s", log)
+	}
+}
+
 // TestNginxTimeouts checks the recipe's timeouts against the broker's
 // heartbeat defaults: nginx must not close a quiet WebSocket before the
 // broker's own pings would.
@@ -148,11 +174,17 @@ func replaceOnce(t testing.TB, file, s, old, new string) string {
 }
 
 // startNginx runs Debian's nginx with deploy/nginx/directus-ws-broker.conf
-// as it is, except its listen line (a free loopback port) and the upstreams
-// file (upstream): inside a minimal main configuration whose paths all lie
-// in a temporary directory. It retries with another port when one was
-// taken meanwhile.
+// as it is, except its listen line (a free loopback port), its access
+// log's path and the upstreams file (upstream): inside a minimal main
+// configuration whose paths all lie in a temporary directory. It retries
+// with another port when one was taken meanwhile.
 func startNginx(t *testing.T, upstream string) string {
+	base, _ := startNginxLogged(t, upstream)
+	return base
+}
+
+// startNginxLogged is startNginx, also returning the recipe's access log.
+func startNginxLogged(t *testing.T, upstream string) (base, accessLog string) {
 	t.Helper()
 	nginx := requireNginx(t)
 	const recipeFile = "deploy/nginx/directus-ws-broker.conf"
@@ -164,6 +196,8 @@ func startNginx(t *testing.T, upstream string) string {
 		}
 		port := freePort(t)
 		site := replaceOnce(t, recipeFile, recipe, "    listen 80;\n", fmt.Sprintf("    listen 127.0.0.1:%d;\n", port))
+		accessLog = filepath.Join(dir, "recipe-access.log")
+		site = replaceOnce(t, recipeFile, site, "access_log /var/log/nginx/access.log directus_ws_broker;", "access_log "+accessLog+" directus_ws_broker;")
 		for name, text := range map[string]string{
 			"site.conf":                    site,
 			"directus-ws-broker.upstreams": "server " + upstream + ";\n",
@@ -180,7 +214,7 @@ func startNginx(t *testing.T, upstream string) string {
 		p := startProc(t, fmt.Sprintf("nginx-%d", attempt), dir, []string{"PATH=" + os.Getenv("PATH")}, args...)
 		base := fmt.Sprintf("http://127.0.0.1:%d", port)
 		if up := waitProxy(t, p, base, filepath.Join(dir, "error.log")); up {
-			return base
+			return base, accessLog
 		}
 		if attempt == 3 {
 			t.Fatalf("nginx could not bind a free port three times:\n%s", readFile(filepath.Join(dir, "error.log")))

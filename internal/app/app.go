@@ -26,8 +26,8 @@ type App struct {
 	Broker *broker.Broker
 	Server *handlers.Server
 
-	classes *directus.Classes
-	log     zerolog.Logger
+	perms *directus.Permissions
+	log   zerolog.Logger
 }
 
 // New assembles the broker described by cfg; it does no I/O.
@@ -47,10 +47,11 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	// checks, snapshots and items reads alike.
 	reader := &directus.Reader{Client: client}
 	auth := directus.NewAuthenticator(client, cfg.TokenCacheTTL, cfg.InvalidTokenTTL)
-	classes := directus.NewClasses(client, cfg.DirectusServiceToken, auth, log)
+	perms := directus.NewPermissions(client, cfg.DirectusServiceToken, auth, log)
+	classes := perms.Classifier()
 	b := broker.New(bus, reader, broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
-		MaxHeldBytes: cfg.SendQueueBytes, HeldBytes: cfg.HeldBytes, Classifier: classes, Access: classes, AccessRefresh: cfg.AccessRefresh,
+		MaxHeldBytes: cfg.SendQueueBytes, HeldBytes: cfg.HeldBytes, Classifier: classes, Access: perms.Watcher(), AccessRefresh: cfg.AccessRefresh,
 		Observer: m,
 	}, log)
 	quota := session.Quota{
@@ -60,15 +61,15 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	}
 	sessions := &session.Deps{
 		Broker: b, Reader: reader, REST: client, Auth: auth,
-		Classes: classes, Access: classes, Coverage: classes, Shared: session.NewShared(cfg.CheckCacheTTL),
+		Classes: classes, Access: classes, Coverage: perms.Coverage(), Shared: session.NewShared(cfg.CheckCacheTTL),
 		Log:    log.With().Str("component", "session").Logger(),
 		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes, Quota: quota},
 		Usage:  session.NewUsage(quota), Failures: &session.Failures{},
 	}
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler()})
-	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: srv.Stats, Failures: sessions.Failures.Snapshot, DirectusWaiting: client.Waiting,
-		PerUser: classes.PerUser})
-	return &App{Config: cfg, Broker: b, Server: srv, classes: classes, log: log}, nil
+	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: edgeMetrics(srv), Failures: failureMetrics(sessions.Failures),
+		DirectusWaiting: client.Waiting, PerUser: classes.PerUser})
+	return &App{Config: cfg, Broker: b, Server: srv, perms: perms, log: log}, nil
 }
 
 // NewBus makes the bus cfg.Bus names.
@@ -84,12 +85,12 @@ func NewBus(cfg config.Config, log zerolog.Logger) (broker.Bus, error) {
 // Run starts the broker, serves on ln until ctx is done, shuts down
 // gracefully and closes the broker.
 func (a *App) Run(ctx context.Context, ln net.Listener) error {
-	if a.classes.Enabled() {
+	if a.perms.Enabled() {
 		lctx, cancel := context.WithTimeout(ctx, a.Config.DirectusTimeout)
-		err := a.classes.Load(lctx)
+		err := a.perms.Load(lctx)
 		cancel()
 		if err != nil {
-			a.log.Warn().Err(err).Msg("directus_service_token: the permission model cannot be read yet (reads stay per user until it can; see README, Sharing reads)")
+			a.log.Warn().Err(err).Msg("directus_service_token: the permission model cannot be read yet (reads stay per user until it can; see docs/sharing.md)")
 		} else {
 			a.log.Info().Msg("sharing reads between subscribers with equal access (directus_service_token)")
 		}
@@ -101,4 +102,23 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	}
 	defer a.Broker.Close()
 	return a.Server.Serve(ctx, ln)
+}
+
+// edgeMetrics and failureMetrics hand the metrics the counters of the
+// packages above them (metrics imports only the broker).
+func edgeMetrics(srv *handlers.Server) func() metrics.Edge {
+	return func() metrics.Edge {
+		st := srv.Stats()
+		return metrics.Edge{Connections: st.Connections, SendQueueBytes: st.SendQueueBytes, Evictions: st.Evictions, Webhook: st.Webhook, Panics: st.Panics}
+	}
+}
+
+func failureMetrics(f *session.Failures) func() []metrics.Failure {
+	return func() []metrics.Failure {
+		var out []metrics.Failure
+		for _, c := range f.Snapshot() {
+			out = append(out, metrics.Failure{Op: c.Op, Code: c.Code, N: c.N})
+		}
+		return out
+	}
 }

@@ -179,8 +179,8 @@ func TestParseMetrics(t *testing.T) {
 	if m["broker_reads_total"] != 42 || m["broker_slow_consumers_evicted_total"] != 3 || len(m) != 2 {
 		t.Errorf("parseMetrics = %v", m)
 	}
-	m = parseMetrics([]byte("broker_connections{protocol=\"seed\"} 3\nbroker_connections{protocol=\"realtime\"} 4\n"))
-	if m["broker_connections"] != 7 || m[`broker_connections{protocol="seed"}`] != 3 {
+	m = parseMetrics([]byte("broker_connections{protocol=\"extension\"} 3\nbroker_connections{protocol=\"realtime\"} 4\n"))
+	if m["broker_connections"] != 7 || m[`broker_connections{protocol="extension"}`] != 3 {
 		t.Errorf("labelled series: parseMetrics = %v", m)
 	}
 }

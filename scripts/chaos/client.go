@@ -15,7 +15,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 )
 
-// subscriber is one seed-protocol subscription that keeps the account of
+// subscriber is one extension-protocol subscription that keeps the account of
 // what reached it: every event id, every EVENTS_MISSED (listed ids or a
 // count), history gaps, and how the connection ended.
 type subscriber struct {

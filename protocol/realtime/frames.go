@@ -1,4 +1,4 @@
-package handlers
+package realtime
 
 import (
 	"bytes"
@@ -6,12 +6,13 @@ import (
 	"errors"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
-// realtimeFrame is a client frame of Directus's realtime protocol. Only type
+// frame is a client frame of Directus's realtime protocol. Only type
 // and uid are common to all; the rest is read by the handler of the type.
-type realtimeFrame struct {
+type frame struct {
 	Type string
 	// UID is the client's identifier as sent (a JSON string or number).
 	UID json.RawMessage
@@ -22,18 +23,18 @@ type realtimeFrame struct {
 	AccessToken, RefreshToken, Email, Password, OTP *string
 }
 
-// parseRealtimeFrame checks what Directus checks of every frame: JSON, an
+// parseFrame checks what Directus checks of every frame: JSON, an
 // object, a string type, a uid that is a string or a number. Its errors are
 // ready-made frames of type "server".
-func parseRealtimeFrame(msg []byte) (realtimeFrame, []byte) {
+func parseFrame(msg []byte) (frame, []byte) {
 	var head map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &head); err != nil {
 		if json.Valid(msg) {
-			return realtimeFrame{}, rtError("server", "INVALID_PAYLOAD", "Validation error: the message must be an object with a string \"type\".", nil)
+			return frame{}, rtError("server", "INVALID_PAYLOAD", "Validation error: the message must be an object with a string \"type\".", nil)
 		}
-		return realtimeFrame{}, rtError("server", "INVALID_PAYLOAD", "Unable to parse the incoming message.", nil)
+		return frame{}, rtError("server", "INVALID_PAYLOAD", "Unable to parse the incoming message.", nil)
 	}
-	f := realtimeFrame{raw: msg}
+	f := frame{raw: msg}
 	if err := json.Unmarshal(head["type"], &f.Type); err != nil || head["type"] == nil {
 		return f, rtError("server", "INVALID_PAYLOAD", "Validation error: \"type\" must be a string.", nil)
 	}
@@ -83,7 +84,7 @@ func rtAPIError(typ string, err error, uid json.RawMessage) []byte {
 }
 
 func rtPong(uid json.RawMessage) []byte {
-	return closeWithUID([]byte(`{"type":"pong"`), uid)
+	return protocol.CloseWithUID([]byte(`{"type":"pong"`), uid)
 }
 
 func rtAuthOK(uid json.RawMessage, refresh string) []byte {
@@ -107,7 +108,7 @@ func rtSubscription(event string, data json.RawMessage, uid json.RawMessage) []b
 		b = append(b, `,"data":`...)
 		b = append(b, data...)
 	}
-	return closeWithUID(b, uid)
+	return protocol.CloseWithUID(b, uid)
 }
 
 // rtItems is the answer to an items frame.
@@ -122,28 +123,28 @@ func rtItems(data, meta json.RawMessage, uid json.RawMessage) []byte {
 		b = append(b, `,"meta":`...)
 		b = append(b, meta...)
 	}
-	return closeWithUID(b, uid)
+	return protocol.CloseWithUID(b, uid)
 }
 
-// realtimeEncoder encodes deliveries as Directus's subscription frames. Its
+// Encoder encodes deliveries as Directus's subscription frames. Its
 // uid is the subscription's uid as a JSON string (Directus stringifies it).
 // item, when set, restricts a subscription to one item, as Directus's
 // subscribe {"item"}: its data is then that item's object (its key for
 // deletes), not an array.
-type realtimeEncoder struct {
+type Encoder struct {
 	item string
 	// ids adds "event_id" to event frames (the subscribe asked for them
 	// with event_ids or since).
 	ids bool
 }
 
-var _ broker.Encoder = realtimeEncoder{}
+var _ broker.Encoder = Encoder{}
 
 // Event implements broker.Encoder: byte for byte Directus's frame, plus
 // "event_id" (the broker's event id, for resuming with "since") when the
 // subscription asked for it. It returns nil when an item subscription's
 // item is not in d.
-func (e realtimeEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
+func (e Encoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
 	data := d.Data
 	if d.Event.Action == broker.ActionDelete && d.RawKeys != nil {
 		data = d.RawKeys // as Directus writes them: numbers stay numbers
@@ -164,7 +165,7 @@ func (e realtimeEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
 		b = append(b, d.Event.ID...) // "<ms>-<seq>": no escaping needed
 		b = append(b, '"')
 	}
-	return closeWithUID(b, uid)
+	return protocol.CloseWithUID(b, uid)
 }
 
 // itemOf is item's part of d: its object, or its key (a JSON string) for a
@@ -193,7 +194,7 @@ func itemOf(d *broker.Delivery, item string) json.RawMessage {
 
 // Ack implements broker.Encoder: without a snapshot, Directus's init frame
 // carries no data; with one, the Init frame is the first.
-func (e realtimeEncoder) Ack(s *broker.Subscription, snapshot bool) []byte {
+func (e Encoder) Ack(s *broker.Subscription, snapshot bool) []byte {
 	if snapshot {
 		return nil
 	}
@@ -201,7 +202,7 @@ func (e realtimeEncoder) Ack(s *broker.Subscription, snapshot bool) []byte {
 }
 
 // Init implements broker.Encoder.
-func (e realtimeEncoder) Init(s *broker.Subscription, data json.RawMessage) []byte {
+func (e Encoder) Init(s *broker.Subscription, data json.RawMessage) []byte {
 	if len(data) == 0 || string(data) == "null" {
 		data = json.RawMessage("[]")
 	}
@@ -212,7 +213,7 @@ func (e realtimeEncoder) Init(s *broker.Subscription, data json.RawMessage) []by
 // its own keeps the SDK's subscription loops (which throw on
 // {"type":"subscribe","status":"error"}) alive, while clients that resume
 // with "since" can listen for it.
-func (e realtimeEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
+func (e Encoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
 	b, _ := json.Marshal(struct {
 		Type       string          `json:"type"`
 		Code       string          `json:"code"`

@@ -1,4 +1,4 @@
-package handlers
+package transport
 
 import (
 	"fmt"
@@ -9,8 +9,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
-
-	"github.com/directus-ws-broker/directus-ws-broker/config"
 )
 
 // fakeWS models melody's session: a fixed queue of cap frames (a Write or
@@ -24,7 +22,7 @@ type fakeWS struct {
 	overfull int // writes into a full queue
 	aborted  string
 	abortC   chan string
-	c        *conn
+	c        *Conn
 	// closed makes every write fail, as melody's does once its session
 	// closed.
 	closed bool
@@ -74,11 +72,9 @@ func (f *fakeWS) flush(n int) {
 	}
 }
 
-func newTestConn(t *testing.T, sendBuffer, queueBytes int) (*conn, *fakeWS) {
-	cfg := config.Default()
-	cfg.SendBuffer, cfg.SendQueueBytes = sendBuffer, queueBytes
-	srv := &Server{cfg: cfg}
-	c := newConn(srv, nil, zerolog.New(zerolog.NewTestWriter(t)))
+func newTestConn(t *testing.T, sendBuffer, queueBytes int) (*Conn, *fakeWS) {
+	hub := &Hub{opts: Options{SendBuffer: sendBuffer, SendQueueBytes: queueBytes, RateLimit: 100, RateBurst: 100, MaxInFlight: 4}}
+	c := newConn(hub, nil, zerolog.New(zerolog.NewTestWriter(t)))
 	ws := &fakeWS{cap: sendBuffer, c: c}
 	c.ws = ws
 	return c, ws
@@ -103,7 +99,7 @@ func TestCloseFollowsQueuedFrames(t *testing.T) {
 	if strings.Join(ws.written, "|") != strings.Join(want, "|") {
 		t.Fatalf("written %q, want %q", ws.written, want)
 	}
-	if c.srv.evicted.Load() != 0 {
+	if c.hub.evicted.Load() != 0 {
 		t.Fatal("counted as a slow consumer")
 	}
 }
@@ -131,8 +127,8 @@ func TestSendQueueBoundCountsMelodysQueue(t *testing.T) {
 		t.Fatalf("evicted under the bound: %s", ws.aborted)
 	}
 	c.Send([]byte(strings.Repeat("z", 20))) // 110 bytes would wait
-	if ws.aborted != fmt.Sprint(closeSlowConsumer, " slow consumer: send queue full") || c.srv.evicted.Load() != 1 {
-		t.Fatalf("aborted %q, evicted %d", ws.aborted, c.srv.evicted.Load())
+	if ws.aborted != fmt.Sprint(CloseSlowConsumer, " slow consumer: send queue full") || c.hub.evicted.Load() != 1 {
+		t.Fatalf("aborted %q, evicted %d", ws.aborted, c.hub.evicted.Load())
 	}
 }
 
@@ -161,7 +157,7 @@ func TestRateLimitAnswersOncePerSecond(t *testing.T) {
 	c.limiter = rate.NewLimiter(0, 1)
 	answers := 0
 	for i := range 100 {
-		if c.limited(func() []byte { answers++; return []byte("limited") }) != (i > 0) {
+		if c.Limited(func() []byte { answers++; return []byte("limited") }) != (i > 0) {
 			t.Fatalf("frame %d: limited %v", i, i > 0)
 		}
 	}
@@ -171,15 +167,15 @@ func TestRateLimitAnswersOncePerSecond(t *testing.T) {
 }
 
 // panicking is a codec whose frame handler panics.
-type panicking struct{ *seedCodec }
+type panicking struct{ Codec }
 
-func (panicking) handle(*conn, []byte) { panic("a bug in a frame handler") }
+func (panicking) Handle(Link, []byte) { panic("a bug in a frame handler") }
 
 // A panic while handling a frame closes that connection (1011) and is
 // counted; the process goes on.
 func TestFramePanicContained(t *testing.T) {
 	c, ws := newTestConn(t, 16, 1<<20)
-	c.codec = panicking{&seedCodec{}}
+	c.codec = panicking{}
 	ws.abortC = make(chan string, 1)
 	c.receive([]byte(`{"type":"ping"}`))
 	select {
@@ -190,7 +186,7 @@ func TestFramePanicContained(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the connection was not closed")
 	}
-	if n := c.srv.stats.panics.Load(); n != 1 {
+	if n := c.hub.stats.panics.Load(); n != 1 {
 		t.Fatalf("%d panics counted", n)
 	}
 }
@@ -204,7 +200,7 @@ func TestSendAfterDisconnectKeepsNoBytes(t *testing.T) {
 	c.dropQueued() // the disconnect handler
 	ws.closed = true
 	c.Send([]byte("late frame"))
-	if got := c.srv.stats.queuedBytes.Load(); got != 0 {
+	if got := c.hub.stats.queuedBytes.Load(); got != 0 {
 		t.Fatalf("send queue gauge %d bytes after the connection ended", got)
 	}
 }
@@ -217,7 +213,7 @@ func TestSentAfterDisconnectCountsOnce(t *testing.T) {
 	c.Send([]byte("in melody's queue"))
 	c.dropQueued()
 	ws.flush(1) // melody's writer reports it sent afterwards
-	if got := c.srv.stats.queuedBytes.Load(); got != 0 {
+	if got := c.hub.stats.queuedBytes.Load(); got != 0 {
 		t.Fatalf("send queue gauge %d bytes after the connection ended", got)
 	}
 }

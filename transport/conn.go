@@ -1,4 +1,4 @@
-package handlers
+package transport
 
 import (
 	"fmt"
@@ -17,22 +17,41 @@ import (
 
 // Close codes the broker uses besides the standard ones.
 const (
-	closeSlowConsumer = 4008 // the client did not read fast enough
-	closeTokenExpired = 4001 // the token expired and no new one came in time
+	CloseSlowConsumer = 4008 // the client did not read fast enough
+	CloseTokenExpired = 4001 // the token expired and no new one came in time
 )
 
-// codec is one WebSocket protocol: it parses frames into the session's
-// operations and encodes their results. The seed extension's protocol
-// (websocket_path, seed.go) and Directus's own (realtime_path, realtime.go)
-// are the two.
-type codec interface {
+// Codec is one WebSocket protocol: it parses frames into the session's
+// operations and encodes their results. The extension protocol
+// (protocol/extension, websocket_path) and Directus's own
+// (protocol/realtime, realtime_path) are the two.
+type Codec interface {
 	session.Protocol
-	// opened runs once the WebSocket is open, before any frame is handled.
-	opened(c *conn)
-	// handle handles one frame. Frames are handled one at a time in
+	// Name names the protocol in the metrics ("extension", "realtime").
+	Name() string
+	// Opened runs once the WebSocket is open, before any frame is handled.
+	Opened(l Link)
+	// Handle handles one frame. Frames are handled one at a time in
 	// arrival order, off melody's read loop; a frame that changes the
 	// connection's state completes before the next is handled.
-	handle(c *conn, msg []byte)
+	Handle(l Link, msg []byte)
+}
+
+// Link is what a codec sees of its connection (a *Conn; a fake in the
+// codecs' unit tests).
+type Link interface {
+	session.Conn
+	// Session is the connection's session (set before Opened).
+	Session() *session.Session
+	// Async runs fn (an items request, started in frame order) off the
+	// frame goroutine, bounded by max_in_flight; false when the bound is
+	// reached.
+	Async(fn func()) bool
+	// Limited reports whether a frame is over the connection's rate
+	// (answer is sent at most once a second).
+	Limited(answer func() []byte) bool
+	// Log is the connection's logger.
+	Log() *zerolog.Logger
 }
 
 // wsConn is what a conn needs of its WebSocket (melodyConn; a fake in the
@@ -60,13 +79,13 @@ func (m melodyConn) Abort(code int, reason string) {
 	}()
 }
 
-// conn is the transport of one WebSocket connection: melody's session, the
+// Conn is the transport of one WebSocket connection: melody's session, the
 // send queue bounded in bytes, the inbox of received frames, the frame rate
 // limit and the bound on concurrent items requests. It is the session's
-// session.Conn.
-type conn struct {
-	srv     *Server
-	codec   codec
+// session.Conn and the codec's Link.
+type Conn struct {
+	hub     *Hub
+	codec   Codec
 	ws      wsConn
 	sess    *session.Session
 	log     zerolog.Logger
@@ -103,13 +122,21 @@ type conn struct {
 	draining   bool
 }
 
-func newConn(srv *Server, codec codec, log zerolog.Logger) *conn {
-	return &conn{
-		srv: srv, codec: codec, log: log,
-		limiter:  rate.NewLimiter(rate.Limit(srv.cfg.RateLimit), srv.cfg.RateBurst),
-		inflight: make(chan struct{}, srv.cfg.MaxInFlight),
+var _ Link = (*Conn)(nil)
+
+func newConn(hub *Hub, codec Codec, log zerolog.Logger) *Conn {
+	return &Conn{
+		hub: hub, codec: codec, log: log,
+		limiter:  rate.NewLimiter(rate.Limit(hub.opts.RateLimit), hub.opts.RateBurst),
+		inflight: make(chan struct{}, hub.opts.MaxInFlight),
 	}
 }
+
+// Session implements Link.
+func (c *Conn) Session() *session.Session { return c.sess }
+
+// Log implements Link.
+func (c *Conn) Log() *zerolog.Logger { return &c.log }
 
 // Send implements session.Conn. It never blocks.
 //
@@ -121,7 +148,7 @@ func newConn(srv *Server, codec codec, log zerolog.Logger) *conn {
 // client that does not read cannot make the broker hold more than the bound.
 // A single frame is let through when nothing else waits, so an event larger
 // than the bound still reaches a client that reads.
-func (c *conn) Send(frame []byte) {
+func (c *Conn) Send(frame []byte) {
 	if c.evicted.Load() {
 		return
 	}
@@ -131,16 +158,16 @@ func (c *conn) Send(frame []byte) {
 		return // closing: nothing after the close frame; gone: nobody reads
 	}
 	waiting := c.queuedBytes + c.overflowBytes
-	if waiting > 0 && waiting+len(frame) > c.srv.cfg.SendQueueBytes {
-		c.srv.stats.queuedBytes.Add(-int64(c.overflowBytes))
+	if waiting > 0 && waiting+len(frame) > c.hub.opts.SendQueueBytes {
+		c.hub.stats.queuedBytes.Add(-int64(c.overflowBytes))
 		c.overflow, c.overflowBytes = nil, 0
 		c.sendMu.Unlock()
-		c.srv.evicted.Add(1)
-		c.evict(closeSlowConsumer, "slow consumer: send queue full")
+		c.hub.evicted.Add(1)
+		c.evict(CloseSlowConsumer, "slow consumer: send queue full")
 		return
 	}
-	c.srv.stats.queuedBytes.Add(int64(len(frame)))
-	if c.queued < c.srv.cfg.SendBuffer && len(c.overflow) == 0 {
+	c.hub.stats.queuedBytes.Add(int64(len(frame)))
+	if c.queued < c.hub.opts.SendBuffer && len(c.overflow) == 0 {
 		c.queued++
 		c.queuedBytes += len(frame)
 		c.sendMu.Unlock()
@@ -156,7 +183,7 @@ func (c *conn) Send(frame []byte) {
 
 // sent is melody's report that frame left its queue and was written: the
 // next overflowing frame (or the pending close) takes its place.
-func (c *conn) sent(frame []byte) {
+func (c *Conn) sent(frame []byte) {
 	c.sendMu.Lock()
 	if c.gone {
 		// Written as the connection ended: dropQueued already took its
@@ -166,7 +193,7 @@ func (c *conn) sent(frame []byte) {
 	}
 	c.queued--
 	c.queuedBytes -= len(frame)
-	c.srv.stats.queuedBytes.Add(-int64(len(frame)))
+	c.hub.stats.queuedBytes.Add(-int64(len(frame)))
 	if len(c.overflow) == 0 {
 		c.flushCloseLocked()
 		c.sendMu.Unlock()
@@ -189,7 +216,7 @@ func (c *conn) sent(frame []byte) {
 
 // unqueue takes back a frame melody refused (its session closed): it will
 // never be reported sent.
-func (c *conn) unqueue(frame []byte) {
+func (c *Conn) unqueue(frame []byte) {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	if c.gone {
@@ -197,14 +224,14 @@ func (c *conn) unqueue(frame []byte) {
 	}
 	c.queued--
 	c.queuedBytes -= len(frame)
-	c.srv.stats.queuedBytes.Add(-int64(len(frame)))
+	c.hub.stats.queuedBytes.Add(-int64(len(frame)))
 }
 
 // dropQueued forgets the frames still waiting when the connection ended.
-func (c *conn) dropQueued() {
+func (c *Conn) dropQueued() {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	c.srv.stats.queuedBytes.Add(-int64(c.queuedBytes + c.overflowBytes))
+	c.hub.stats.queuedBytes.Add(-int64(c.queuedBytes + c.overflowBytes))
 	c.queued, c.queuedBytes, c.overflow, c.overflowBytes = 0, 0, nil, 0
 	c.gone = true
 }
@@ -212,7 +239,7 @@ func (c *conn) dropQueued() {
 // Close implements session.Conn: the close frame follows every frame queued
 // before it, through the same queue (so it never overtakes the error frame
 // it explains, and a full queue delays it instead of evicting the client).
-func (c *conn) Close(code int, reason string) {
+func (c *Conn) Close(code int, reason string) {
 	if c.evicted.Load() {
 		return
 	}
@@ -233,8 +260,8 @@ func (c *conn) Close(code int, reason string) {
 
 // flushCloseLocked hands the pending close to melody once nothing waits in
 // the overflow and melody's queue has room for it.
-func (c *conn) flushCloseLocked() {
-	if c.closing == nil || c.closeSent || len(c.overflow) > 0 || c.queued >= c.srv.cfg.SendBuffer {
+func (c *Conn) flushCloseLocked() {
+	if c.closing == nil || c.closeSent || len(c.overflow) > 0 || c.queued >= c.hub.opts.SendBuffer {
 		return
 	}
 	c.closeSent = true
@@ -244,7 +271,7 @@ func (c *conn) flushCloseLocked() {
 // evict closes a client that cannot keep up (or at shutdown). The close
 // frame is written directly on the connection because the queue it would go
 // through is the one that is full.
-func (c *conn) evict(code int, reason string) {
+func (c *Conn) evict(code int, reason string) {
 	if !c.evicted.CompareAndSwap(false, true) {
 		return
 	}
@@ -253,7 +280,7 @@ func (c *conn) evict(code int, reason string) {
 		level = zerolog.DebugLevel
 	}
 	c.log.WithLevel(level).Int("code", code).Str("reason", reason).Msg("closing connection")
-	add(&c.srv.stats.evictions, evictionReason(code))
+	add(&c.hub.stats.evictions, evictionReason(code))
 	c.ws.Abort(code, reason)
 }
 
@@ -268,7 +295,7 @@ const (
 // a goroutine that exists only while there are frames: decoding JSON on the
 // read loop would grow its stack, which melody keeps for the life of the
 // connection (it doubles the memory of an idle connection).
-func (c *conn) receive(msg []byte) {
+func (c *Conn) receive(msg []byte) {
 	c.inboxMu.Lock()
 	if len(c.inbox) >= maxInbox || c.inboxBytes+len(msg) > maxInboxBytes {
 		c.inboxMu.Unlock()
@@ -285,7 +312,7 @@ func (c *conn) receive(msg []byte) {
 	}
 }
 
-func (c *conn) drain() {
+func (c *Conn) drain() {
 	for {
 		c.inboxMu.Lock()
 		if len(c.inbox) == 0 {
@@ -298,7 +325,7 @@ func (c *conn) drain() {
 		c.inbox = c.inbox[1:]
 		c.inboxBytes -= len(msg)
 		c.inboxMu.Unlock()
-		if !c.contain(func() { c.codec.handle(c, msg) }) {
+		if !c.contain(func() { c.codec.Handle(c, msg) }) {
 			return
 		}
 	}
@@ -307,11 +334,11 @@ func (c *conn) drain() {
 // contain runs fn, containing a panic to this connection: it is logged with
 // its stack, counted, and the connection is closed (1011); the process and
 // every other connection go on. false means fn panicked.
-func (c *conn) contain(fn func()) (ok bool) {
+func (c *Conn) contain(fn func()) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			ok = false
-			c.srv.stats.panics.Add(1)
+			c.hub.stats.panics.Add(1)
 			c.log.Error().Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("handling a frame panicked; closing the connection")
 			c.evict(websocket.CloseInternalServerErr, "internal error")
 		}
@@ -320,10 +347,10 @@ func (c *conn) contain(fn func()) (ok bool) {
 	return true
 }
 
-// async runs fn (an items request, already started in frame order) off the
+// Async implements Link: it runs fn (an items request, already started in frame order) off the
 // frame goroutine, bounded by max_in_flight; false when the bound is
 // reached.
-func (c *conn) async(fn func()) bool {
+func (c *Conn) Async(fn func()) bool {
 	select {
 	case c.inflight <- struct{}{}:
 	default:
@@ -336,10 +363,10 @@ func (c *conn) async(fn func()) bool {
 	return true
 }
 
-// limited reports whether a frame is over the connection's rate; the
+// Limited implements Link: it reports whether a frame is over the connection's rate; the
 // answer to tell the client is sent at most once a second (answering every
 // frame of a flood would be a flood of answers), the rest are dropped.
-func (c *conn) limited(answer func() []byte) bool {
+func (c *Conn) Limited(answer func() []byte) bool {
 	if c.limiter.Allow() {
 		return false
 	}

@@ -1,23 +1,24 @@
-package handlers
+package realtime
 
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"sync/atomic"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
+	"github.com/directus-ws-broker/directus-ws-broker/transport"
 )
 
 // Directus's own realtime protocol (the one Directus serves at /websocket and
 // the official @directus/sdk's realtime() speaks) on realtime_path.
-// A connection's codec is a realtimeCodec: the operations, fan-out,
-// permission filtering, token expiry and eviction are shared with the seed
-// protocol (package session, conn.go); only the framing and the
+// A connection's codec is a Codec: the operations, fan-out,
+// permission filtering, token expiry and eviction are shared with the extension
+// protocol (package session, package transport); only the framing and the
 // authentication dance differ. e2e/sdk runs the SDK against this endpoint
 // and against Directus itself (scripts/sdk-test.sh).
 //
@@ -64,15 +65,33 @@ const (
 // it at the upgrade, and so does the broker (same-site deployments only).
 const sessionCookie = "directus_session_token"
 
-// realtimeUpgrade accepts a connection of the realtime protocol. A token in
-// the request (Authorization, access_token, the session cookie) is checked
-// now, as Directus does: an invalid one is a 401. Without one, strict mode
-// refuses, handshake mode waits for an auth frame, public mode continues as
-// the public role.
-func (s *Server) realtimeUpgrade(c echo.Context) error {
-	r := c.Request()
-	token := requestToken(r)
-	if token == "" && s.originListed(r) {
+// Options are what the protocol's behaviour depends on (config's names in
+// brackets).
+type Options struct {
+	// Mode is public, handshake or strict (realtime_auth_mode), as
+	// Directus's WEBSOCKETS_REST_AUTH.
+	Mode string
+	// AuthTimeout bounds the wait for the first frame, and how long an
+	// expired client may take to authenticate (realtime_auth_timeout).
+	AuthTimeout  time.Duration
+	PingPeriod   time.Duration // heartbeat (ping_period)
+	MaxFrameSize int64         // (max_frame_size)
+	// AllowedOrigins decides whether the session cookie is a credential
+	// (allowed_origins: only origins named there).
+	AllowedOrigins []string
+}
+
+// Endpoint serves the protocol at realtime_path.
+type Endpoint struct{ Options Options }
+
+// Open implements transport.Endpoint. A token in the request
+// (Authorization, access_token, the session cookie) is checked at the
+// upgrade, as Directus does: an invalid one is a 401. Without one, strict
+// mode refuses, handshake mode waits for an auth frame, public mode
+// continues as the public role.
+func (e Endpoint) Open(r *http.Request) transport.Open {
+	token := transport.RequestToken(r)
+	if token == "" && transport.OriginListed(e.Options.AllowedOrigins, r) {
 		// A cookie rides along with any page's request: it is a credential
 		// only for origins listed by name (not "*"), or another site could
 		// open a socket as the visitor.
@@ -80,19 +99,20 @@ func (s *Server) realtimeUpgrade(c echo.Context) error {
 			token = ck.Value
 		}
 	}
-	mode := s.cfg.RealtimeAuthMode
+	mode := e.Options.Mode
 	refuse := ""
 	if mode == authStrict {
 		refuse = "a token is required (realtime_auth_mode is strict)"
 	}
-	rc := &realtimeCodec{mode: mode}
+	rc := &Codec{opts: e.Options, mode: mode}
 	rc.authed.Store(token != "" || mode != authHandshake)
-	return s.accept(c, token, refuse, rc)
+	return transport.Open{Token: token, RefuseAnonymous: refuse, Codec: rc}
 }
 
-// realtimeCodec is the realtime protocol's state of one connection.
-type realtimeCodec struct {
-	c    *conn
+// Codec is the realtime protocol's state of one connection.
+type Codec struct {
+	opts Options
+	c    transport.Link
 	mode string
 	// authed is false until a handshake-mode connection sent a valid auth.
 	authed atomic.Bool
@@ -103,9 +123,13 @@ type realtimeCodec struct {
 	lastSeen atomic.Int64
 }
 
-var _ codec = (*realtimeCodec)(nil)
+var _ transport.Codec = (*Codec)(nil)
 
-func (r *realtimeCodec) opened(c *conn) {
+// Name implements transport.Codec.
+func (r *Codec) Name() string { return "realtime" }
+
+// Opened implements transport.Codec.
+func (r *Codec) Opened(c transport.Link) {
 	r.c = c
 	r.lastSeen.Store(time.Now().UnixNano())
 	go r.heartbeat(c)
@@ -115,14 +139,14 @@ func (r *realtimeCodec) opened(c *conn) {
 // authenticated, and closes a connection that sent nothing during a whole
 // period after a ping (Directus: WEBSOCKETS_HEARTBEAT_PERIOD). In handshake
 // mode it also enforces realtime_auth_timeout.
-func (r *realtimeCodec) heartbeat(c *conn) {
-	ctx := c.sess.Context()
-	period := c.srv.cfg.PingPeriod
+func (r *Codec) heartbeat(c transport.Link) {
+	ctx := c.Session().Context()
+	period := r.opts.PingPeriod
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	var handshake <-chan time.Time
 	if !r.authed.Load() {
-		t := time.NewTimer(c.srv.cfg.RealtimeAuthTimeout)
+		t := time.NewTimer(r.opts.AuthTimeout)
 		defer t.Stop()
 		handshake = t.C
 	}
@@ -144,7 +168,7 @@ func (r *realtimeCodec) heartbeat(c *conn) {
 				continue
 			}
 			if !pinged.IsZero() && r.lastSeen.Load() < pinged.UnixNano() {
-				c.log.Debug().Msg("no frame since the last heartbeat ping; closing")
+				c.Log().Debug().Msg("no frame since the last heartbeat ping; closing")
 				c.Close(0, "") // as Directus: no status code
 				return
 			}
@@ -161,22 +185,22 @@ var rtPing = []byte(`{"type":"ping"}`)
 // frames see their effect (a repeated uid replaces, an unsubscribe follows
 // its subscribe, items use the new token); items requests start in order
 // and run alongside.
-func (r *realtimeCodec) handle(c *conn, msg []byte) {
+func (r *Codec) Handle(c transport.Link, msg []byte) {
 	r.lastSeen.Store(time.Now().UnixNano())
 	if !r.authed.Load() {
 		r.spoke.Store(true)
 		r.handshake(c, msg)
 		return
 	}
-	if c.limited(func() []byte { return rtError("server", "REQUESTS_EXCEEDED", "Too many messages, slow down.", nil) }) {
+	if c.Limited(func() []byte { return rtError("server", "REQUESTS_EXCEEDED", "Too many messages, slow down.", nil) }) {
 		// Counted before parsing, so malformed frames are limited too.
 		return
 	}
-	if int64(len(msg)) > c.srv.cfg.MaxFrameSize {
+	if int64(len(msg)) > r.opts.MaxFrameSize {
 		c.Send(rtError("server", "INVALID_PAYLOAD", "The message exceeds max_frame_size.", nil))
 		return
 	}
-	f, perr := parseRealtimeFrame(msg)
+	f, perr := parseFrame(msg)
 	if perr != nil {
 		c.Send(perr)
 		return
@@ -206,8 +230,8 @@ var rtHandshakeFailed = rtError("auth", "AUTH_FAILED", "Authentication handshake
 // handshake handles the first frame of a handshake-mode connection: it must
 // be an auth frame with valid credentials, or the connection is closed as
 // Directus closes it (no status code).
-func (r *realtimeCodec) handshake(c *conn, msg []byte) {
-	f, perr := parseRealtimeFrame(msg)
+func (r *Codec) handshake(c transport.Link, msg []byte) {
+	f, perr := parseFrame(msg)
 	if perr != nil || f.Type != "auth" {
 		c.Send(rtHandshakeFailed)
 		c.Close(0, "")
@@ -221,16 +245,16 @@ func (r *realtimeCodec) handshake(c *conn, msg []byte) {
 // password (exchanged at /auth/login). On success the connection and all
 // its subscriptions switch to the new token. On failure a public-mode
 // connection continues as the public role; others are closed.
-func (r *realtimeCodec) auth(c *conn, f realtimeFrame, handshake bool) {
+func (r *Codec) auth(c transport.Link, f frame, handshake bool) {
 	uid := f.UID
 	if handshake {
 		uid = nil // Directus: the handshake answer carries no uid on failure
 	}
-	ctx := c.sess.Context()
+	ctx := c.Session().Context()
 	var token, refresh string
 	var err error
 	if f.Email != nil || f.RefreshToken != nil {
-		token, refresh, err = c.sess.Login(ctx, f.Email, f.Password, f.OTP, f.RefreshToken)
+		token, refresh, err = c.Session().Login(ctx, f.Email, f.Password, f.OTP, f.RefreshToken)
 	}
 	if f.AccessToken != nil {
 		token, err = *f.AccessToken, nil // Directus: an access_token given alongside wins
@@ -239,7 +263,7 @@ func (r *realtimeCodec) auth(c *conn, f realtimeFrame, handshake bool) {
 		err = session.ErrNoCredentials
 	}
 	if err == nil {
-		_, err = c.sess.Authenticate(ctx, token)
+		_, err = c.Session().Authenticate(ctx, token)
 	}
 	if err != nil {
 		// Directus answers every failure alike; the cause is the broker's
@@ -249,11 +273,11 @@ func (r *realtimeCodec) auth(c *conn, f realtimeFrame, handshake bool) {
 			msg = "Authentication handshake failed."
 		}
 		if directus.Unavailable(err) {
-			c.log.Warn().Err(err).Msg("realtime auth: Directus unreachable")
+			c.Log().Warn().Err(err).Msg("realtime auth: Directus unreachable")
 		}
 		c.Send(rtError("auth", "AUTH_FAILED", msg, uid))
 		if r.mode == authPublic {
-			_, _ = c.sess.Authenticate(ctx, "")
+			_, _ = c.Session().Authenticate(ctx, "")
 			return
 		}
 		c.Close(0, "") // as Directus: no status code
@@ -279,7 +303,7 @@ type subscribeFrame struct {
 // the same uid is replaced (removed first, even if the new one fails), the
 // answer is an init frame with the items the query selects (without data
 // when an event filter is given), and errors are {"type":"subscribe"} frames.
-func (r *realtimeCodec) subscribe(c *conn, f realtimeFrame) {
+func (r *Codec) subscribe(c transport.Link, f frame) {
 	fail := func(err error) { c.Send(rtAPIError("subscribe", err, f.UID)) }
 	var m subscribeFrame
 	if err := json.Unmarshal(f.raw, &m); err != nil {
@@ -300,7 +324,7 @@ func (r *realtimeCodec) subscribe(c *conn, f realtimeFrame) {
 		actions = actions.With(act)
 	}
 	item := ""
-	if hasValue(m.Item) {
+	if protocol.HasValue(m.Item) {
 		s, ok := session.UIDString(m.Item)
 		if !ok || s == "" || s == "." || s == ".." {
 			fail(session.Invalid(`Validation error: "item" must be a string or a number.`))
@@ -314,17 +338,17 @@ func (r *realtimeCodec) subscribe(c *conn, f realtimeFrame) {
 		s, _ := session.UIDString(f.UID)
 		key, uid = session.KeyForUID(f.UID), mustJSON(s)
 	} else {
-		key = c.sess.NewKey()
+		key = c.Session().NewKey()
 	}
-	ctx := c.sess.Context()
-	_, err := c.sess.Subscribe(ctx, session.SubscribeRequest{
+	ctx := c.Session().Context()
+	_, err := c.Session().Subscribe(ctx, session.SubscribeRequest{
 		Key: key, Collection: m.Collection, Query: m.Query, Actions: actions, UID: uid, Item: item,
 		// An event filter or a resume: init carries no data (Directus
 		// sends none with an event filter; a resume replays instead).
 		Init: m.Event == nil && m.Since == "", Since: m.Since,
 		// Event ids only when asked for (a resume implies it): Directus's
 		// frames have none, and strict clients compare them whole.
-		Encoder: realtimeEncoder{item: item, ids: m.EventIDs || m.Since != ""},
+		Encoder: Encoder{item: item, ids: m.EventIDs || m.Since != ""},
 	})
 	if err != nil && ctx.Err() == nil {
 		fail(err)
@@ -337,11 +361,11 @@ func mustJSON(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
 // subscription of the connection when there is none. Directus answers
 // {"type":"subscription","event":"unsubscribe"} in both cases, also for a
 // uid it does not know.
-func (r *realtimeCodec) unsubscribe(c *conn, f realtimeFrame) {
+func (r *Codec) unsubscribe(c transport.Link, f frame) {
 	if len(f.UID) > 0 {
-		c.sess.Unsubscribe(session.KeyForUID(f.UID))
+		c.Session().Unsubscribe(session.KeyForUID(f.UID))
 	} else {
-		c.sess.UnsubscribeWhere(nil)
+		c.Session().UnsubscribeWhere(nil)
 	}
 	c.Send(rtSubscription("unsubscribe", nil, f.UID))
 }
@@ -359,7 +383,7 @@ type itemsFrame struct {
 // items forwards an items frame to the REST API with the connection's
 // token and answers {"type":"items","data","meta"?,"uid"} or an error frame
 // of type "items".
-func (r *realtimeCodec) items(c *conn, f realtimeFrame) {
+func (r *Codec) items(c transport.Link, f frame) {
 	var m itemsFrame
 	if err := json.Unmarshal(f.raw, &m); err != nil {
 		c.Send(rtAPIError("items", session.Invalid("Validation error: "+fieldTypeError(err)), f.UID))
@@ -370,9 +394,9 @@ func (r *realtimeCodec) items(c *conn, f realtimeFrame) {
 		return
 	}
 	req := session.ItemsRequest{Action: m.Action, Collection: m.Collection, ID: m.ID, IDs: m.IDs, Query: m.Query, Data: m.Data}
-	ctx := c.sess.Context()
-	ok := c.async(func() {
-		res, err := c.sess.Items(ctx, req)
+	ctx := c.Session().Context()
+	ok := c.Async(func() {
+		res, err := c.Session().Items(ctx, req)
 		if err != nil {
 			if ctx.Err() == nil {
 				c.Send(rtAPIError("items", err, f.UID))
@@ -398,17 +422,17 @@ func fieldTypeError(err error) string {
 
 // TokenExpired implements session.Protocol: Directus's TokenExpiredError as
 // an auth error.
-func (r *realtimeCodec) TokenExpired() []byte {
+func (r *Codec) TokenExpired() []byte {
 	return rtError("auth", "TOKEN_EXPIRED", "Token expired.", nil)
 }
 
 // AuthGrace implements session.Protocol.
-func (r *realtimeCodec) AuthGrace() time.Duration { return r.c.srv.cfg.RealtimeAuthTimeout }
+func (r *Codec) AuthGrace() time.Duration { return r.opts.AuthTimeout }
 
 // GraceOver implements session.Protocol: no new token within
 // realtime_auth_timeout. Public mode goes on as the public role; the others
 // close, as Directus does.
-func (r *realtimeCodec) GraceOver(s *session.Session) {
+func (r *Codec) GraceOver(s *session.Session) {
 	r.c.Send(rtError("auth", "AUTH_TIMEOUT", "Authentication timed out.", nil))
 	if r.mode == authPublic {
 		if _, err := s.Authenticate(s.Context(), ""); err == nil {
@@ -420,6 +444,6 @@ func (r *realtimeCodec) GraceOver(s *session.Session) {
 
 // Dropped implements session.Protocol: a subscribe error with the
 // subscription's uid, which ends the SDK's subscription loop.
-func (r *realtimeCodec) Dropped(sub *broker.Subscription, err error) []byte {
+func (r *Codec) Dropped(sub *broker.Subscription, err error) []byte {
 	return rtAPIError("subscribe", err, sub.UID)
 }

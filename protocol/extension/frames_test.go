@@ -1,4 +1,4 @@
-package handlers
+package extension
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
-func TestParseSeedFrame(t *testing.T) {
+func TestParseFrame(t *testing.T) {
 	tests := []struct {
 		in, typ, coll string
 		uid           string
@@ -22,7 +22,7 @@ func TestParseSeedFrame(t *testing.T) {
 		{`{"type":5,"uid":"u"}`, "", "", `"u"`, true},
 	}
 	for _, tt := range tests {
-		f, perr := parseSeedFrame([]byte(tt.in))
+		f, perr := parseFrame([]byte(tt.in))
 		var err error
 		if perr != nil {
 			err = perr
@@ -41,10 +41,10 @@ func TestParseSeedFrame(t *testing.T) {
 	}
 }
 
-// FuzzParseSeedFrame: no input panics the parser, every refusal is a 400 with
+// FuzzParseFrame: no input panics the parser, every refusal is a 400 with
 // a message, and an accepted frame has a lower-case type and, if it names a
 // collection that validates, a plain name.
-func FuzzParseSeedFrame(f *testing.F) {
+func FuzzParseFrame(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"get","collection":"test","query":{"limit":2}}`,
 		`{"type":"post","collection":"test","data":[{"a":1}],"uid":[1]}`,
@@ -54,7 +54,7 @@ func FuzzParseSeedFrame(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		fr, err := parseSeedFrame(msg)
+		fr, err := parseFrame(msg)
 		if err != nil {
 			if err.Status != 400 || err.Message == "" {
 				t.Fatalf("bad refusal %+v", err)
@@ -79,7 +79,7 @@ func FuzzParseSeedFrame(f *testing.F) {
 			}
 		}
 		// Encoding never produces invalid JSON, whatever the uid.
-		if out := seedError(session.Invalid("x"), fr.UID, "c"); !json.Valid(out) {
+		if out := errorFrame(session.Invalid("x"), fr.UID, "c"); !json.Valid(out) {
 			t.Fatalf("invalid error frame %s", out)
 		}
 	})

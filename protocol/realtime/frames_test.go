@@ -1,4 +1,4 @@
-package handlers
+package realtime
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
-func TestParseRealtimeFrame(t *testing.T) {
+func TestParseFrame(t *testing.T) {
 	tests := []struct {
 		in, typ, uid string
 		bad          bool
@@ -24,7 +24,7 @@ func TestParseRealtimeFrame(t *testing.T) {
 		{`{"type":"ping","uid":true}`, "", "", true},
 	}
 	for _, tc := range tests {
-		f, errFrame := parseRealtimeFrame([]byte(tc.in))
+		f, errFrame := parseFrame([]byte(tc.in))
 		if tc.bad {
 			var m map[string]any
 			if errFrame == nil || json.Unmarshal(errFrame, &m) != nil || m["type"] != "server" || m["status"] != "error" {
@@ -36,7 +36,7 @@ func TestParseRealtimeFrame(t *testing.T) {
 			t.Errorf("%s: got type %q uid %s err %s", tc.in, f.Type, f.UID, errFrame)
 		}
 	}
-	f, _ := parseRealtimeFrame([]byte(`{"type":"auth","email":"a@b.c","password":"p","refresh_token":"r"}`))
+	f, _ := parseFrame([]byte(`{"type":"auth","email":"a@b.c","password":"p","refresh_token":"r"}`))
 	if f.Email == nil || *f.Email != "a@b.c" || f.Password == nil || f.RefreshToken == nil || f.AccessToken != nil {
 		t.Fatalf("auth fields: %+v", f)
 	}
@@ -50,35 +50,35 @@ func TestRealtimeEncoder(t *testing.T) {
 	// Keys Directus wrote as numbers are repeated so, as its realtime does.
 	delNum := &broker.Delivery{Event: broker.Event{ID: "1-3", Action: broker.ActionDelete}, Keys: []string{"2"}, Data: json.RawMessage(`["2"]`), RawKeys: json.RawMessage(`[2]`)}
 	tests := []struct {
-		enc  realtimeEncoder
+		enc  Encoder
 		d    *broker.Delivery
 		want string
 	}{
-		{realtimeEncoder{}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"uid":"s"}`},
-		{realtimeEncoder{ids: true}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"event_id":"1-1","uid":"s"}`},
-		{realtimeEncoder{item: "2"}, create, `{"type":"subscription","event":"create","data":{"id":2},"uid":"s"}`},
-		{realtimeEncoder{item: "3"}, create, ``},
-		{realtimeEncoder{}, del, `{"type":"subscription","event":"delete","data":["2"],"uid":"s"}`},
-		{realtimeEncoder{}, delNum, `{"type":"subscription","event":"delete","data":[2],"uid":"s"}`},
-		{realtimeEncoder{item: "2", ids: true}, del, `{"type":"subscription","event":"delete","data":"2","event_id":"1-2","uid":"s"}`},
+		{Encoder{}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"uid":"s"}`},
+		{Encoder{ids: true}, create, `{"type":"subscription","event":"create","data":[{"id":1},{"id":2}],"event_id":"1-1","uid":"s"}`},
+		{Encoder{item: "2"}, create, `{"type":"subscription","event":"create","data":{"id":2},"uid":"s"}`},
+		{Encoder{item: "3"}, create, ``},
+		{Encoder{}, del, `{"type":"subscription","event":"delete","data":["2"],"uid":"s"}`},
+		{Encoder{}, delNum, `{"type":"subscription","event":"delete","data":[2],"uid":"s"}`},
+		{Encoder{item: "2", ids: true}, del, `{"type":"subscription","event":"delete","data":"2","event_id":"1-2","uid":"s"}`},
 	}
 	for _, tc := range tests {
 		if got := string(tc.enc.Event(tc.d, uid)); got != tc.want {
 			t.Errorf("%+v %s:\n got %s\nwant %s", tc.enc, tc.d.Event.Action, got, tc.want)
 		}
 	}
-	s := broker.NewSubscription("c", broker.Credentials{}, nil, 0, nil, nil, realtimeEncoder{})
-	if got := string(realtimeEncoder{}.Init(s, nil)); got != `{"type":"subscription","event":"init","data":[]}` {
+	s := broker.NewSubscription("c", broker.Credentials{}, nil, 0, nil, nil, Encoder{})
+	if got := string(Encoder{}.Init(s, nil)); got != `{"type":"subscription","event":"init","data":[]}` {
 		t.Errorf("init without uid: %s", got)
 	}
 }
 
-func FuzzParseRealtimeFrame(f *testing.F) {
+func FuzzParseFrame(f *testing.F) {
 	for _, s := range []string{`{"type":"auth","access_token":"x","uid":1}`, `{"type":"subscribe","query":{"fields":"a,b"}}`, `[]`, `{"type":"items","uid":"u"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		fr, errFrame := parseRealtimeFrame(msg)
+		fr, errFrame := parseFrame(msg)
 		if errFrame != nil {
 			if !json.Valid(errFrame) {
 				t.Fatalf("error frame is not JSON: %s", errFrame)

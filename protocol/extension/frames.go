@@ -1,16 +1,17 @@
-package handlers
+package extension
 
 import (
 	"encoding/json"
 	"strings"
 
 	"github.com/directus-ws-broker/directus-ws-broker/broker"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
-// seedFrame is a client frame of the seed protocol. Unknown fields are
+// frame is a client frame of the extension protocol. Unknown fields are
 // ignored; type is case-insensitive.
-type seedFrame struct {
+type frame struct {
 	Type       string            `json:"type"`
 	UID        json.RawMessage   `json:"uid"`
 	Collection *string           `json:"collection"`
@@ -25,10 +26,10 @@ type seedFrame struct {
 	AccessToken string `json:"access_token"`
 }
 
-// parseSeedFrame decodes a client frame. On error the uid is still returned
+// parseFrame decodes a client frame. On error the uid is still returned
 // when it could be read, so the ERROR frame can echo it.
-func parseSeedFrame(msg []byte) (seedFrame, *session.Error) {
-	var f seedFrame
+func parseFrame(msg []byte) (frame, *session.Error) {
+	var f frame
 	if err := json.Unmarshal(msg, &f); err != nil {
 		// Try to recover the uid from an otherwise bad frame.
 		var u struct {
@@ -49,8 +50,8 @@ func parseSeedFrame(msg []byte) (seedFrame, *session.Error) {
 }
 
 // actions reads the optional "event" filter: "create" or ["create","update"].
-func (f seedFrame) actions() (broker.ActionSet, *session.Error) {
-	if !hasValue(f.Event) {
+func (f frame) actions() (broker.ActionSet, *session.Error) {
+	if !protocol.HasValue(f.Event) {
 		return 0, nil
 	}
 	var list []string
@@ -71,21 +72,21 @@ func (f seedFrame) actions() (broker.ActionSet, *session.Error) {
 	return set, nil
 }
 
-// The frames the broker sends in the seed protocol.
+// The frames the broker sends in the extension protocol.
 
-func seedResponse(data json.RawMessage, uid json.RawMessage) []byte {
+func response(data json.RawMessage, uid json.RawMessage) []byte {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
 	b := make([]byte, 0, len(data)+64)
 	b = append(b, `{"type":"RESPONSE","data":`...)
 	b = append(b, data...)
-	return closeWithUID(b, uid)
+	return protocol.CloseWithUID(b, uid)
 }
 
-// seedError is {"type":"ERROR","data":{status,code,message[,collection]},"uid"}:
+// errorFrame is {"type":"ERROR","data":{status,code,message[,collection]},"uid"}:
 // collection names the subscription an error is about.
-func seedError(e *session.Error, uid json.RawMessage, collection string) []byte {
+func errorFrame(e *session.Error, uid json.RawMessage, collection string) []byte {
 	data, _ := json.Marshal(struct {
 		*session.Error
 		Collection string `json:"collection,omitempty"`
@@ -93,11 +94,11 @@ func seedError(e *session.Error, uid json.RawMessage, collection string) []byte 
 	b := make([]byte, 0, len(data)+64)
 	b = append(b, `{"type":"ERROR","data":`...)
 	b = append(b, data...)
-	return closeWithUID(b, uid)
+	return protocol.CloseWithUID(b, uid)
 }
 
-// seedTyped is a frame of the given type with extra fields.
-func seedTyped(typ string, fields map[string]any, uid json.RawMessage) []byte {
+// typed is a frame of the given type with extra fields.
+func typed(typ string, fields map[string]any, uid json.RawMessage) []byte {
 	m := make(map[string]any, len(fields)+2)
 	for k, v := range fields {
 		m[k] = v
@@ -110,21 +111,13 @@ func seedTyped(typ string, fields map[string]any, uid json.RawMessage) []byte {
 	return b
 }
 
-func closeWithUID(b []byte, uid json.RawMessage) []byte {
-	if len(uid) > 0 {
-		b = append(b, `,"uid":`...)
-		b = append(b, uid...)
-	}
-	return append(b, '}')
-}
+// Encoder encodes a subscription's frames in the extension protocol.
+type Encoder struct{}
 
-// seedEncoder encodes a subscription's frames in the seed protocol.
-type seedEncoder struct{}
-
-var _ broker.Encoder = seedEncoder{}
+var _ broker.Encoder = Encoder{}
 
 // Event implements broker.Encoder.
-func (seedEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
+func (Encoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
 	keys, _ := json.Marshal(d.Keys)
 	b := make([]byte, 0, 96+len(d.Event.Collection)+len(keys)+len(d.Payload)+len(d.Data)+len(uid))
 	b = append(b, `{"type":"SUBSCRIPTION","action":"`...)
@@ -142,21 +135,21 @@ func (seedEncoder) Event(d *broker.Delivery, uid json.RawMessage) []byte {
 		b = append(b, d.Event.ID...) // "<ms>-<seq>": no escaping needed
 		b = append(b, '"')
 	}
-	return closeWithUID(b, uid)
+	return protocol.CloseWithUID(b, uid)
 }
 
 // Ack implements broker.Encoder: SUBSCRIBED is the success signal.
-func (seedEncoder) Ack(s *broker.Subscription, _ bool) []byte {
-	return seedTyped("SUBSCRIBED", map[string]any{"collection": s.Collection}, s.UID)
+func (Encoder) Ack(s *broker.Subscription, _ bool) []byte {
+	return typed("SUBSCRIBED", map[string]any{"collection": s.Collection}, s.UID)
 }
 
 // Init implements broker.Encoder.
-func (seedEncoder) Init(s *broker.Subscription, data json.RawMessage) []byte {
-	return seedTyped("SUBSCRIPTION", map[string]any{"action": "init", "collection": s.Collection, "data": data}, s.UID)
+func (Encoder) Init(s *broker.Subscription, data json.RawMessage) []byte {
+	return typed("SUBSCRIPTION", map[string]any{"action": "init", "collection": s.Collection, "data": data}, s.UID)
 }
 
 // Notice implements broker.Encoder.
-func (seedEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
+func (Encoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
 	status := 503
 	switch n.Code {
 	case "HISTORY_GAP":
@@ -170,5 +163,5 @@ func (seedEncoder) Notice(s *broker.Subscription, n broker.Notice) []byte {
 	if n.IDs != nil {
 		data["event_ids"] = n.IDs
 	}
-	return seedTyped("ERROR", map[string]any{"data": data}, s.UID)
+	return typed("ERROR", map[string]any{"data": data}, s.UID)
 }
