@@ -31,6 +31,14 @@ type Config struct {
 	// alike share them (one read per access class instead of one per
 	// user); without it, each user is read for apart. Never logged.
 	DirectusServiceToken string `mapstructure:"directus_service_token"`
+	// DirectusSecret is Directus's SECRET: with it the broker verifies
+	// Directus access JWTs itself, as Directus does, instead of asking
+	// Directus once per user (a reconnect storm then costs Directus
+	// nothing). It lets whoever holds it mint tokens for any user: see
+	// docs/operating.md. DirectusSecretFile names a file holding it
+	// instead. Never logged.
+	DirectusSecret     string `mapstructure:"directus_secret"`
+	DirectusSecretFile string `mapstructure:"directus_secret_file"`
 	// AccessRefresh is how often the permission model is reread even
 	// without events (the safety net under the Flow's events); 0 = never.
 	AccessRefresh time.Duration `mapstructure:"access_refresh"`
@@ -226,6 +234,9 @@ func (c Config) Validate() error {
 	}
 	if !httpguts.ValidHeaderFieldName(c.WebhookSecretHeader) {
 		bad("webhook_secret_header", "must be an HTTP header name, got %q", c.WebhookSecretHeader)
+	}
+	if c.DirectusSecret != "" && c.DirectusServiceToken == "" {
+		bad("directus_secret", "needs directus_service_token: the broker proves with it that the secret is Directus's, and takes each user's policies from the model the service user reads")
 	}
 	if c.WebsocketPath == c.WebhookPath {
 		bad("webhook_path", "must differ from websocket_path")

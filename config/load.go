@@ -59,6 +59,19 @@ func Load(path string, getenv func(string) string) (Config, []string, error) {
 	if err := v.Unmarshal(&cfg); err != nil {
 		return Config{}, warnings, fmt.Errorf("config: %w", err)
 	}
+	if cfg.DirectusSecretFile != "" {
+		if cfg.DirectusSecret != "" {
+			return Config{}, warnings, errors.New("directus_secret and directus_secret_file: set one of them")
+		}
+		raw, err := os.ReadFile(cfg.DirectusSecretFile)
+		if err != nil {
+			return Config{}, warnings, fmt.Errorf("directus_secret_file: %w", err)
+		}
+		cfg.DirectusSecret = strings.TrimRight(string(raw), "\r\n")
+		if cfg.DirectusSecret == "" {
+			return Config{}, warnings, fmt.Errorf("directus_secret_file: %s is empty", cfg.DirectusSecretFile)
+		}
+	}
 	cfg.AllowedOrigins = splitList(cfg.AllowedOrigins)
 	cfg.TrustedProxies = splitList(cfg.TrustedProxies)
 	sort.Strings(warnings)

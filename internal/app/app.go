@@ -5,8 +5,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -27,6 +29,7 @@ type App struct {
 	Server *handlers.Server
 
 	perms *directus.Permissions
+	auth  *directus.Authenticator
 	log   zerolog.Logger
 }
 
@@ -69,7 +72,7 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler()})
 	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: edgeMetrics(srv), Failures: failureMetrics(sessions.Failures),
 		DirectusWaiting: client.Waiting, PerUser: classes.PerUser})
-	return &App{Config: cfg, Broker: b, Server: srv, perms: perms, log: log}, nil
+	return &App{Config: cfg, Broker: b, Server: srv, perms: perms, auth: auth, log: log}, nil
 }
 
 // NewBus makes the bus cfg.Bus names.
@@ -97,11 +100,57 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	} else {
 		a.log.Info().Msg("no directus_service_token: every user's subscriptions are read apart (one read per user and event); set one to share reads between users with equal access")
 	}
+	if a.Config.DirectusSecret != "" {
+		stop := a.proveSecret(ctx)
+		defer stop()
+	}
 	if err := a.Broker.Start(); err != nil {
 		return fmt.Errorf("start broker: %w", err)
 	}
 	defer a.Broker.Close()
 	return a.Server.Serve(ctx, ln)
+}
+
+// proveSecret proves directus_secret before access JWTs are verified with
+// it, and again every access_refresh (a minute when that is 0): a SECRET
+// rotated in Directus stops the local checks within that interval.
+func (a *App) proveSecret(ctx context.Context) (stop func()) {
+	v := directus.NewJWTVerifier(a.Config.DirectusSecret)
+	prove := func() {
+		pctx, cancel := context.WithTimeout(ctx, a.Config.DirectusTimeout)
+		defer cancel()
+		was := a.auth.VerifiesLocally()
+		err := a.auth.ProveSecret(pctx, v, a.Config.DirectusServiceToken)
+		switch {
+		case err == nil && !was:
+			a.log.Info().Msg("directus_secret proven: access JWTs are verified here, as Directus verifies them")
+		case errors.Is(err, directus.ErrSecretMismatch):
+			a.log.Error().Err(err).Msg("directus_secret")
+		case err != nil:
+			a.log.Warn().Err(err).Bool("verifying_locally", a.auth.VerifiesLocally()).Msg("directus_secret not proven now; trying again later")
+		}
+	}
+	prove()
+	every := a.Config.AccessRefresh
+	if every <= 0 {
+		every = time.Minute
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				prove()
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // edgeMetrics and failureMetrics hand the metrics the counters of the

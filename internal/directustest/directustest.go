@@ -469,3 +469,9 @@ func (i *Instance) addReadPermission(ctx context.Context, policyID, collection s
 	}
 	return i.admin(ctx, http.MethodPost, "/permissions", perm, nil)
 }
+
+// Secret is the instance's SECRET (it signs its JWTs).
+func (i *Instance) Secret() (string, error) {
+	b, err := os.ReadFile(filepath.Join(i.Dir, "secret"))
+	return strings.TrimSpace(string(b)), err
+}
