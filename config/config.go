@@ -39,6 +39,14 @@ type Config struct {
 	// instead. Never logged.
 	DirectusSecret     string `mapstructure:"directus_secret"`
 	DirectusSecretFile string `mapstructure:"directus_secret_file"`
+	// TokenCheckRate admits the token checks made with Directus (static
+	// tokens, session JWTs; every token without directus_secret) at this
+	// many per second, so a reconnect storm does not slow Directus down for
+	// everyone (0: as they come). A check whose turn comes within
+	// TokenCheckWait waits for it; a later one is answered 503 with
+	// Retry-After at its turn, which is kept for its token.
+	TokenCheckRate float64       `mapstructure:"token_check_rate"`
+	TokenCheckWait time.Duration `mapstructure:"token_check_wait"`
 	// AccessRefresh is how often the permission model is reread even
 	// without events (the safety net under the Flow's events); 0 = never.
 	AccessRefresh time.Duration `mapstructure:"access_refresh"`
@@ -190,6 +198,8 @@ func Default() Config {
 		WriteWait:               10 * time.Second,
 		AuthGrace:               30 * time.Second,
 		TokenCacheTTL:           30 * time.Second,
+		TokenCheckRate:          50,
+		TokenCheckWait:          5 * time.Second,
 		InvalidTokenTTL:         10 * time.Second,
 		ReadConcurrency:         32,
 		DirectusConcurrency:     32,
@@ -234,6 +244,12 @@ func (c Config) Validate() error {
 	}
 	if !httpguts.ValidHeaderFieldName(c.WebhookSecretHeader) {
 		bad("webhook_secret_header", "must be an HTTP header name, got %q", c.WebhookSecretHeader)
+	}
+	if c.TokenCheckRate < 0 {
+		bad("token_check_rate", "must be 0 (no pacing) or positive")
+	}
+	if c.TokenCheckWait < 0 {
+		bad("token_check_wait", "must not be negative")
 	}
 	if c.DirectusSecret != "" && c.DirectusServiceToken == "" {
 		bad("directus_secret", "needs directus_service_token: the broker proves with it that the secret is Directus's, and takes each user's policies from the model the service user reads")

@@ -52,6 +52,8 @@ type Authenticator struct {
 	// was proven to be Directus's (ProveSecret); nil: Directus checks every
 	// token.
 	local atomic.Pointer[JWTVerifier]
+	// admission paces the checks made with Directus (admit.go; nil: none).
+	admission *admission
 }
 
 type tokenFlight struct {
@@ -120,7 +122,12 @@ func (a *Authenticator) shared(ctx context.Context, token string, now time.Time)
 		f = &tokenFlight{done: make(chan struct{})}
 		a.flights[token] = f
 		a.mu.Unlock()
-		f.id, f.err = a.fetch(context.WithoutCancel(ctx), token, now)
+		if a.admission != nil {
+			f.err = a.admission.admit(context.WithoutCancel(ctx), token) // bounded by its maxWait
+		}
+		if f.err == nil {
+			f.id, f.err = a.fetch(context.WithoutCancel(ctx), token, now)
+		}
 		a.mu.Lock()
 		delete(a.flights, token)
 		a.mu.Unlock()

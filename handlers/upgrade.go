@@ -21,8 +21,8 @@ func (s *Server) serveProtocol(ep transport.Endpoint) echo.HandlerFunc {
 		if refusal == nil {
 			return nil
 		}
-		if refusal.RetryAfter {
-			c.Response().Header().Set("Retry-After", "1")
+		if refusal.RetryAfter != "" {
+			c.Response().Header().Set("Retry-After", refusal.RetryAfter)
 		}
 		return c.JSON(refusal.Err.Status, errorBody(refusal.Err))
 	}

@@ -77,10 +77,11 @@ type Open struct {
 }
 
 // Refusal is an upgrade answered without a WebSocket: the HTTP status and
-// error body, and whether to ask the client to retry (503).
+// error body, and when to ask the client to retry (a Retry-After value, ""
+// for none).
 type Refusal struct {
 	Err        *session.Error
-	RetryAfter bool
+	RetryAfter string
 }
 
 var errShuttingDown = &session.Error{Status: 503, Code: "SHUTTING_DOWN", Message: "broker is shutting down"}
@@ -201,7 +202,12 @@ func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, addr string, open O
 				if ae.Code != directus.ErrBusy.Code {
 					log.Warn().Err(err).Msg("upgrade refused: Directus unreachable")
 				}
-				return &Refusal{Err: ae, RetryAfter: true}
+				retry := "1"
+				var be *directus.BusyError
+				if errors.As(err, &be) {
+					retry = be.RetryAfterSeconds() // its turn, kept for its token
+				}
+				return &Refusal{Err: ae, RetryAfter: retry}
 			}
 			return &Refusal{Err: &session.Error{Status: 401, Code: "INVALID_CREDENTIALS", Message: "Directus refused the token"}}
 		}

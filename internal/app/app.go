@@ -50,6 +50,7 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	// checks, snapshots and items reads alike.
 	reader := &directus.Reader{Client: client}
 	auth := directus.NewAuthenticator(client, cfg.TokenCacheTTL, cfg.InvalidTokenTTL)
+	auth.AdmitChecks(cfg.TokenCheckRate, cfg.TokenCheckWait)
 	perms := directus.NewPermissions(client, cfg.DirectusServiceToken, auth, log)
 	classes := perms.Classifier()
 	b := broker.New(bus, reader, broker.Options{

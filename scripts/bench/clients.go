@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -183,6 +184,8 @@ type pool struct {
 	wg      sync.WaitGroup
 	// dropped counts connections that ended while the pool was open.
 	dropped atomic.Int64
+	// retried counts dials answered 503 with Retry-After and made again.
+	retried atomic.Int64
 }
 
 // conn is one subscriber.
@@ -259,6 +262,18 @@ func (p *pool) connect(ctx context.Context, i int, collection string) (*conn, er
 		header = http.Header{"Authorization": {"Bearer " + token}}
 	}
 	ws, resp, err := p.dialer.DialContext(ctx, p.url, header)
+	for retries := 0; err != nil && resp != nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" && retries < 20; retries++ {
+		// As a well-behaved client: come back when told (the broker keeps
+		// the turn of a token check it paces).
+		secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		p.retried.Add(1)
+		select {
+		case <-time.After(time.Duration(max(secs, 1)) * time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		ws, resp, err = p.dialer.DialContext(ctx, p.url, header)
+	}
 	if err != nil {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

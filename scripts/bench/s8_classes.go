@@ -358,40 +358,167 @@ func (b *bench) classes(ctx context.Context) error {
 	b.rep.add(scen, "  group reads per event (a class per team; only the item's team reads)", "reads", nil, teamReads)
 	r.stop()
 
-	// The reconnect storm, against a fresh broker (cold caches).
-	if r, err = startRig(true); err != nil {
-		return err
-	}
-	if err := resetCounts(r); err != nil {
-		return err
-	}
-	storm := newPool(r.wsURL(), "", brokerProtocol, tr)
+	// The reconnect storms, each against a fresh broker (cold caches).
+	return b.storms(ctx, dx, w, service, tr)
+}
+
+// stormResult is one reconnect storm: how long until every socket was
+// subscribed, the Directus calls it made by kind, the dials told to come
+// back later, and Directus's own API latency meanwhile.
+type stormResult struct {
+	took    time.Duration
+	total   int
+	parts   []string
+	retried int64
+	ping    []float64 // GET /server/ping, ms
+	item    []float64 // GET /items/<coll>/<id> as admin, ms
+}
+
+// storms runs the reconnect storms of scenario 8: 10,000 sockets of 1,000
+// users with static tokens, checked by Directus unpaced and paced
+// (token_check_rate); one socket for each of the 10,000 users with an access
+// JWT, verified with directus_secret; and the same JWT users on Directus's
+// own realtime.
+func (b *bench) storms(ctx context.Context, dx *directustest.Instance, w *classWorld, service string, tr *tracker) error {
+	const scen = "8"
+	sz := b.sz
 	perUser := sz.stormSubs / sz.stormUsers
-	storm.tokenOf = func(i int) string { return w.users[i/perUser].token }
-	start = time.Now()
-	if err := storm.grow(ctx, sz.stormSubs, 512, func(int) string { return w.coll }); err != nil {
-		storm.close()
-		return err
+	static := func(i int) string { return w.users[i/perUser].token }
+	S, U := thousands(sz.stormSubs), thousands(sz.stormUsers)
+	report := func(label string, res stormResult) {
+		b.log.printf("  %s: %.1fs; Directus calls %d: %s; %d dials told to come back; Directus meanwhile: ping p50 %.1f p99 %.1f ms, item read p50 %.1f p99 %.1f ms",
+			label, res.took.Seconds(), res.total, strings.Join(res.parts, ", "), res.retried, median(res.ping), percentileMs(res.ping, 99), median(res.item), percentileMs(res.item, 99))
 	}
-	took := time.Since(start)
-	storm.close()
-	counts, err := directusCounts(r)
+	for _, paced := range []bool{false, true} {
+		env := []string{"TOKEN_CACHE_TTL=1h", "DIRECTUS_SERVICE_TOKEN=" + service}
+		label := "static tokens, token checks paced at token_check_rate (50/s)"
+		if !paced {
+			env = append(env, "TOKEN_CHECK_RATE=0")
+			label = "static tokens, token checks unpaced"
+		}
+		res, err := b.storm(ctx, dx, w, env, sz.stormSubs, static, brokerProtocol, "")
+		if err != nil {
+			return fmt.Errorf("storm (%s): %w", label, err)
+		}
+		report("storm, "+label, res)
+		if !paced {
+			b.rep.add(scen, fmt.Sprintf("reconnect storm: %s subs of %s users in %d roles all subscribed (%s)", S, U, sz.classRoles, label), "s", atMost(15), res.took.Seconds())
+			b.rep.add(scen, "  Directus calls made (users + classes × collections + a few)", "calls", atMost(float64(sz.stormUsers+sz.classRoles+20)), float64(res.total))
+			b.rep.note(strings.Join(res.parts, "; "))
+		} else {
+			b.rep.add(scen, fmt.Sprintf("reconnect storm: the same (%s)", label), "s", nil, res.took.Seconds())
+			b.rep.add(scen, "  dials answered 503 with Retry-After at their turn, and made again", "dials", nil, float64(res.retried))
+		}
+		b.rep.add(scen, "  Directus's GET /server/ping during the storm, p99", "ms", nil, percentileMs(res.ping, 99))
+		b.rep.add(scen, "  Directus's item read (admin) during the storm, p99", "ms", nil, percentileMs(res.item, 99))
+	}
+
+	// Access JWTs: signed with the test Directus's SECRET, as Directus signs
+	// its own (a few checked against Directus first).
+	secret, err := dx.Secret()
 	if err != nil {
 		return err
 	}
-	total := 0
-	var parts []string
-	for k, v := range counts {
-		total += v
-		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	signer := directus.NewJWTVerifier(secret)
+	now := time.Now().Unix()
+	jwts := make([]string, len(w.users))
+	for i, u := range w.users {
+		jwts[i] = signer.Sign(map[string]any{"id": u.id, "role": u.role, "app_access": false, "admin_access": false, "iat": now, "exp": now + 3600, "iss": "directus"})
 	}
-	sort.Strings(parts)
-	S, U := thousands(sz.stormSubs), thousands(sz.stormUsers)
-	b.log.printf("  storm: %s subscribers of %s users in %.1fs; Directus calls %d: %s", S, U, took.Seconds(), total, strings.Join(parts, ", "))
-	b.rep.add(scen, fmt.Sprintf("reconnect storm: %s subs of %s users in %d roles all subscribed", S, U, sz.classRoles), "s", atMost(15), took.Seconds())
-	b.rep.add(scen, "  Directus calls made (users + classes × collections + a few)", "calls", atMost(float64(sz.stormUsers+sz.classRoles+20)), float64(total))
-	b.rep.note(strings.Join(parts, "; "))
+	for _, i := range []int{0, len(jwts) / 2, len(jwts) - 1} {
+		var me struct {
+			Data struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if _, err := dx.Do(ctx, jwts[i], http.MethodGet, "/users/me?fields=id", nil, &me); err != nil || me.Data.ID != w.users[i].id {
+			return fmt.Errorf("a signed JWT of user %d: Directus answers %v (user %q)", i, err, me.Data.ID)
+		}
+	}
+	N := thousands(len(jwts))
+	jwtOf := func(i int) string { return jwts[i] }
+	res, err := b.storm(ctx, dx, w, []string{"TOKEN_CACHE_TTL=1h", "DIRECTUS_SERVICE_TOKEN=" + service, "DIRECTUS_SECRET=" + secret}, len(jwts), jwtOf, brokerProtocol, "")
+	if err != nil {
+		return fmt.Errorf("JWT storm: %w", err)
+	}
+	report("JWT storm (directus_secret)", res)
+	b.rep.add(scen, fmt.Sprintf("reconnect storm, access JWTs verified with the SECRET: %s subs of %s users, %d roles", N, N, sz.classRoles), "s", atMost(5), res.took.Seconds())
+	b.rep.add(scen, "  Directus calls made (classes × collections + a few)", "calls", atMost(float64(sz.classRoles+20)), float64(res.total))
+	b.rep.note(strings.Join(res.parts, "; "))
+	b.rep.add(scen, "  Directus's GET /server/ping during the storm, p99", "ms", nil, percentileMs(res.ping, 99))
+
+	res, err = b.storm(ctx, dx, w, nil, len(jwts), jwtOf, directusProtocol(""), strings.Replace(dx.URL, "http://", "ws://", 1)+"/websocket")
+	if err != nil {
+		return fmt.Errorf("JWT storm on Directus's realtime: %w", err)
+	}
+	report("JWT storm on Directus's own realtime", res)
+	b.rep.add(scen, fmt.Sprintf("the same %s JWT users connecting at once to Directus's own realtime", N), "s", nil, res.took.Seconds())
+	b.rep.add(scen, "  Directus's GET /server/ping during that storm, p99", "ms", nil, percentileMs(res.ping, 99))
 	return nil
+}
+
+// storm connects n sockets (token tokenOf(i)) at once and subscribes each
+// to w.coll: through a fresh broker started with env, or straight to
+// wsURL (Directus's realtime) when that is set; meanwhile it times
+// Directus's own API.
+func (b *bench) storm(ctx context.Context, dx *directustest.Instance, w *classWorld, env []string, n int, tokenOf func(int) string, proto protocol, wsURL string) (stormResult, error) {
+	var res stormResult
+	var r *rig
+	if wsURL == "" {
+		var err error
+		if r, err = b.startRig(ctx, []string{"-upstream", dx.URL, "-proxy-all"}, env...); err != nil {
+			return res, err
+		}
+		defer r.stop()
+		if err := resetCounts(r); err != nil {
+			return res, err
+		}
+		wsURL = r.wsURL()
+	}
+	probeDone := make(chan struct{})
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		item := fmt.Sprintf("/items/%s/%d", w.coll, w.first)
+		for {
+			select {
+			case <-probeDone:
+				return
+			default:
+			}
+			t0 := time.Now()
+			_, _ = dx.Do(ctx, "", http.MethodGet, "/server/ping", nil, nil)
+			res.ping = append(res.ping, ms(time.Since(t0)))
+			t0 = time.Now()
+			_, _ = dx.Do(ctx, dx.AdminToken, http.MethodGet, item, nil, nil)
+			res.item = append(res.item, ms(time.Since(t0)))
+		}
+	}()
+	p := newPool(wsURL, "", proto, newTracker(w.first, w.keys))
+	p.tokenOf = tokenOf
+	start := time.Now()
+	err := p.grow(ctx, n, 512, func(int) string { return w.coll })
+	res.took = time.Since(start)
+	res.retried = p.retried.Load()
+	close(probeDone)
+	<-probed
+	p.close()
+	if err != nil {
+		return res, err
+	}
+	if r == nil {
+		return res, nil // Directus's own: the bench's stub does not see its calls
+	}
+	counts, err := directusCounts(r)
+	if err != nil {
+		return res, err
+	}
+	for k, v := range counts {
+		res.total += v
+		res.parts = append(res.parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(res.parts)
+	return res, nil
 }
 
 // waitQuiet waits until the broker dispatched every event and its read
@@ -496,7 +623,7 @@ type classWorld struct {
 	teamUsers           []benchUser
 }
 
-type benchUser struct{ id, token string }
+type benchUser struct{ id, token, role string }
 
 // newClassWorld makes roles 0..roles-1 (even: full read, odd: status =
 // published) with n users (user i in role i%roles), an owner role with
@@ -565,7 +692,7 @@ func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, own
 				byEmail[u.Email] = u.ID
 			}
 			for i := start; i < min(count, start+500); i++ {
-				out = append(out, benchUser{id: byEmail[fmt.Sprintf("%s%d@example.com", prefix, i)], token: fmt.Sprintf("%s-token-%d", prefix, i)})
+				out = append(out, benchUser{id: byEmail[fmt.Sprintf("%s%d@example.com", prefix, i)], token: fmt.Sprintf("%s-token-%d", prefix, i), role: roleOf(i)})
 			}
 		}
 		return out, nil

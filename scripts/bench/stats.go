@@ -43,3 +43,13 @@ func median(vs []float64) float64 {
 
 // ms converts a duration to float milliseconds, the unit of latency rows.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentileMs is percentile for float milliseconds (NaN for none).
+func percentileMs(vs []float64, p float64) float64 {
+	if len(vs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return s[rank(len(s), p)]
+}
