@@ -234,13 +234,14 @@ func (w *accessWorker) apply(batch []*barrier) {
 	if !parkedAll(batch, len(b.shards), b.done) {
 		return
 	}
-	// Only the held shards' collections: the others' owners run on, and
-	// hold no subscription the changes concern (an attach there waits for
-	// the changes: see doubts.wait).
+	// Only the held shards' collections: the others' workers run on and
+	// held no subscription the changes concern when they arrived; those
+	// that attached there since are classified again on their own shards
+	// (settle), and the changes stay pending (read apart) until then.
 	b.regroup(refused, held(batch, len(b.shards)))
-	for _, bar := range batch {
-		b.doubts.remove(bar.doubt)
-	}
+	// Before the release: the events behind the barriers read shared again
+	// (unless a late attach keeps a change pending until it is classified).
+	b.settle(batch, refused)
 	b.metrics.AccessChanges.Add(int64(len(events)))
 	for _, bar := range batch {
 		close(bar.release)

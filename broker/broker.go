@@ -278,6 +278,7 @@ func (b *Broker) Unsubscribe(s *Subscription) {
 // so no event reaches s twice or not at all.
 func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 	rebind := func(*shard) {
+		since := b.doubts.classifying()
 		class := b.opts.Classifier.Class(cred, s.Collection, s.Query)
 		// Both groups' pipelines deliver what came before first: s gets
 		// those from its old group, and none of them again from the new.
@@ -294,6 +295,7 @@ func (b *Broker) Rebind(s *Subscription, cred Credentials) {
 		b.index.move(s, class)
 		s.suspended.Store(false)
 		s.missing.Store(false)
+		b.classified(s, since)
 	}
 	if b.onWorker(context.Background(), s.Collection, rebind) != nil {
 		rebind(nil) // closed: nothing is dispatched any more

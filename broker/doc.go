@@ -33,10 +33,17 @@
 //     g.missing, and the order of its frames. Batches handed to it while it
 //     runs are merged and delivered after (pipeline.pending, bounded).
 //   - The access worker (one) rereads the permission model (I/O, while the
-//     shards go on) and regroups: it writes the whole index, but only once
-//     every shard is parked at the change's barrier with its pipelines
-//     idle, that is, while every other owner has ceded. (A change no
-//     attached subscription is concerned by has no barrier at all.)
+//     shards go on) and regroups the collections of the shards the change's
+//     barrier holds — those of the subscriptions it may concern when it
+//     arrived (every shard without a DoubtScope) — once each of them is
+//     parked there with its pipelines idle, that is, while their other
+//     owners have ceded. The other shards run on. A subscription the change
+//     concerns that attaches (or rebinds) on one of them meanwhile records
+//     itself in the change's doubt (classified); once the change is applied
+//     a control task on its own shard classifies it again (settle, reclass),
+//     and the change stays pending (its groups read apart) until then. (A
+//     change no attached subscription is concerned by has no barrier at
+//     all.)
 //   - Client goroutines (Subscribe's caller, Unsubscribe) read a resume's
 //     history and a snapshot themselves, so a reconnect storm does not delay
 //     other events. The one write they make outside the owners is a detach:
@@ -62,7 +69,10 @@
 //     never for a worker, another pipeline or a client (Sink.Send does not
 //     block).
 //   - The access worker waits for its reread (AccessTimeout, cancelled by
-//     Stop and Close) and for the shards to park (released by Close).
+//     Stop and Close) and for the shards it holds to park (released by
+//     Close); never for an attach, a rebind or its own late classifications
+//     (queued, not awaited), so two changes and two attaches crossing each
+//     other's shards cannot deadlock it.
 //   - Subscribe waits for its attach task (once queued it waits even if its
 //     context ends: it must know whether it ran); Unsubscribe waits at most
 //     for one frame being queued.
@@ -71,12 +81,16 @@
 //     wait above through the done channel and returns when the workers have.
 //
 // Lock order (outer before inner; a lock not listed is a leaf, taken alone:
-// queue.mu, doubts.mu, skippedMu, keyMemory.mu, the fairSem's, the access
-// worker's):
+// queue.mu, skippedMu, keyMemory.mu, the fairSem's, the access worker's):
 //
 //	index.mu → index.orderMu
 //	index.mu → group.mu
 //	index.mu → the Classifier's own locks (Class and Concerns run under it)
+//	doubts.mu → index.mu (a barrier scans the index for the subscriptions
+//	  its change concerns under the doubts' lock; an attach takes them one
+//	  after the other, never nested)
+//	doubts.mu → the Forgetter's own locks (a quiet change is forgotten
+//	  under it)
 //	pipes.mu → pipeline.mu
 //	Subscription.sendMu → holdQueue.mu → initKeys.mu, the Sink's own lock
 //

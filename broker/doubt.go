@@ -32,43 +32,56 @@ type Forgetter interface {
 	Forget(e Event)
 }
 
-// accessBarrier makes the barrier of access event e, held by every shard,
-// and records e as pending until it is applied. nil: e concerns no
-// attached subscription and was applied without a barrier (the Forgetter
-// forgot what it makes stale), so a sign-up (users.create) on a busy site
-// pauses nobody.
+// accessBarrier makes the barrier of access event e, held by the shards of
+// the subscriptions it may concern (every shard without a DoubtScope), and
+// records e as pending until it is applied. nil: e concerns no attached
+// subscription and was applied without a barrier (the Forgetter forgot
+// what it makes stale), so a sign-up (users.create) on a busy site pauses
+// nobody.
 //
-// A barrier held only by the shards of the subscriptions it concerns was
-// tried and taken back: an attach elsewhere of credentials it concerns
-// must then wait for it, and two such waits on two shards for two pending
-// changes each held by the other's shard deadlock the access worker (see
-// NOTES.md).
+// A subscription it concerns may attach (or rebind) on a shard the barrier
+// does not hold while e is pending: it is classified before the reread and
+// would keep that class. It does not wait for the change (two such waits
+// for two changes, each on the other's held shard, deadlock the access
+// worker: NOTES.md); it is recorded in the doubt (attached), and once the
+// change is applied a task on its own shard classifies it again; until
+// then the doubt stays pending, so its group reads apart for it.
 func (b *Broker) accessBarrier(e Event) *barrier {
 	scope, scoped := b.opts.Access.(DoubtScope)
-	if f, ok := b.opts.Access.(Forgetter); ok && scoped {
-		concerned := false
+	f, forgets := b.opts.Access.(Forgetter)
+	shards := make([]bool, len(b.shards))
+	d := &b.doubts
+	// Under the doubts' lock: an attach records itself (classified) after
+	// it joined the index, under the same lock, so it is either seen here
+	// or sees this doubt.
+	d.mu.Lock()
+	d.epoch++
+	x := &doubt{event: e, held: shards}
+	concerned := false
+	if scoped {
 		b.index.each(func(s *Subscription) {
-			if !concerned && scope.Concerns(e, s.Credentials()) {
+			if scope.Concerns(e, s.Credentials()) {
+				shards[b.shardIndex(s.Collection)] = true
 				concerned = true
 			}
 		})
-		if !concerned {
-			f.Forget(e)
-			b.metrics.AccessChanges.Add(1)
-			return nil
+	}
+	if scoped && forgets && !concerned {
+		f.Forget(e) // under the lock: an attach that missed the scan classifies after it
+		d.mu.Unlock()
+		b.metrics.AccessChanges.Add(1)
+		return nil
+	}
+	if !scoped {
+		for i := range shards {
+			shards[i] = true
 		}
 	}
-	shards := make([]bool, len(b.shards))
-	for i := range shards {
-		shards[i] = true
-	}
+	d.pending = append(d.pending, x)
+	d.mu.Unlock()
 	bar := b.newBarrier(&e, shards)
 	// Until applied, the groups it concerns read apart.
-	bar.doubt = &doubt{event: e}
-	d := &b.doubts
-	d.mu.Lock()
-	d.pending = append(d.pending, bar.doubt)
-	d.mu.Unlock()
+	bar.doubt = x
 	return bar
 }
 
@@ -76,10 +89,22 @@ func (b *Broker) accessBarrier(e Event) *barrier {
 type doubts struct {
 	mu      sync.Mutex
 	pending []*doubt
+	// epoch counts the access events seen: an attach that saw one arrive
+	// while it classified classifies again (classified).
+	epoch uint64
 }
 
 // doubt is one pending access event.
-type doubt struct{ event Event }
+type doubt struct {
+	event Event
+	// held are the shards its barrier holds (fixed when it is made).
+	held []bool
+	// attached are the subscriptions it may concern that attached or
+	// rebound on another shard while it was pending; sealed once the
+	// change was applied (later ones classify under the new rules).
+	attached []*Subscription
+	sealed   bool
+}
 
 // remove drops x (applied, or never queued).
 func (d *doubts) remove(x *doubt) {
@@ -104,6 +129,114 @@ func (d *doubts) events() []Event {
 		out[i] = x.event
 	}
 	return out
+}
+
+// classifying returns the epoch to pass to classified, taken before a
+// subscription is classified.
+func (d *doubts) classifying() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.epoch
+}
+
+// classified runs on s's worker once s was classified and joined the
+// index: s is recorded with every pending change that may concern it and
+// does not hold its shard; and when an access event arrived while s was
+// classified (since: the epoch before), s is classified again now, for a
+// change applied quietly meanwhile (a Forget) may have made its class stale.
+func (b *Broker) classified(s *Subscription, since uint64) {
+	d := &b.doubts
+	d.mu.Lock()
+	arrived := d.epoch != since
+	scope, _ := b.opts.Access.(DoubtScope)
+	i := b.shardIndex(s.Collection)
+	for _, x := range d.pending {
+		if !x.sealed && !x.held[i] && (scope == nil || scope.Concerns(x.event, s.Credentials())) {
+			x.attached = append(x.attached, s)
+		}
+	}
+	d.mu.Unlock()
+	if arrived {
+		b.reclass(s, false)
+	}
+}
+
+// settle ends the doubts of an applied batch: the subscriptions that
+// attached elsewhere meanwhile are classified again on their own shards
+// (refused tokens suspended), and only then are the doubts dropped.
+func (b *Broker) settle(batch []*barrier, refused []string) {
+	d := &b.doubts
+	d.mu.Lock()
+	var late []*Subscription
+	seen := map[*Subscription]bool{}
+	var xs []*doubt
+	for _, bar := range batch {
+		x := bar.doubt
+		x.sealed = true
+		xs = append(xs, x)
+		for _, s := range x.attached {
+			if !seen[s] {
+				seen[s] = true
+				late = append(late, s)
+			}
+		}
+		x.attached = nil
+	}
+	d.mu.Unlock()
+	done := func() {
+		for _, x := range xs {
+			d.remove(x)
+		}
+	}
+	if len(late) == 0 {
+		done()
+		return
+	}
+	bad := map[string]bool{}
+	for _, t := range refused {
+		bad[t] = true
+	}
+	byShard := map[int][]*Subscription{}
+	for _, s := range late {
+		i := b.shardIndex(s.Collection)
+		byShard[i] = append(byShard[i], s)
+	}
+	var left sync.WaitGroup
+	left.Add(len(byShard))
+	for i, subs := range byShard {
+		// Queued behind whatever the shard runs now (the attaches among
+		// it), never waited for here: the access worker goes on.
+		b.shards[i].queue.pushControl(func() {
+			defer left.Done()
+			for _, s := range subs {
+				b.reclass(s, bad[s.Token()])
+			}
+		})
+	}
+	go func() { left.Wait(); done() }()
+}
+
+// reclass moves s to the group of its class now (on its shard's worker),
+// after both groups delivered what came before; suspended when its token
+// was refused.
+func (b *Broker) reclass(s *Subscription, refused bool) {
+	if s.closed.Load() {
+		return
+	}
+	if old := b.index.groupOf(s); old != nil {
+		if class := b.classOf(s); old.class != class {
+			old.pipe.waitIdle()
+			if g := b.index.find(s.Collection, class, s.queryKey); g != nil {
+				g.pipe.waitIdle()
+			}
+			b.index.move(s, class)
+			b.metrics.Regrouped.Add(1)
+		}
+	}
+	if refused {
+		s.suspended.Store(true)
+		s.Sink.TokenExpired(s.Token())
+	}
 }
 
 // part is members of a group that read with one token's answer.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,53 @@ func (c *flipClasses) AccessChanged(context.Context, []Event, []Credentials) ([]
 }
 
 func (c *flipClasses) Refresh(context.Context, []Credentials) error { return nil }
+
+// stressClasses is a Classifier and its AccessWatcher.
+type stressClasses interface {
+	Classifier
+	AccessWatcher
+}
+
+// scopedFlip flips the class of the tokens an access event names (its
+// keys) only, and says so (DoubtScope): a change holds only the shards of
+// their subscriptions, and those attaching elsewhere meanwhile are
+// classified again.
+type scopedFlip struct {
+	mu  sync.Mutex
+	gen map[string]int
+}
+
+func (c *scopedFlip) Class(cred Credentials, _ string, _ Query) string {
+	var i int
+	fmt.Sscanf(cred.Token, "t%d", &i)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("k%d", (i+c.gen[cred.Token])%2)
+}
+
+func (c *scopedFlip) IsAccessEvent(e Event) bool { return e.Collection == "sys" }
+
+func (c *scopedFlip) Concerns(e Event, cred Credentials) bool {
+	return slices.Contains(e.Keys, cred.Token)
+}
+
+func (c *scopedFlip) AccessChanged(_ context.Context, events []Event, _ []Credentials) ([]string, error) {
+	// A reread takes a while, as Directus's does: attaches happen meanwhile.
+	time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == nil {
+		c.gen = map[string]int{}
+	}
+	for _, e := range events {
+		for _, k := range e.Keys {
+			c.gen[k]++
+		}
+	}
+	return nil, nil
+}
+
+func (c *scopedFlip) Refresh(context.Context, []Credentials) error { return nil }
 
 // jitterReader is a read that takes up to 200 µs.
 type jitterReader struct{ *fakeReader }
@@ -86,6 +134,7 @@ type stressSub struct {
 	// Subscribe returned.
 	ended   int
 	fromSeq int64
+	sub     *Subscription
 }
 
 // published is what the publisher published, each batch with the sequence
@@ -102,9 +151,13 @@ type pubBatch struct {
 }
 
 func TestStressInterleavings(t *testing.T) {
+	t.Run("changes hold every shard", func(t *testing.T) { stressInterleavings(t, &flipClasses{}) })
+	t.Run("changes hold their shards", func(t *testing.T) { stressInterleavings(t, &scopedFlip{}) })
+}
+
+func stressInterleavings(t *testing.T, cls stressClasses) {
 	seed := stressSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	cls := &flipClasses{}
 	// Reads take a while, as Directus's do: pipelines are busy when
 	// attaches, rebinds, detaches and regroups happen.
 	r := &rig{bus: &testBus{MemoryBus: NewMemoryBus(100, time.Hour)}, reader: newFakeReader()}
@@ -139,7 +192,7 @@ func TestStressInterleavings(t *testing.T) {
 			for range 1 + prng.IntN(4) {
 				i++
 				if i%accessEach == 0 {
-					batch = append(batch, Event{Collection: "sys", Action: ActionUpdate, Keys: []string{"1"}, Payload: json.RawMessage(`{}`)})
+					batch = append(batch, Event{Collection: "sys", Action: ActionUpdate, Keys: []string{fmt.Sprintf("t%d", prng.IntN(4))}, Payload: json.RawMessage(`{}`)})
 					continue
 				}
 				e := Event{Collection: colls[prng.IntN(2)], Keys: []string{fmt.Sprint(prng.IntN(8))}}
@@ -199,7 +252,7 @@ func TestStressInterleavings(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				cur, life = s, &stressSub{coll: coll, sink: sink, ended: -1, fromSeq: pub.seq.Load()}
+				cur, life = s, &stressSub{coll: coll, sink: sink, ended: -1, fromSeq: pub.seq.Load(), sub: s}
 				mu.Lock()
 				lives = append(lives, life)
 				mu.Unlock()
@@ -288,6 +341,18 @@ func TestStressInterleavings(t *testing.T) {
 					t.Fatalf("%s: event %s (%s of %v), published after it was set up, never arrived", where, e.ID, e.Action, e.Keys)
 				}
 			}
+		}
+	}
+	// Every subscription left is in the group of its class now: none kept
+	// a class from before a change (those attached elsewhere during one
+	// are classified again once it is applied).
+	until(t, "every access change is settled", func() bool { return len(r.b.doubts.events()) == 0 })
+	for i, l := range lives {
+		if l.ended >= 0 {
+			continue
+		}
+		if g, want := r.b.index.groupOf(l.sub), cls.Class(l.sub.Credentials(), l.coll, nil); g == nil || g.class != want {
+			t.Fatalf("subscription %d (%s, %s, seed %d): in group %v, its class now is %s", i, l.coll, l.sub.Token(), seed, g, want)
 		}
 	}
 	t.Logf("seed %d: %d subscriptions (%d stayed to the end), %d events of c, %d of d, %d access changes, %d regrouped",

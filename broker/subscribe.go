@@ -47,6 +47,7 @@ func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOpti
 			boundary = h
 		}
 		if !s.closed.Load() {
+			since := b.doubts.classifying()
 			class := b.classOf(s)
 			// Joining a group whose pipeline still delivers events up to
 			// the boundary would send s some of them twice (live and in
@@ -55,6 +56,7 @@ func (b *Broker) Subscribe(ctx context.Context, s *Subscription, opts AttachOpti
 				g.pipe.waitIdle()
 			}
 			b.index.add(s, class)
+			b.classified(s, since) // an access change pending elsewhere classifies it again
 		}
 	})
 	if err != nil {
