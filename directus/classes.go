@@ -141,9 +141,30 @@ func (c Classifier) Class(cred broker.Credentials, collection string, q broker.Q
 		key += "|ip:" + cred.Addr
 	}
 	if owner != nil {
-		c.owners.Store("class:"+key+"\x00"+collection, *owner)
+		c.fileOwner("class:"+key+"\x00"+collection, *owner)
 	}
 	return "class:" + key
+}
+
+// maxOwnerClasses bounds the owner and mixed classes filed (one per user
+// and collection, ~200 bytes each) until the next reread clears them; past
+// it a class is not filed, and its reads are made as without the shortcut
+// (every key read: correct, only slower).
+var maxOwnerClasses int64 = 200000
+
+func (c Classifier) fileOwner(key string, spec ownerSpec) {
+	if _, known := c.owners.Load(key); known {
+		c.owners.Store(key, spec)
+		return
+	}
+	if c.ownerCount.Add(1) > maxOwnerClasses {
+		c.ownerCount.Add(-1)
+		return
+	}
+	if _, loaded := c.owners.LoadOrStore(key, spec); loaded {
+		c.ownerCount.Add(-1)
+		c.owners.Store(key, spec)
+	}
 }
 
 // AddrScoped implements broker.AddrScoped.

@@ -123,3 +123,37 @@ func TestMixedOf(t *testing.T) {
 		}
 	}
 }
+
+// The owner classes filed are bounded: past the bound a class is not
+// filed, and its reads are made as without the shortcut (Readable cannot
+// tell), never wrongly filtered.
+func TestOwnerClassesBounded(t *testing.T) {
+	defer func(n int64) { maxOwnerClasses = n }(maxOwnerClasses)
+	maxOwnerClasses = 2
+	roles := map[string]string{}
+	for _, u := range []string{"o1", "o2", "o3", "o4"} {
+		roles[u] = "owners"
+	}
+	c := testClasses(roles)
+	m := c.model.Load()
+	m.ownerRule = map[string]map[string]string{}
+	m.addOwnerRule("p-own", "articles", []byte(`{"user_created":{"_eq":"$CURRENT_USER"}}`))
+	var classes []string
+	for _, u := range []string{"o1", "o2", "o3", "o4"} {
+		classes = append(classes, c.Class(cred("t-"+u, Identity{UserID: u}), "articles", nil))
+	}
+	if n := c.ownerCount.Load(); n != 2 {
+		t.Fatalf("%d owner classes filed, want the bound (2)", n)
+	}
+	if _, ok := c.owners.Load(classes[2] + "\x00articles"); ok {
+		t.Fatal("a class past the bound was filed")
+	}
+	if _, ok := c.Readable(t.Context(), classes[2], "articles", []string{"1"}, "b1"); ok {
+		t.Fatal("Readable answered for a class that is not filed: its keys must all be read")
+	}
+	// Classifying a filed one again does not count it twice.
+	c.Class(cred("t-o1", Identity{UserID: "o1"}), "articles", nil)
+	if n := c.ownerCount.Load(); n != 2 {
+		t.Fatalf("%d after classifying a filed class again", n)
+	}
+}

@@ -32,8 +32,9 @@ type Permissions struct {
 	failClosed reasonCounts
 	// owners are the owner classes (class + "\x00" + collection →
 	// ownerSpec) and lookups their shared owner lookups (owners.go).
-	owners  sync.Map
-	lookups ownerLookups
+	owners     sync.Map
+	ownerCount atomic.Int64 // entries of owners (bounded: maxOwnerClasses)
+	lookups    ownerLookups
 }
 
 // Generation counts the rereads of what decides access.
@@ -70,6 +71,7 @@ func (c *Permissions) Load(ctx context.Context) error {
 	}
 	c.model.Store(m)
 	c.owners.Clear() // the regroup after a reread files the owner classes again
+	c.ownerCount.Store(0)
 	c.users.setFields(m.userFieldList())
 	// Every user's role at once, while there are not too many: a reconnect
 	// storm then costs no lookups (users created since are read on demand).

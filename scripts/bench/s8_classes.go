@@ -260,52 +260,38 @@ func (b *bench) classes(ctx context.Context) error {
 
 	// The same owner-rule users on the broker and on Directus's own
 	// realtime, REST writes of owners[0]'s items: time to the owner.
-	trOB := newTracker(w.ownFirst, w.ownKeys)
-	trOD := trOB.sibling()
-	ownB := newPool(r.wsURL(), "", brokerProtocol, trOB)
-	ownB.tokenOf = func(i int) string { return w.owners[i].token }
-	ownD := newPool(strings.Replace(dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(""), trOD)
-	ownD.tokenOf = ownB.tokenOf
-	closeOwn := func() { ownB.close(); ownD.close() }
-	if err := ownB.grow(ctx, len(w.owners), 64, func(int) string { return w.ownColl }); err != nil {
-		closeOwn()
-		return err
-	}
-	if err := ownD.grow(ctx, len(w.owners), 16, func(int) string { return w.ownColl }); err != nil {
-		closeOwn()
-		return fmt.Errorf("owners on Directus realtime: %w", err)
-	}
-	var ownBMs, ownDMs []float64
-	for i := range w.ownKeys {
-		key := w.ownFirst + i
-		trOB.arm(key, 1)
-		trOD.arm(key, 1)
-		at := trOB.now()
-		trOB.markSent(key, at)
-		trOD.markSent(key, at)
-		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/items/"+w.ownColl+"/"+strconv.Itoa(key), map[string]any{"title": "write " + strconv.Itoa(i)}, nil); err != nil {
-			closeOwn()
+	// Directus checks its subscribers one after another in the order they
+	// subscribed, so its time to the owner depends on where the owner is
+	// in that order: first (it reaches the one reader at once) or last
+	// (it reaches the last of the 1,000 subscribers, the target's case).
+	// The broker's order does not matter.
+	n := len(w.owners)
+	for _, ownerLast := range []bool{false, true} {
+		dOrder := func(i int) string { return w.owners[i].token }
+		where := "subscribed first"
+		if ownerLast {
+			// owners[0] subscribes after every other one.
+			dOrder = func(i int) string {
+				if i == n-1 {
+					return w.owners[0].token
+				}
+				return w.owners[i+1].token
+			}
+			where = "subscribed last"
+		}
+		bMs, dMs, err := b.ownerWrites(ctx, dx, r, w, dOrder, ownerLast)
+		if err != nil {
 			return err
 		}
-		bt, okB := trOB.wait(key, 2*time.Minute)
-		dt, okD := trOD.wait(key, 2*time.Minute)
-		if !okB || !okD {
-			closeOwn()
-			return fmt.Errorf("owner REST write %d: the owner did not get it (broker %v, Directus %v)", i, okB, okD)
+		b.log.printf("  owner rule, REST writes, the owner %s on Directus: broker %.1f ms, Directus realtime %.1f ms to the owner", where, median(bMs), median(dMs))
+		b.rep.add(scen, fmt.Sprintf("owner rule, REST write → the owner, broker (%s owner-rule users subscribed)", thousands(n)), "ms", nil, bMs...)
+		b.rep.add(scen, fmt.Sprintf("owner rule, REST write → the owner on Directus's own realtime, the owner %s", where), "ms", nil, dMs...)
+		var target *target
+		if ownerLast {
+			target = atLeast(20)
 		}
-		if i > 0 {
-			ownBMs, ownDMs = append(ownBMs, ms(bt)), append(ownDMs, ms(dt))
-		}
-		if err := waitQuiet(ctx, r); err != nil {
-			closeOwn()
-			return err
-		}
+		b.rep.add(scen, fmt.Sprintf("  Directus realtime ÷ broker, owner rule, the owner %s", where), "×", target, median(dMs)/median(bMs))
 	}
-	closeOwn()
-	b.log.printf("  owner rule, REST writes: broker %.1f ms, Directus realtime %.1f ms to the owner", median(ownBMs), median(ownDMs))
-	b.rep.add(scen, fmt.Sprintf("owner rule, REST write → the owner, broker (%s owner-rule users subscribed)", thousands(len(w.owners))), "ms", nil, ownBMs...)
-	b.rep.add(scen, "owner rule, REST write → the owner on Directus's own realtime, same users", "ms", nil, ownDMs...)
-	b.rep.add(scen, "  Directus realtime ÷ broker, owner rule", "×", atLeast(20), median(ownDMs)/median(ownBMs))
 
 	// Teams: team = $CURRENT_USER.bench_team, users of one team share.
 	trT := newTracker(w.teamFirst, w.teamKeys)
@@ -519,6 +505,55 @@ func (b *bench) storm(ctx context.Context, dx *directustest.Instance, w *classWo
 	}
 	sort.Strings(res.parts)
 	return res, nil
+}
+
+// ownerWrites makes REST writes of owners[0]'s items with the owner-rule
+// users subscribed to the broker and, in the order dOrder gives, to
+// Directus's own realtime; it returns the times to the owner on each.
+func (b *bench) ownerWrites(ctx context.Context, dx *directustest.Instance, r *rig, w *classWorld, dOrder func(int) string, sequential bool) (bMs, dMs []float64, err error) {
+	trOB := newTracker(w.ownFirst, w.ownKeys)
+	trOD := trOB.sibling()
+	ownB := newPool(r.wsURL(), "", brokerProtocol, trOB)
+	ownB.tokenOf = func(i int) string { return w.owners[i].token }
+	ownD := newPool(strings.Replace(dx.URL, "http://", "ws://", 1)+"/websocket", "", directusProtocol(""), trOD)
+	ownD.tokenOf = dOrder
+	defer func() { ownB.close(); ownD.close() }()
+	n := len(w.owners)
+	if err := ownB.grow(ctx, n, 64, func(int) string { return w.ownColl }); err != nil {
+		return nil, nil, err
+	}
+	if sequential {
+		// The last one strictly after all the others.
+		if err := ownD.grow(ctx, n-1, 16, func(int) string { return w.ownColl }); err != nil {
+			return nil, nil, fmt.Errorf("owners on Directus realtime: %w", err)
+		}
+	}
+	if err := ownD.grow(ctx, n, 16, func(int) string { return w.ownColl }); err != nil {
+		return nil, nil, fmt.Errorf("owners on Directus realtime: %w", err)
+	}
+	for i := range w.ownKeys {
+		key := w.ownFirst + i
+		trOB.arm(key, 1)
+		trOD.arm(key, 1)
+		at := trOB.now()
+		trOB.markSent(key, at)
+		trOD.markSent(key, at)
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/items/"+w.ownColl+"/"+strconv.Itoa(key), map[string]any{"title": "write " + strconv.Itoa(i)}, nil); err != nil {
+			return nil, nil, err
+		}
+		bt, okB := trOB.wait(key, 2*time.Minute)
+		dt, okD := trOD.wait(key, 2*time.Minute)
+		if !okB || !okD {
+			return nil, nil, fmt.Errorf("owner REST write %d: the owner did not get it (broker %v, Directus %v)", i, okB, okD)
+		}
+		if i > 0 {
+			bMs, dMs = append(bMs, ms(bt)), append(dMs, ms(dt))
+		}
+		if err := waitQuiet(ctx, r); err != nil {
+			return nil, nil, err
+		}
+	}
+	return bMs, dMs, nil
 }
 
 // waitQuiet waits until the broker dispatched every event and its read
