@@ -440,7 +440,7 @@ func (b *bench) storms(ctx context.Context, dx *directustest.Instance, w *classW
 	report("JWT storm on Directus's own realtime", res)
 	b.rep.add(scen, fmt.Sprintf("the same %s JWT users connecting at once to Directus's own realtime", N), "s", nil, res.took.Seconds())
 	b.rep.add(scen, "  Directus's GET /server/ping during that storm, p99", "ms", nil, percentileMs(res.ping, 99))
-	return nil
+	return b.mixedRoles(ctx, dx, w, service, secret, jwts)
 }
 
 // storm connects n sockets (token tokenOf(i)) at once and subscribes each
@@ -505,6 +505,172 @@ func (b *bench) storm(ctx context.Context, dx *directustest.Instance, w *classWo
 	}
 	sort.Strings(res.parts)
 	return res, nil
+}
+
+// mixedRoles is the 10,000 users in 10 roles again, the rules of six
+// roles changed to per-user ones: roles 0 and 8 read everything, 1 and 9
+// the published items, 2 and 3 their own (owner = $CURRENT_USER), 4 and 5
+// their team's (team = $CURRENT_USER.bench_team, 20 teams), 6 and 7 the
+// published items and their own (an _or: a mixed rule). Each event's item
+// is owned by a user of role 2 or 6 and is of one team, published or not.
+func (b *bench) mixedRoles(ctx context.Context, dx *directustest.Instance, w *classWorld, service, secret string, jwts []string) error {
+	const scen = "8"
+	rules := map[int]any{
+		2: map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}},
+		3: map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}},
+		4: map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.bench_team"}},
+		5: map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.bench_team"}},
+		6: map[string]any{"_or": []any{map[string]any{"status": map[string]any{"_eq": "published"}}, map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}}}},
+		7: map[string]any{"_or": []any{map[string]any{"status": map[string]any{"_eq": "published"}}, map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}}}},
+	}
+	for ri, rule := range rules {
+		var access struct {
+			Data []struct {
+				Policy string `json:"policy"`
+			} `json:"data"`
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodGet, "/access?fields=policy&filter[role][_eq]="+w.roleIDs[ri], nil, &access); err != nil || len(access.Data) == 0 {
+			return fmt.Errorf("role %d's policy: %v", ri, err)
+		}
+		var perms struct {
+			Data []struct {
+				ID int `json:"id"`
+			} `json:"data"`
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodGet, "/permissions?fields=id&filter[collection][_eq]="+w.coll+"&filter[policy][_eq]="+access.Data[0].Policy, nil, &perms); err != nil || len(perms.Data) != 1 {
+			return fmt.Errorf("role %d's permission: %v %v", ri, err, perms.Data)
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/permissions/"+strconv.Itoa(perms.Data[0].ID), map[string]any{"permissions": rule}, nil); err != nil {
+			return fmt.Errorf("role %d's rule: %w", ri, err)
+		}
+	}
+	teamOf := func(i int) int { return (i / 10) % 20 }
+	byTeam := map[int][]string{}
+	for i, u := range w.users {
+		if r := i % 10; r == 4 || r == 5 {
+			byTeam[teamOf(i)] = append(byTeam[teamOf(i)], u.id)
+		}
+	}
+	for team, ids := range byTeam {
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/users", map[string]any{"keys": ids, "data": map[string]any{"bench_team": "t" + strconv.Itoa(team)}}, nil); err != nil {
+			return fmt.Errorf("users' teams: %w", err)
+		}
+	}
+	client, _ := directus.NewClient(dx.URL, time.Minute)
+	if err := flow.SyncServicePolicy(ctx, client, dx.AdminToken); err != nil {
+		return fmt.Errorf("service policy: %w", err)
+	}
+	// The events' items.
+	n := b.sz.classEvents + 1
+	owners := []int{2, 6} // users i with i%10 == 2 or 6 own them, in turn
+	type mixItem struct {
+		owner     int
+		team      int
+		published bool
+	}
+	items := make([]mixItem, n)
+	body := make([]map[string]any, n)
+	for k := range items {
+		it := mixItem{owner: owners[k%2] + 10*(k*37%(len(w.users)/10)), team: k % 20, published: k%3 != 0}
+		items[k] = it
+		status := "draft"
+		if it.published {
+			status = "published"
+		}
+		body[k] = map[string]any{"title": "mixed " + strconv.Itoa(k), "status": status, "owner": w.users[it.owner].id, "team": "t" + strconv.Itoa(it.team)}
+	}
+	var created struct {
+		Data []struct {
+			ID int `json:"id"`
+		} `json:"data"`
+	}
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+w.coll+"?fields=id", body, &created); err != nil || len(created.Data) != n {
+		return fmt.Errorf("mixed items: %v", err)
+	}
+	first := created.Data[0].ID
+	for k, d := range created.Data {
+		if d.ID != first+k {
+			return fmt.Errorf("mixed items: ids %d.. not consecutive", first)
+		}
+	}
+	readers := func(it mixItem) int {
+		c := 0
+		for i := range w.users {
+			switch i % 10 {
+			case 0, 8:
+				c++
+			case 1, 9:
+				if it.published {
+					c++
+				}
+			case 2, 3:
+				if i == it.owner {
+					c++
+				}
+			case 4, 5:
+				if teamOf(i) == it.team {
+					c++
+				}
+			case 6, 7:
+				if it.published || i == it.owner {
+					c++
+				}
+			}
+		}
+		return c
+	}
+
+	r, err := b.startRig(ctx, []string{"-upstream", dx.URL, "-proxy-all"}, "TOKEN_CACHE_TTL=1h", "DIRECTUS_SERVICE_TOKEN="+service, "DIRECTUS_SECRET="+secret)
+	if err != nil {
+		return err
+	}
+	defer r.stop()
+	tr := newTracker(first, n)
+	p := newPool(r.wsURL(), "", brokerProtocol, tr)
+	p.tokenOf = func(i int) string { return jwts[i] }
+	defer p.close()
+	start := time.Now()
+	if err := p.grow(ctx, len(w.users), 512, func(int) string { return w.coll }); err != nil {
+		return fmt.Errorf("mixed roles: subscribing: %w", err)
+	}
+	b.log.printf("  mixed roles: %s users subscribed in %.1fs", thousands(len(w.users)), time.Since(start).Seconds())
+	poster := newPoster(r.webhookURL(), true, 1)
+	defer poster.close()
+	var lats []float64
+	var calls float64
+	for k, it := range items {
+		key := created.Data[k].ID
+		if err := resetCounts(r); err != nil {
+			return err
+		}
+		want := readers(it)
+		tr.arm(key, want)
+		tr.markSent(key, tr.now())
+		if err := poster.post(ctx, w.coll, key); err != nil {
+			return err
+		}
+		d, ok := tr.wait(key, 2*time.Minute)
+		if !ok {
+			wnt, got := tr.counts(key, key+1)
+			return fmt.Errorf("mixed roles: %d of %d readers got item %d (%+v)", got, wnt, key, it)
+		}
+		if err := waitQuiet(ctx, r); err != nil {
+			return err
+		}
+		c, err := itemCalls(r)
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			lats = append(lats, ms(d))
+			calls += c
+		}
+	}
+	perEvent := calls / float64(len(lats))
+	b.log.printf("  mixed roles: median %.1f ms to the last reader, %.1f Directus item requests per event", median(lats), perEvent)
+	b.rep.add(scen, fmt.Sprintf("%s users in 10 roles: full, item rule, owner, team and mixed rules: webhook → last reader", thousands(len(w.users))), "ms", atMost(300), lats...)
+	b.rep.add(scen, "  Directus item requests per event (reads and lookups)", "reads", atMost(40), perEvent)
+	return nil
 }
 
 // ownerWrites makes REST writes of owners[0]'s items with the owner-rule
@@ -656,6 +822,7 @@ type classWorld struct {
 	teams               int
 	teamFirst, teamKeys int
 	teamUsers           []benchUser
+	roleIDs             []string // the 10 roles of users
 }
 
 type benchUser struct{ id, token, role string }
@@ -702,6 +869,7 @@ func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, own
 		}
 		roleIDs[i] = id
 	}
+	w.roleIDs = roleIDs
 	ownerRole, err := role("bench owners", map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}}, w.ownColl)
 	if err != nil {
 		return nil, err
