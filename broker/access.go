@@ -87,6 +87,14 @@ type AccessWatcher interface {
 	Refresh(ctx context.Context, live []Credentials) error
 }
 
+// Revalidator is implemented by an AccessWatcher that, at a refresh, may
+// have tokens in use checked again with Directus (after the secret it
+// verified tokens with turned out not to be Directus's any more): it
+// returns those refused, whose subscriptions are suspended and told.
+type Revalidator interface {
+	Revalidate(ctx context.Context, live []Credentials) (refused []string)
+}
+
 func (b *Broker) isAccessEvent(e Event) bool {
 	return b.opts.Access != nil && b.opts.Access.IsAccessEvent(e)
 }
@@ -175,10 +183,21 @@ type accessWorker struct {
 	mu      sync.Mutex
 	pending []*barrier
 	wake    chan struct{}
+	// now asks for a refresh at once (RefreshAccess).
+	now chan struct{}
 }
 
 func newAccessWorker(b *Broker) *accessWorker {
-	return &accessWorker{b: b, wake: make(chan struct{}, 1)}
+	return &accessWorker{b: b, wake: make(chan struct{}, 1), now: make(chan struct{}, 1)}
+}
+
+// RefreshAccess asks for a refresh now (as at Options.AccessRefresh),
+// without waiting for it: the assembly asks when tokens in use may have
+// been let in on grounds Directus does not share any more.
+func (b *Broker) RefreshAccess() {
+	if b.opts.Access != nil {
+		signal(b.access.now)
+	}
 }
 
 func (w *accessWorker) enqueue(bar *barrier) {
@@ -210,6 +229,8 @@ func (w *accessWorker) run() {
 				w.apply(batch)
 			}
 		case <-tick:
+			w.refresh()
+		case <-w.now:
 			w.refresh()
 		}
 	}
@@ -255,7 +276,12 @@ func (w *accessWorker) refresh() {
 	// EndAccessChanges, Stop and Close cancel it (accessCtx): a shutdown
 	// must not wait for a reread.
 	ctx, cancel := context.WithTimeout(b.accessCtx, b.opts.AccessTimeout)
-	err := b.opts.Access.Refresh(ctx, b.liveCredentials())
+	live := b.liveCredentials()
+	err := b.opts.Access.Refresh(ctx, live)
+	var refused []string
+	if rv, ok := b.opts.Access.(Revalidator); ok {
+		refused = rv.Revalidate(ctx, live)
+	}
 	cancel()
 	if err != nil {
 		b.log.Warn().Err(err).Msg("access refresh failed")
@@ -269,7 +295,7 @@ func (w *accessWorker) refresh() {
 	if !parkedAll([]*barrier{bar}, len(b.shards), b.done) {
 		return
 	}
-	b.regroup(nil, all)
+	b.regroup(refused, all)
 	close(bar.release)
 }
 

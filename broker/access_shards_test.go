@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -135,4 +136,56 @@ func (w *gatedGen) AccessChanged(ctx context.Context, _ []Event, _ []Credentials
 	}
 	w.gen.Add(1)
 	return nil, nil
+}
+
+// revalidating classes every token alike and, at a refresh, refuses the
+// tokens in refuse (a Revalidator).
+type revalidating struct {
+	switchClasses
+	refuse []string
+}
+
+func (r *revalidating) Revalidate(context.Context, []Credentials) []string { return r.refuse }
+
+// RefreshAccess refreshes now, and the tokens the watcher's revalidation
+// refuses are suspended and told (a secret Directus no longer uses let
+// them in).
+func TestRefreshAccessSuspendsRevalidatedTokens(t *testing.T) {
+	w := &revalidating{switchClasses: switchClasses{classes: map[string]string{"a": "k", "b": "k"}, next: map[string]string{"a": "k", "b": "k"}}, refuse: []string{"a"}}
+	r := newRig(t, Options{Classifier: w, Access: w})
+	r.reader.set("1", `{"id":1}`)
+	_, a := r.sub(t, "a", AttachOptions{})
+	_, b := r.sub(t, "b", AttachOptions{})
+	r.b.RefreshAccess()
+	until(t, "a is told its token was refused", func() bool { return a.expiredCount() > 0 })
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	if got := b.got(); got[len(got)-1] != `update:1:[{"id":1}]:`+ev[0].ID {
+		t.Fatalf("b got %v", got)
+	}
+	if got := a.got(); strings.HasPrefix(got[len(got)-1], "update:") {
+		t.Fatalf("a, refused, got data: %v", got)
+	}
+}
+
+// The classes of a share class that read one batch one after another (one
+// read slot: the second starts after the first ended, too late to join
+// it) still make one shared read: the batch's answer is kept for them.
+func TestSharedReadKeptForTheBatch(t *testing.T) {
+	r := newRig(t, Options{ReadConcurrency: 1, Classifier: &splitter{owner: map[string]string{"1": "a"}}})
+	r.reader.set("1", `{"id":1}`)
+	r.sub(t, "a", AttachOptions{})
+	_, b := r.sub(t, "b", AttachOptions{})
+	_, c := r.sub(t, "c", AttachOptions{})
+	ev := r.publish(t, update("1"))
+	r.drain(t)
+	want := `update:1:[{"id":1}]:` + ev[0].ID
+	for name, s := range map[string]*recSink{"b": b, "c": c} {
+		if got := s.got(); got[len(got)-1] != want {
+			t.Fatalf("%s got %v", name, got)
+		}
+	}
+	if calls := r.reader.callLog(); len(calls) != 2 {
+		t.Fatalf("reads %v: want the owner's and one shared", calls)
+	}
 }

@@ -106,6 +106,7 @@ type Broker struct {
 	// one is as fresh as a read of that batch needs).
 	replayReads Coalescer
 	splitReads  Coalescer
+	splitDone   splitMemo
 	// held is what every subscription being set up holds back, together.
 	held heldBudget
 

@@ -289,3 +289,9 @@ func (nopEncoder) Event(d *Delivery, uid json.RawMessage) []byte {
 func (nopEncoder) Ack(*Subscription, bool) []byte             { return nil }
 func (nopEncoder) Init(*Subscription, json.RawMessage) []byte { return nil }
 func (nopEncoder) Notice(*Subscription, Notice) []byte        { return nil }
+
+func (s *recSink) expiredCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.expired)
+}

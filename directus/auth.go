@@ -54,7 +54,15 @@ type Authenticator struct {
 	local atomic.Pointer[JWTVerifier]
 	// admission paces the checks made with Directus (admit.go; nil: none).
 	admission *admission
+	// distrusted is set when a secret that was trusted is refused by
+	// Directus (rotated): the JWTs verified with it must be checked again.
+	distrusted atomic.Bool
 }
+
+// TakeDistrust reports (once) whether a secret trusted until then was
+// refused by Directus since the last call: every JWT in use must then be
+// checked with Directus again.
+func (a *Authenticator) TakeDistrust() bool { return a.distrusted.Swap(false) }
 
 type tokenFlight struct {
 	done chan struct{}

@@ -177,7 +177,9 @@ func (a *Authenticator) ProveSecret(ctx context.Context, v *JWTVerifier, service
 		a.local.Store(v)
 		return nil
 	case errors.As(err, &de) && (de.Code == ErrInvalidToken.Code || de.Status == http.StatusUnauthorized):
-		a.local.Store(nil)
+		if a.local.Swap(nil) != nil {
+			a.distrusted.Store(true)
+		}
 		return ErrSecretMismatch
 	}
 	return fmt.Errorf("directus_secret: proving it: %w", err)

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/directus-ws-broker/directus-ws-broker/broker"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 	"github.com/directus-ws-broker/directus-ws-broker/internal/directustest"
 )
@@ -153,6 +156,26 @@ func compareJWTAnswers(t *testing.T, d *directustest.Instance) {
 			t.Errorf("%s: no user in %+v", tk.name, id)
 		}
 		t.Logf("%-32s Directus HTTP %d, broker %v", tk.name, status, err)
+	}
+
+	// The secret stops being Directus's (here: the broker is given another
+	// one, as after a rotation in Directus): the proof fails, and at the
+	// next refresh every JWT in use is checked with Directus again; the
+	// ones it refuses are returned, to be suspended.
+	if err := auth.ProveSecret(ctx, directus.NewJWTVerifier(secret+"-rotated"), "jwt-live-static"); !errors.Is(err, directus.ErrSecretMismatch) {
+		t.Fatalf("proof after the rotation: %v", err)
+	}
+	w := directus.NewPermissions(client, "jwt-live-static", auth, zerolog.Nop()).Watcher()
+	jwtCred := func(token string) broker.Credentials {
+		return broker.Credentials{Token: token, Principal: directus.Identity{UserID: live, JWT: true}}
+	}
+	forged := wrong.Sign(claims(live, role, nil))
+	liveCreds := []broker.Credentials{jwtCred(tokens[1].token), jwtCred(forged), {Token: "jwt-live-static", Principal: directus.Identity{UserID: live}}}
+	if refused := w.Revalidate(ctx, liveCreds); len(refused) != 1 || refused[0] != forged {
+		t.Fatalf("revalidated after the rotation: refused %d tokens, want only the one Directus refuses", len(refused))
+	}
+	if refused := w.Revalidate(ctx, liveCreds); refused != nil {
+		t.Fatal("revalidated again without a new refusal of the secret")
 	}
 }
 

@@ -103,6 +103,25 @@ func (c Watcher) Refresh(ctx context.Context, live []broker.Credentials) error {
 	return err
 }
 
+// Revalidate implements broker.Revalidator: after a secret that verified
+// JWTs was refused by Directus (rotated), every JWT in use is checked with
+// Directus again, and those it refuses are returned.
+func (c Watcher) Revalidate(ctx context.Context, live []broker.Credentials) []string {
+	if c.auth == nil || !c.auth.TakeDistrust() {
+		return nil
+	}
+	refused := c.revalidate(ctx, live, func(id Identity) bool { return id.JWT })
+	c.log.Warn().Int("refused", len(refused)).Msg("directus_secret refused by Directus: the JWTs in use were checked with Directus again")
+	return refused
+}
+
+// tokenRefused reports whether Directus refused the token itself (not
+// what it may read): 401, or its INVALID_TOKEN (403).
+func tokenRefused(err error) bool {
+	var de *Error
+	return errors.As(err, &de) && (de.Status == http.StatusUnauthorized || de.Code == ErrInvalidToken.Code)
+}
+
 // revalidate checks again with Directus each live token of the users match
 // selects, and returns those it refuses.
 func (c Watcher) revalidate(ctx context.Context, live []broker.Credentials, match func(Identity) bool) []string {
@@ -115,8 +134,7 @@ func (c Watcher) revalidate(ctx context.Context, live []broker.Credentials, matc
 		}
 		seen[cred.Token] = true
 		if _, err := c.auth.Fresh(ctx, cred.Token); err != nil {
-			var de *Error
-			if errors.As(err, &de) && de.Status == http.StatusUnauthorized {
+			if tokenRefused(err) {
 				refused = append(refused, cred.Token)
 			} else {
 				c.log.Warn().Err(err).Str("user", id.UserID).Msg("could not check a token again after a change of its user")

@@ -127,6 +127,10 @@ func (a *App) proveSecret(ctx context.Context) (stop func()) {
 			a.log.Info().Msg("directus_secret proven: access JWTs are verified here, as Directus verifies them")
 		case errors.Is(err, directus.ErrSecretMismatch):
 			a.log.Error().Err(err).Msg("directus_secret")
+			if was {
+				// Tokens let in with it may be refused by Directus now.
+				a.Broker.RefreshAccess()
+			}
 		case err != nil:
 			a.log.Warn().Err(err).Bool("verifying_locally", a.auth.VerifiesLocally()).Msg("directus_secret not proven now; trying again later")
 		}
