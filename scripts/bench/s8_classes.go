@@ -663,6 +663,10 @@ func (b *bench) mixedRoles(ctx context.Context, dx *directustest.Instance, w *cl
 		if err != nil {
 			return err
 		}
+		if k < 3 {
+			counts, _ := directusCounts(r)
+			b.log.printf("  mixed roles: event %d (%+v): %d readers, %.0f item requests: %v", k, it, want, c, counts)
+		}
 		if k > 0 {
 			lats = append(lats, ms(d))
 			calls += c
@@ -670,6 +674,16 @@ func (b *bench) mixedRoles(ctx context.Context, dx *directustest.Instance, w *cl
 	}
 	perEvent := calls / float64(len(lats))
 	b.log.printf("  mixed roles: median %.1f ms to the last reader, %.1f Directus item requests per event", median(lats), perEvent)
+	if m, err := metrics(r.broker.addr); err == nil {
+		var parts []string
+		for k, v := range m {
+			if strings.HasPrefix(k, "broker_class_per_user_total") || k == "broker_groups" {
+				parts = append(parts, fmt.Sprintf("%s %.0f", k, v))
+			}
+		}
+		sort.Strings(parts)
+		b.log.printf("  mixed roles: %s", strings.Join(parts, ", "))
+	}
 	b.rep.add(scen, fmt.Sprintf("%s users in 10 roles: full, item rule, owner, team and mixed rules: webhook → last reader", thousands(len(w.users))), "ms", atMost(300), lats...)
 	b.rep.add(scen, "  Directus item requests per event (reads and lookups)", "reads", atMost(40), perEvent)
 	return nil
