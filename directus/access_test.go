@@ -79,7 +79,11 @@ func TestReach(t *testing.T) {
 		{"articles", `{"fields":["id"],"filter":{"_and":[{"comments":{"_some":{"owner":{"id":{"_eq":"x"}}}}}]}}`, "articles,comments,directus_users"},
 		{"articles", `{"fields":["id"],"sort":["-author.last_name"]}`, "articles,directus_users"},
 		{"articles", `{"fields":["id"],"deep":{"comments":{"_filter":{"owner":{"name":{"_eq":"x"}}}}}}`, "articles,comments,directus_users"},
-		{"pages", `{"fields":["blocks:text.body"]}`, "pages,text"},
+		// A many-to-any read for one collection still reads the keys of the
+		// others, each shown only to who may read it.
+		{"pages", `{"fields":["blocks:text.body"]}`, "images,pages,text"},
+		{"pages", `{"fields":["blocks:text"]}`, "images,pages,text"},
+		{"pages", `{"fields":["blocks"]}`, "pages"},
 		{"pages", `{"fields":["blocks.*"]}`, "images,pages,text"},
 		{"articles", `{"fields":["id"],"unknown_key":1}`, "ALL"},
 		{"articles", `{"fields":["id"],"filter":{"$FOLLOW(comments,article)":{"_nnull":true}}}`, "ALL"},

@@ -1,6 +1,8 @@
 // Package codectest runs a protocol codec over a real session and a real
 // broker (memory bus) with a fake Directus and a fake connection, so the
-// codecs' unit tests need nothing but Go.
+// codecs' unit tests need nothing but Go. (Package session's own tests
+// keep a fake of their own: they are inside package session, which this
+// package imports.)
 package codectest
 
 import (
