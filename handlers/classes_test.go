@@ -73,13 +73,18 @@ type world struct {
 }
 
 func newWorld(t *testing.T, prefix string) *world {
+	return itemsWorld(t, prefix, "title", "status", "owner", "secret")
+}
+
+// itemsWorld is a world whose collection prefix_items has an integer key
+// and the string fields named.
+func itemsWorld(t *testing.T, prefix string, fields ...string) *world {
 	w := &world{t: t, prefix: prefix, coll: prefix + "_items"}
-	fields := []map[string]any{
-		{"field": "id", "type": "integer", "schema": map[string]any{"is_primary_key": true, "has_auto_increment": true}},
-		{"field": "title", "type": "string"}, {"field": "status", "type": "string"},
-		{"field": "owner", "type": "string"}, {"field": "secret", "type": "string"},
+	all := []map[string]any{{"field": "id", "type": "integer", "schema": map[string]any{"is_primary_key": true, "has_auto_increment": true}}}
+	for _, f := range fields {
+		all = append(all, map[string]any{"field": f, "type": "string"})
 	}
-	admin(t, http.MethodPost, "/collections", map[string]any{"collection": w.coll, "schema": map[string]any{}, "meta": map[string]any{}, "fields": fields})
+	admin(t, http.MethodPost, "/collections", map[string]any{"collection": w.coll, "schema": map[string]any{}, "meta": map[string]any{}, "fields": all})
 	return w
 }
 

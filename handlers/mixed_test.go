@@ -2,7 +2,6 @@ package handlers_test
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
@@ -20,11 +19,8 @@ import (
 func TestMixedRuleSharesOthersItems(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.DirectusServiceToken = requireServiceToken(t)
-	const items = "mxr_items"
-	pk := map[string]any{"field": "id", "type": "integer", "schema": map[string]any{"is_primary_key": true, "has_auto_increment": true}}
-	admin(t, http.MethodPost, "/collections", map[string]any{"collection": items, "schema": map[string]any{}, "meta": map[string]any{},
-		"fields": []any{pk, map[string]any{"field": "title", "type": "string"}, map[string]any{"field": "status", "type": "string"}, map[string]any{"field": "owner", "type": "string"}}})
-	w := &world{t: t, prefix: "mxr", coll: items}
+	w := itemsWorld(t, "mxr", "title", "status", "owner")
+	items := w.coll
 	role := w.role("readers")
 	p := w.policy("published or own")
 	w.read(p, nil, map[string]any{"_or": []any{

@@ -21,11 +21,8 @@ import (
 func TestOwnerRuleReadsOnlyForOwners(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.DirectusServiceToken = requireServiceToken(t)
-	const items = "olk_items"
-	pk := map[string]any{"field": "id", "type": "integer", "schema": map[string]any{"is_primary_key": true, "has_auto_increment": true}}
-	admin(t, http.MethodPost, "/collections", map[string]any{"collection": items, "schema": map[string]any{}, "meta": map[string]any{},
-		"fields": []any{pk, map[string]any{"field": "title", "type": "string"}, map[string]any{"field": "owner", "type": "string"}}})
-	w := &world{t: t, prefix: "olk", coll: items}
+	w := itemsWorld(t, "olk", "title", "owner")
+	items := w.coll
 	role := w.role("owners")
 	p := w.policy("own items")
 	w.read(p, nil, map[string]any{"owner": map[string]any{"_eq": "$CURRENT_USER"}})

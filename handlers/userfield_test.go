@@ -23,11 +23,8 @@ func TestUserFieldRuleSharesByValue(t *testing.T) {
 	cfg := brokerConfig(t)
 	cfg.DirectusServiceToken = requireServiceToken(t)
 	admin(t, http.MethodPost, "/fields/directus_users", map[string]any{"field": "wsb_team", "type": "string"})
-	const items = "uft_items"
-	pk := map[string]any{"field": "id", "type": "integer", "schema": map[string]any{"is_primary_key": true, "has_auto_increment": true}}
-	admin(t, http.MethodPost, "/collections", map[string]any{"collection": items, "schema": map[string]any{}, "meta": map[string]any{},
-		"fields": []any{pk, map[string]any{"field": "title", "type": "string"}, map[string]any{"field": "team", "type": "string"}}})
-	w := &world{t: t, prefix: "uft", coll: items}
+	w := itemsWorld(t, "uft", "title", "team")
+	items := w.coll
 	role := w.role("team members")
 	p := w.policy("the team's items")
 	w.read(p, nil, map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.wsb_team"}})
