@@ -95,8 +95,23 @@ type Revalidator interface {
 	Revalidate(ctx context.Context, live []Credentials) (refused []string)
 }
 
+// Deliverer is implemented by an AccessWatcher some of whose access events
+// are item events subscribers see as well (a change of an item that a rule
+// reads through the user, $CURRENT_USER.org.tier): such an event is applied
+// as an access change and dispatched too, behind the change's barrier in
+// its shard, so it is read with the classes after the change.
+type Deliverer interface {
+	Delivers(e Event) bool
+}
+
 func (b *Broker) isAccessEvent(e Event) bool {
 	return b.opts.Access != nil && b.opts.Access.IsAccessEvent(e)
+}
+
+// delivered reports whether the access event e is dispatched as well.
+func (b *Broker) delivered(e Event) bool {
+	d, ok := b.opts.Access.(Deliverer)
+	return ok && d.Delivers(e)
 }
 
 // barrier holds shards at one point of their queues: the place of an access

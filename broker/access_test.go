@@ -359,3 +359,55 @@ func TestEndAccessChangesReleasesTheDrain(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// deliveringClasses is switchClasses whose access events are the updates
+// of the collection subscribed to ("c"), delivered as well (Deliverer): a
+// related item a rule reads through the user ($CURRENT_USER.org.tier).
+type deliveringClasses struct{ switchClasses }
+
+func (c *deliveringClasses) IsAccessEvent(e Event) bool {
+	return e.Collection == "c" && e.Action == ActionUpdate
+}
+func (c *deliveringClasses) Delivers(Event) bool { return true }
+
+// An access event that is also an item event is applied first, then
+// delivered to its collection's subscribers, read with the classes after
+// the change: a and b keep one class, c moves to its own, so 2 reads (1
+// under the old classes, 3 apart).
+func TestDeliveredAccessEventIsReadAfterTheRegroup(t *testing.T) {
+	cls := &deliveringClasses{switchClasses{
+		classes: map[string]string{"a": "role1", "b": "role1", "c": "role1"},
+		next:    map[string]string{"a": "role1", "b": "role1", "c": "role2"},
+	}}
+	for _, try := range []string{"Dispatch", "TryDispatch"} {
+		t.Run(try, func(t *testing.T) {
+			cls.classes = map[string]string{"a": "role1", "b": "role1", "c": "role1"}
+			cls.seen = nil
+			r := newRig(t, Options{Classifier: cls, Access: cls})
+			r.reader.set("1", `{"id":1}`)
+			sinks := map[string]*recSink{}
+			for _, tok := range []string{"a", "b", "c"} {
+				_, sinks[tok] = r.sub(t, tok, AttachOptions{})
+			}
+			e := update("1")
+			e.Collection, e.Payload = "c", json.RawMessage(`{"title":"x"}`)
+			if try == "Dispatch" {
+				dispatcher{r.b}.Dispatch(e)
+			} else if err := (dispatcher{r.b}).TryDispatch([]Event{e}); err != nil {
+				t.Fatal(err)
+			}
+			r.drain(t)
+			for tok, s := range sinks {
+				if got := s.got(); len(got) != 2 || !strings.HasPrefix(got[1], `update:1:[{"id":1}]`) {
+					t.Fatalf("%s got %v", tok, got)
+				}
+			}
+			if n := r.reader.reads.Load(); n != 2 {
+				t.Fatalf("%d reads, want 2 (after the regroup)", n)
+			}
+			if len(cls.seen) != 1 {
+				t.Fatalf("access changes %v", cls.seen)
+			}
+		})
+	}
+}

@@ -189,13 +189,13 @@ type dispatcher struct{ b *Broker }
 // every shard instead (see accessChanged).
 func (d dispatcher) Dispatch(e Event) {
 	if d.b.isAccessEvent(e) {
-		bar := d.b.accessBarrier(e)
-		if bar == nil {
-			return // applied quietly
+		if bar := d.b.accessBarrier(e); bar != nil {
+			bar.push(d.b.shards)
+			d.b.access.enqueue(bar)
+		} // else applied quietly
+		if !d.b.delivered(e) {
+			return
 		}
-		bar.push(d.b.shards)
-		d.b.access.enqueue(bar)
-		return
 	}
 	d.b.shardOf(e.Collection).queue.pushEvent(e, d.b.done)
 }
@@ -206,17 +206,17 @@ func (d dispatcher) TryDispatch(events []Event) error {
 	var bars []*barrier
 	for _, e := range events {
 		if d.b.isAccessEvent(e) {
-			bar := d.b.accessBarrier(e)
-			if bar == nil {
-				continue // applied quietly
-			}
-			bars = append(bars, bar)
-			for i, sh := range d.b.shards {
-				if bar.at[i] != nil {
-					per[i] = append(per[i], task{fn: sh.quiesced(bar.park(i))})
+			if bar := d.b.accessBarrier(e); bar != nil {
+				bars = append(bars, bar)
+				for i, sh := range d.b.shards {
+					if bar.at[i] != nil {
+						per[i] = append(per[i], task{fn: sh.quiesced(bar.park(i))})
+					}
 				}
+			} // else applied quietly
+			if !d.b.delivered(e) {
+				continue
 			}
-			continue
 		}
 		i := d.b.shardIndex(e.Collection)
 		per[i] = append(per[i], task{event: e})

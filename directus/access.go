@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"sort"
@@ -38,8 +40,11 @@ type accessModel struct {
 	// collection depends on the user ($CURRENT_USER...), when it does.
 	userRule map[string]map[string]userDep
 	// userFields are the fields of directus_users the service user reads
-	// (the rules' $CURRENT_USER.<field> that its grant covers).
+	// (the rules' $CURRENT_USER.<field> that its grant covers), and the
+	// paths through their relations it reads as Directus does (userPaths:
+	// the related collections each passes, userpath.go).
 	userFields map[string]bool
+	userPaths  map[string][]pathStep
 	// ownerRule[policy][collection] is F when the policy's read rule on the
 	// collection is exactly F = $CURRENT_USER, "" for any other rule.
 	ownerRule map[string]map[string]string
@@ -172,6 +177,7 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 		Policy      *string         `json:"policy"`
 		Collection  string          `json:"collection"`
 		Permissions json.RawMessage `json:"permissions"`
+		Fields      json.RawMessage `json:"fields"`
 	}
 	roles, err := listAll[role](ctx, c, token, "roles", url.Values{"fields": {"id,parent"}})
 	if err != nil {
@@ -185,7 +191,15 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 	if err != nil {
 		return nil, err
 	}
-	perms, err := listAll[permission](ctx, c, token, "permissions", url.Values{"fields": {"id,policy,collection,permissions"}, "filter[action][_eq]": {"read"}})
+	// The permissions' fields, where the service user may read them (flow
+	// install grants it): they prove which of its own grants give whole
+	// columns (userpath.go).
+	permFields := "id,policy,collection,permissions"
+	withFields := grants["directus_permissions"].covers([]string{"fields"})
+	if withFields {
+		permFields += ",fields"
+	}
+	perms, err := listAll[permission](ctx, c, token, "permissions", url.Values{"fields": {permFields}, "filter[action][_eq]": {"read"}})
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +222,17 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 			m.ip[p.ID] = true
 		}
 	}
+	var svc *servicePerms
+	if withFields {
+		if svc, err = m.serviceGrants(ctx, c, token); err != nil {
+			return nil, err
+		}
+		for _, p := range perms {
+			if p.Policy != nil && slices.Contains(svc.policies, *p.Policy) {
+				svc.grants[p.Collection] = append(svc.grants[p.Collection], serviceGrant{fields: fieldsOf(p.Fields), filtered: !emptyRule(p.Permissions)})
+			}
+		}
+	}
 	users := grants["directus_users"]
 	for _, p := range perms {
 		if p.Policy == nil {
@@ -225,19 +250,50 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 		prev.merge(dep)
 		m.userRule[*p.Policy][p.Collection] = prev
 		for _, f := range dep.fields {
-			if users.covers([]string{f}) {
+			if !strings.Contains(f, ".") {
+				// A field of the user: its grant, exactly where the service
+				// user's grants can be read.
+				if users.covers([]string{f}) && (svc == nil || svc.reads("directus_users", []string{f})) {
+					m.userFields[f] = true
+				}
+			} else if steps, ok := m.resolveUserPath(f, svc); ok {
 				m.userFields[f] = true
+				m.userPaths[f] = steps
 			}
 		}
 	}
 	return m, nil
 }
 
+// serviceGrants starts the service user's own permissions: whose they are
+// (GET /users/me) and which policies apply to it; the caller files the
+// grants.
+func (m *accessModel) serviceGrants(ctx context.Context, c *Client, token string) (*servicePerms, error) {
+	data, err := c.Do(ctx, Request{Method: http.MethodGet, Segments: []string{"users", "me"}, Token: token, Kind: "model",
+		Query: url.Values{"fields": {"id,role"}}})
+	if err != nil {
+		return nil, fmt.Errorf("access model: read the service user: %w", err)
+	}
+	var me struct {
+		ID   string  `json:"id"`
+		Role *string `json:"role"`
+	}
+	if err := json.Unmarshal(data, &me); err != nil {
+		return nil, fmt.Errorf("access model: read the service user: %w", err)
+	}
+	role := ""
+	if me.Role != nil {
+		role = *me.Role
+	}
+	a := m.accessOf(role, me.ID)
+	return &servicePerms{admin: a.admin, policies: a.policies, grants: map[string][]serviceGrant{}}, nil
+}
+
 func newAccessModel(schema *schemaGraph) *accessModel {
 	return &accessModel{
 		parent: map[string]string{}, rolePolicies: map[string][]string{}, userPolicies: map[string][]string{},
 		admin: map[string]bool{}, app: map[string]bool{}, ip: map[string]bool{}, userRule: map[string]map[string]userDep{},
-		userFields: map[string]bool{}, ownerRule: map[string]map[string]string{}, schema: schema,
+		userFields: map[string]bool{}, userPaths: map[string][]pathStep{}, ownerRule: map[string]map[string]string{}, schema: schema,
 	}
 }
 

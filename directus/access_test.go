@@ -238,7 +238,7 @@ func TestClassKeysByUserFieldValues(t *testing.T) {
 	m.userFields = map[string]bool{"team": true}
 	c := NewPermissions(nil, "service", nil, zerolog.Nop()).Classifier()
 	c.model.Store(m)
-	c.users.setFields([]string{"team"})
+	c.users.setFields([]string{"team"}, nil)
 	for u, team := range map[string]string{"x1": `"x"`, "x2": `"x"`, "y1": `"y"`, "n1": `null`, "n2": `null`, "l1": `[1,2]`, "l2": `[1,2]`} {
 		c.users.storeLocked(u, userRecord{"id": json.RawMessage(`"` + u + `"`), "role": json.RawMessage(`"teams"`), "team": json.RawMessage(team)})
 	}

@@ -107,7 +107,7 @@ func (c Classifier) Class(cred broker.Credentials, collection string, q broker.Q
 		// The rules name only fields of the user: equal values, equal
 		// answers (Directus substitutes the values before it reads).
 		vals, ok := c.users.valuesOf(id.UserID, dep.fields)
-		if !ok || !m.readsUserFields(dep.fields) {
+		if !ok || !m.readsUserFields(dep.fields) || !c.pathsCovered(m, dep.fields) {
 			return c.perUser(reasonUserField, fallback, cred)
 		}
 		key += "|uf:" + vals

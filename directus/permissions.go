@@ -72,7 +72,7 @@ func (c *Permissions) Load(ctx context.Context) error {
 	c.model.Store(m)
 	c.owners.Clear() // the regroup after a reread files the owner classes again
 	c.ownerCount.Store(0)
-	c.users.setFields(m.userFieldList())
+	c.users.setFields(m.userFieldList(), m.userPaths)
 	// Every user's role at once, while there are not too many: a reconnect
 	// storm then costs no lookups (users created since are read on demand).
 	err = c.users.preload(ctx)

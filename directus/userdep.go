@@ -67,7 +67,7 @@ func userDepOf(raw []byte) userDep {
 			}
 			found = true
 			field, ok := strings.CutPrefix(t, "$CURRENT_USER.")
-			if !ok || field == "id" || !plainField(field) || concealedUserFields[field] {
+			if !ok || !userPath(field) {
 				d.identity = true
 				return
 			}
@@ -79,6 +79,23 @@ func userDepOf(raw []byte) userDep {
 		d.identity = true // mentioned where no value is: cannot tell
 	}
 	return d
+}
+
+// maxUserPath bounds the depth of a $CURRENT_USER path the broker reads
+// (a.b.c): deeper is per user.
+const maxUserPath = 4
+
+// userPath reports whether p, the part after "$CURRENT_USER.", is a field
+// of the user ("team") or a path through many-to-one relations of theirs
+// ("org.tier"), each step a plain field name, that names something else
+// than the user itself. Whether the service user can read the path, and
+// whether each step is a many-to-one, the model decides (userPaths).
+func userPath(p string) bool {
+	segs := strings.Split(p, ".")
+	if len(segs) > maxUserPath || segs[0] == "id" || concealedUserFields[segs[0]] {
+		return false
+	}
+	return !slices.ContainsFunc(segs, func(s string) bool { return !plainField(s) })
 }
 
 // concealedUserFields are the fields of directus_users Directus never
@@ -104,8 +121,10 @@ func plainField(s string) bool {
 }
 
 // UserFields lists the fields of directus_users that the read rules name
-// as $CURRENT_USER.<field>: what the service user must read of every user
-// so that users with equal values share reads (flow install grants them).
+// as $CURRENT_USER.<field>, and the paths through the user's relations
+// ($CURRENT_USER.org.tier is "org.tier"): what the service user must read
+// of every user, and of every item such a path passes, so that users with
+// equal values share reads (flow install grants them).
 func UserFields(rules []json.RawMessage) []string {
 	var d userDep
 	for _, r := range rules {

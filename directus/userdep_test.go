@@ -20,7 +20,14 @@ func TestUserDepOf(t *testing.T) {
 		{`{"_or":[{"team":{"_eq":"$CURRENT_USER.team"}},{"owner":{"_eq":"$CURRENT_USER"}}]}`, true, []string{"team"}},
 		// A path through a relation of the user: its value is not a field of
 		// theirs the broker reads; so is a function.
-		{`{"org":{"_eq":"$CURRENT_USER.team.org"}}`, true, nil},
+		// A path through relations of the user is a value to share by (the
+		// model checks it can be read); a function, an id path or one too
+		// deep is not.
+		{`{"org":{"_eq":"$CURRENT_USER.team.org"}}`, false, []string{"team.org"}},
+		{`{"org":{"_eq":"$CURRENT_USER.a.b.c.d.e"}}`, true, nil},
+		{`{"org":{"_eq":"$CURRENT_USER.id.x"}}`, true, nil},
+		{`{"org":{"_eq":"$CURRENT_USER.token.x"}}`, true, nil},
+		{`{"org":{"_eq":"$CURRENT_USER.team..org"}}`, true, nil},
 		{`{"y":{"_eq":"$CURRENT_USER.year(date_created)"}}`, true, nil},
 		// Mentioned inside another string, or as a key: cannot tell.
 		{`{"x":{"_contains":"x $CURRENT_USER.team"}}`, true, nil},
@@ -43,9 +50,37 @@ func TestUserDepConcealed(t *testing.T) {
 		t.Fatalf("token: %+v", d)
 	}
 	l := &roleLoader{roles: map[string]*string{}}
-	l.setFields([]string{"code"})
+	l.setFields([]string{"code"}, nil)
 	l.storeLocked("u", userRecord{"id": []byte(`"u"`), "code": []byte(concealed)})
 	if _, ok := l.valuesOf("u", []string{"code"}); ok {
 		t.Fatal("a concealed value shared by")
+	}
+}
+
+// A user path is read with each related item's key: the value is shared
+// by, the items it passed are remembered (an event of one regroups the
+// user), and a user without the related item reads apart.
+func TestUserPathValues(t *testing.T) {
+	l := &roleLoader{roles: map[string]*string{}}
+	l.setFields([]string{"org.tier"}, map[string][]pathStep{"org.tier": {{collection: "orgs", pk: "id"}}})
+	if got := l.fieldList(); got != "id,role,org.id,org.tier" {
+		t.Fatalf("fields %s", got)
+	}
+	l.storeLocked("u1", userRecord{"id": []byte(`"u1"`), "org": []byte(`{"id":7,"tier":"gold"}`)})
+	l.storeLocked("u2", userRecord{"id": []byte(`"u2"`), "org": []byte(`null`)})
+	if v, ok := l.valuesOf("u1", []string{"org.tier"}); !ok || v != `org.tier="gold"` {
+		t.Fatalf("u1: %q %v", v, ok)
+	}
+	if _, ok := l.valuesOf("u2", []string{"org.tier"}); ok {
+		t.Fatal("a user without an org shared by a value")
+	}
+	if !l.refers("u1", "orgs", []string{"7"}) || l.refers("u1", "orgs", []string{"8"}) {
+		t.Fatal("refs of u1")
+	}
+	if got := l.itemsMoved("orgs", []string{"7"}, false); len(got) != 1 || got[0] != "u1" {
+		t.Fatalf("moved %v", got)
+	}
+	if _, ok := l.valuesOf("u1", []string{"org.tier"}); ok {
+		t.Fatal("u1's value kept after its org changed")
 	}
 }

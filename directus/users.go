@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -26,29 +27,40 @@ type roleLoader struct {
 	roles map[string]*string // user → role (nil pointer: no role)
 	// values[user][field] are the user's values of fields (raw JSON), read
 	// with the role: every user known has all of them.
-	values   map[string]map[string]json.RawMessage
-	fields   []string
+	values map[string]map[string]json.RawMessage
+	fields []string
+	// paths are the fields of fields that pass related items
+	// ("org.tier"), with the collections they pass; refs[user] are the
+	// related items the user's values were read from ("orgs\x00<key>"): an
+	// event of one changes them (userpath.go).
+	paths map[string][]pathStep
+	refs  map[string][]string
+	// moved counts changes of related items: a read that began before one
+	// may hold values from before it, so its users' values are dropped.
+	moved    uint64
 	waiting  map[string][]chan error
 	inflight bool
 }
 
-// setFields makes fields (sorted) the user fields read; what was read
-// without one of them is forgotten (read again when needed).
-func (l *roleLoader) setFields(fields []string) {
+// setFields makes fields (sorted) the user fields read, paths among them
+// passing the related collections given; what was read without one of
+// them is forgotten (read again when needed).
+func (l *roleLoader) setFields(fields []string, paths map[string][]pathStep) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if slices.Equal(l.fields, fields) {
+	if slices.Equal(l.fields, fields) && maps.EqualFunc(l.paths, paths, slices.Equal) {
 		return
 	}
-	l.fields = fields
+	l.fields, l.paths = fields, paths
 	clear(l.roles)
 	clear(l.values)
+	clear(l.refs)
 }
 
 func (l *roleLoader) fieldList() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return strings.Join(append([]string{"id", "role"}, l.fields...), ",")
+	return l.fieldList2()
 }
 
 // userRecord is one user as the loader reads it.
@@ -70,6 +82,7 @@ func (r userRecord) role() *string {
 // store files records (under l.mu).
 func (l *roleLoader) storeLocked(u string, rec userRecord) {
 	l.roles[u] = rec.role()
+	delete(l.refs, u)
 	if len(l.fields) == 0 {
 		delete(l.values, u)
 		return
@@ -78,17 +91,104 @@ func (l *roleLoader) storeLocked(u string, rec userRecord) {
 		l.values = map[string]map[string]json.RawMessage{}
 	}
 	vals := make(map[string]json.RawMessage, len(l.fields))
+	var refs []string
 	for _, f := range l.fields {
-		if v, ok := rec[f]; ok {
+		if steps, ok := l.paths[f]; ok {
+			v, through, ok := pathValue(rec, strings.Split(f, "."), steps)
+			refs = append(refs, through...)
+			if ok {
+				vals[f] = v
+			}
+		} else if v, ok := rec[f]; ok {
 			vals[f] = v
 		}
 	}
 	l.values[u] = vals
+	if len(refs) > 0 {
+		if l.refs == nil {
+			l.refs = map[string][]string{}
+		}
+		l.refs[u] = refs
+	}
+}
+
+// pathValue is the value at segs in a user's record read with the path's
+// primary keys (org.id, org.tier: {"org": {"id": 7, "tier": "gold"}}), and
+// the related items it passed. A step that is not one related item (null:
+// no org; a list) has no value: such a user reads apart.
+func pathValue(rec userRecord, segs []string, steps []pathStep) (json.RawMessage, []string, bool) {
+	var through []string
+	cur := map[string]json.RawMessage(rec)
+	for i, seg := range segs[:len(segs)-1] {
+		raw := cur[seg]
+		var next map[string]json.RawMessage
+		if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &next) != nil {
+			return nil, through, false
+		}
+		key, ok := keyText(next[steps[i].pk])
+		if !ok {
+			return nil, through, false
+		}
+		through = append(through, steps[i].collection+"\x00"+key)
+		cur = next
+	}
+	v, ok := cur[segs[len(segs)-1]]
+	return v, through, ok
 }
 
 func (l *roleLoader) dropLocked(u string) {
 	delete(l.roles, u)
 	delete(l.values, u)
+	delete(l.refs, u)
+}
+
+// referring are the users whose values were read through one of keys of
+// collection.
+func (l *roleLoader) referring(collection string, keys []string) []string {
+	want := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		want[collection+"\x00"+k] = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for u, refs := range l.refs {
+		if slices.ContainsFunc(refs, func(r string) bool { return want[r] }) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// refers reports whether user's values were read through one of keys of
+// collection.
+func (l *roleLoader) refers(user, collection string, keys []string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.refs[user] {
+		c, k, _ := strings.Cut(r, "\x00")
+		if c == collection && slices.Contains(keys, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// itemsMoved records a change of items of collection a user path passes:
+// the users read through them are forgotten unless keep (their values
+// are read again by the caller), and reads begun before it store nothing
+// of a path.
+func (l *roleLoader) itemsMoved(collection string, keys []string, keep bool) []string {
+	users := l.referring(collection, keys)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.moved++
+	if !keep {
+		for _, u := range users {
+			l.dropLocked(u)
+		}
+	}
+	return users
 }
 
 // valuesOf is the canonical text of user's values of fields, when every
@@ -138,6 +238,9 @@ func (l *roleLoader) preload(ctx context.Context) error {
 		return fmt.Errorf("more than %d users", maxPreload)
 	}
 	fields := l.fieldList()
+	l.mu.Lock()
+	moved := l.moved
+	l.mu.Unlock()
 	users, err := listAll[userRecord](ctx, l.client, l.token, "users", map[string][]string{"fields": {fields}})
 	if err != nil {
 		return err
@@ -147,8 +250,12 @@ func (l *roleLoader) preload(ctx context.Context) error {
 	if l.fieldList2() != fields {
 		return errors.New("the user fields changed during the preload")
 	}
+	if moved != l.moved && len(l.paths) > 0 {
+		return errors.New("items a user path passes changed during the preload")
+	}
 	clear(l.roles)
 	clear(l.values)
+	clear(l.refs)
 	for _, u := range users {
 		l.storeLocked(u.id(), u)
 	}
@@ -169,6 +276,7 @@ func (l *roleLoader) forgetAll() {
 	l.mu.Lock()
 	clear(l.roles)
 	clear(l.values)
+	clear(l.refs)
 	l.mu.Unlock()
 }
 
@@ -250,14 +358,24 @@ func (l *roleLoader) run() {
 			ids = append(ids, u)
 		}
 		fields := l.fieldList()
+		l.mu.Lock()
+		moved := l.moved
+		l.mu.Unlock()
 		users, err := l.fetch(ids, fields)
+		if de := (*Error)(nil); errors.As(err, &de) && de.Status == http.StatusForbidden && l.hasPaths() {
+			// The service user may not read a path now (a grant removed,
+			// not reread yet): the roles and fields without it, so its
+			// users read apart and the rest goes on.
+			users, err = l.fetch(ids, l.plainFieldList())
+		}
 		l.mu.Lock()
 		if len(l.roles) > maxKnownUsers {
 			clear(l.roles)
 			clear(l.values)
+			clear(l.refs)
 		}
 		for u := range batch {
-			if rec, ok := users[u]; ok && err == nil && l.fieldList2() == fields {
+			if rec, ok := users[u]; ok && err == nil && l.fieldList2() == fields && (moved == l.moved || len(l.paths) == 0) {
 				l.storeLocked(u, rec)
 			} else {
 				// Not readable, gone, the read failed or the fields changed
@@ -295,7 +413,39 @@ func (l *roleLoader) fetch(ids []any, fields string) (map[string]userRecord, err
 	return out, nil
 }
 
-// fieldList2 is fieldList under l.mu.
+func (l *roleLoader) hasPaths() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.paths) > 0
+}
+
+// plainFieldList is fieldList without the paths.
+func (l *roleLoader) plainFieldList() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := []string{"id", "role"}
+	for _, f := range l.fields {
+		if _, ok := l.paths[f]; !ok {
+			out = append(out, f)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// fieldList2 is fieldList under l.mu: a path is read with the primary
+// key of each related item it passes (org.id,org.tier).
 func (l *roleLoader) fieldList2() string {
-	return strings.Join(append([]string{"id", "role"}, l.fields...), ",")
+	out := []string{"id", "role"}
+	for _, f := range l.fields {
+		if steps, ok := l.paths[f]; ok {
+			segs := strings.Split(f, ".")
+			for i, s := range steps {
+				if k := strings.Join(segs[:i+1], ".") + "." + s.pk; !slices.Contains(out, k) {
+					out = append(out, k)
+				}
+			}
+		}
+		out = append(out, f)
+	}
+	return strings.Join(out, ",")
 }

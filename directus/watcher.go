@@ -17,12 +17,17 @@ type Watcher struct{ *Permissions }
 // Concerns implements broker.DoubtScope: a change of users concerns only
 // their tokens; any other access change may concern every subscription.
 func (c Watcher) Concerns(e broker.Event, cred broker.Credentials) bool {
-	if e.Collection != "directus_users" {
+	path := c.pathEvent(e)
+	if e.Collection != "directus_users" && !path {
 		return true
 	}
 	id, _ := cred.Principal.(Identity)
 	if id.UserID == "" {
 		return false // the public and shares: no user a change of users names
+	}
+	if path {
+		// A related item a user path passes: the users read through it.
+		return c.users.refers(id.UserID, e.Collection, e.Keys)
 	}
 	return slices.Contains(e.Keys, id.UserID)
 }
@@ -31,13 +36,34 @@ func (c Watcher) Concerns(e broker.Event, cred broker.Credentials) bool {
 // holds a token of forgets their roles (read again at their next
 // subscribe) and what was proven under the old ones.
 func (c Watcher) Forget(e broker.Event) {
-	c.users.forget(e.Keys)
+	if c.pathEvent(e) {
+		c.users.itemsMoved(e.Collection, e.Keys, false)
+	} else {
+		c.users.forget(e.Keys)
+	}
 	c.gen.Add(1)
 }
 
 // IsAccessEvent implements broker.AccessWatcher: e is a change of what
 // decides access.
-func (c Watcher) IsAccessEvent(e broker.Event) bool { return systemAccess[e.Collection] }
+func (c Watcher) IsAccessEvent(e broker.Event) bool {
+	return systemAccess[e.Collection] || c.pathEvent(e)
+}
+
+// Delivers implements broker.Deliverer: a change of an item a user path
+// passes (an organization whose tier rules read) is an access change and
+// still an item event of its collection.
+func (c Watcher) Delivers(e broker.Event) bool { return !systemAccess[e.Collection] }
+
+// pathEvent reports whether e changes or removes items a user path passes
+// (userpath.go); a create cannot: no user's value was read through it.
+func (c Watcher) pathEvent(e broker.Event) bool {
+	if systemAccess[e.Collection] || e.Action == broker.ActionCreate {
+		return false
+	}
+	m := c.model.Load()
+	return m != nil && m.pathCollection(e.Collection)
+}
 
 // AccessChanged implements broker.AccessWatcher. A change of roles,
 // policies, access rows, permissions or relations rereads the model. A
@@ -46,6 +72,7 @@ func (c Watcher) IsAccessEvent(e broker.Event) bool { return systemAccess[e.Coll
 // rotated, a user suspended or deleted) are returned.
 func (c Watcher) AccessChanged(ctx context.Context, events []broker.Event, live []broker.Credentials) (refused []string, err error) {
 	users := map[string]bool{}
+	var moved []string // users whose path values changed (no token to check)
 	reload := false
 	for _, e := range events {
 		switch {
@@ -55,7 +82,15 @@ func (c Watcher) AccessChanged(ctx context.Context, events []broker.Event, live 
 			}
 		case systemAccess[e.Collection]:
 			reload = true
+		case c.pathEvent(e):
+			moved = append(moved, c.users.itemsMoved(e.Collection, e.Keys, true)...)
 		}
+	}
+	if len(moved) > 0 && c.service != "" {
+		if err := c.users.load(ctx, moved, true); err != nil {
+			c.users.forget(moved) // read apart until read again
+		}
+		c.gen.Add(1)
 	}
 	var errs []error
 	if reload {
