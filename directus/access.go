@@ -45,6 +45,7 @@ type accessModel struct {
 	// the related collections each passes, userpath.go).
 	userFields map[string]bool
 	userPaths  map[string][]pathStep
+	pathColls  map[string]bool // the collections of userPaths' steps
 	// ownerRule[policy][collection] is F when the policy's read rule on the
 	// collection is exactly F = $CURRENT_USER, "" for any other rule.
 	ownerRule map[string]map[string]string
@@ -259,6 +260,9 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 			} else if steps, ok := m.resolveUserPath(f, svc); ok {
 				m.userFields[f] = true
 				m.userPaths[f] = steps
+				for _, s := range steps {
+					m.pathColls[s.collection] = true
+				}
 			}
 		}
 	}
@@ -293,7 +297,7 @@ func newAccessModel(schema *schemaGraph) *accessModel {
 	return &accessModel{
 		parent: map[string]string{}, rolePolicies: map[string][]string{}, userPolicies: map[string][]string{},
 		admin: map[string]bool{}, app: map[string]bool{}, ip: map[string]bool{}, userRule: map[string]map[string]userDep{},
-		userFields: map[string]bool{}, userPaths: map[string][]pathStep{}, ownerRule: map[string]map[string]string{}, schema: schema,
+		userFields: map[string]bool{}, userPaths: map[string][]pathStep{}, pathColls: map[string]bool{}, ownerRule: map[string]map[string]string{}, schema: schema,
 	}
 }
 

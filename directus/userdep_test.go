@@ -84,3 +84,39 @@ func TestUserPathValues(t *testing.T) {
 		t.Fatal("u1's value kept after its org changed")
 	}
 }
+
+// A path is shared by only where the service user reads every step as
+// Directus does; every other case reads apart (fail closed).
+func TestResolveUserPathFailsClosed(t *testing.T) {
+	m := newAccessModel(&schemaGraph{
+		m2o:    map[string]map[string][]string{"directus_users": {"org": {"orgs"}, "any": {anyCollection}}},
+		fields: map[string]map[string]fieldKind{"directus_users": {"org": fieldKey, "any": fieldKey, "tags": fieldAlias}},
+		pk:     map[string]string{"orgs": "id"},
+	})
+	full := &servicePerms{grants: map[string][]serviceGrant{
+		"directus_users": {{fields: []string{"id", "role", "org", "any", "tags"}}},
+		"orgs":           {{fields: []string{"id", "tier"}}},
+	}}
+	if steps, ok := m.resolveUserPath("org.tier", full); !ok || len(steps) != 1 || steps[0] != (pathStep{"orgs", "id"}) {
+		t.Fatalf("org.tier: %v %v", steps, ok)
+	}
+	split := &servicePerms{grants: map[string][]serviceGrant{
+		"directus_users": full.grants["directus_users"],
+		// The union covers id and tier, no single grant gives tier of every row.
+		"orgs": {{fields: []string{"id"}}, {fields: []string{"*"}, filtered: true}},
+	}}
+	for name, c := range map[string]struct {
+		path string
+		svc  *servicePerms
+	}{
+		"grants unreadable":             {"org.tier", nil},
+		"tier only where a filter lets": {"org.tier", split},
+		"not granted":                   {"org.name", full},
+		"many-to-any":                   {"any.tier", full},
+		"a list":                        {"tags.tier", full},
+	} {
+		if _, ok := m.resolveUserPath(c.path, c.svc); ok {
+			t.Errorf("%s: %s shared by", name, c.path)
+		}
+	}
+}

@@ -105,16 +105,7 @@ func (m *accessModel) resolveUserPath(path string, svc *servicePerms) ([]pathSte
 
 // pathCollection reports whether collection is passed by a user path some
 // rule shares by: its item changes change users' values.
-func (m *accessModel) pathCollection(collection string) bool {
-	for _, steps := range m.userPaths {
-		for _, s := range steps {
-			if s.collection == collection {
-				return true
-			}
-		}
-	}
-	return false
-}
+func (m *accessModel) pathCollection(collection string) bool { return m.pathColls[collection] }
 
 // pathsCovered reports whether a Flow sends the item events of every
 // collection the user paths among fields pass: without them a change of a
