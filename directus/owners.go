@@ -34,7 +34,7 @@ func ownerFieldOf(raw []byte) (string, bool) {
 
 // ownerRuleOf is F and "" for an owner rule (see ownerFieldOf), or F and
 // U for a rule exactly {F: {_eq: $CURRENT_USER.U}} (a team rule: the items
-// whose F is the user's U).
+// whose F is the user's U, U a field or a path of many-to-ones).
 func ownerRuleOf(raw []byte) (field, userField string, ok bool) {
 	var v map[string]any
 	if json.Unmarshal(raw, &v) != nil || len(v) != 1 {
@@ -47,7 +47,9 @@ func ownerRuleOf(raw []byte) (field, userField string, ok bool) {
 			return "", true
 		}
 		u, ok := strings.CutPrefix(s, "$CURRENT_USER.")
-		return u, ok && plainField(u) && !concealedUserFields[u]
+		// U may be a path through the user's relations (org.tier): the
+		// model shares by it only where it reads it as Directus does.
+		return u, ok && userPath(u)
 	}
 	for k, e := range v {
 		if k == "_and" {

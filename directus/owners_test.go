@@ -67,7 +67,13 @@ func TestOwnerRuleOfTeams(t *testing.T) {
 	if f, u, ok := ownerRuleOf([]byte(`{"team":{"_eq":"$CURRENT_USER.team"}}`)); f != "team" || u != "team" || !ok {
 		t.Fatalf("%q %q %v", f, u, ok)
 	}
-	for _, r := range []string{`{"team":{"_in":["$CURRENT_USER.team"]}}`, `{"team":{"_eq":"$CURRENT_USER.token"}}`, `{"team":{"_eq":"$CURRENT_USER.a.b"}}`} {
+	// A path through the user's many-to-ones is a team rule too (the
+	// class is shared only where the model proves it reads the path).
+	if f, u, ok := ownerRuleOf([]byte(`{"tier":{"_eq":"$CURRENT_USER.org.tier"}}`)); f != "tier" || u != "org.tier" || !ok {
+		t.Fatalf("path: %q %q %v", f, u, ok)
+	}
+	for _, r := range []string{`{"team":{"_in":["$CURRENT_USER.team"]}}`, `{"team":{"_eq":"$CURRENT_USER.token"}}`, `{"team":{"_eq":"$CURRENT_USER.a..b"}}`,
+		`{"team":{"_eq":"$CURRENT_USER.id.x"}}`, `{"team":{"_eq":"$CURRENT_USER.a.b.c.d.e"}}`, `{"team":{"_eq":"$CURRENT_USER.token.x"}}`} {
 		if _, _, ok := ownerRuleOf([]byte(r)); ok {
 			t.Errorf("%s taken for a team rule", r)
 		}

@@ -1,6 +1,7 @@
 package directus
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -121,4 +122,54 @@ func (c Classifier) pathsCovered(m *accessModel, fields []string) bool {
 		}
 	}
 	return true
+}
+
+// UserPathGrants reads the schema (with an admin token) and returns what
+// the service user must read, with no row filter, for rules on the user
+// paths among fields to share by value: of directus_users the paths' first
+// segments, and of each related collection its primary key and the next
+// segment. A path that is not a chain of many-to-ones with one related
+// collection each is left out: the model reads its users apart anyway.
+func UserPathGrants(ctx context.Context, c *Client, token string, fields []string) (map[string][]string, error) {
+	var paths []string
+	for _, f := range fields {
+		if strings.Contains(f, ".") {
+			paths = append(paths, f)
+		}
+	}
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	schema, err := loadSchema(ctx, c, token, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	add := func(coll string, fs ...string) {
+		for _, f := range fs {
+			if !slices.Contains(out[coll], f) {
+				out[coll] = append(out[coll], f)
+			}
+		}
+	}
+	for _, p := range paths {
+		segs := strings.Split(p, ".")
+		grants := map[string][]string{"directus_users": {segs[0]}}
+		coll, ok := "directus_users", true
+		for i, seg := range segs[:len(segs)-1] {
+			targets := schema.m2o[coll][seg]
+			if len(targets) != 1 || targets[0] == anyCollection || schema.fields[coll][seg] != fieldKey || schema.pk[targets[0]] == "" {
+				ok = false
+				break
+			}
+			coll = targets[0]
+			grants[coll] = append(grants[coll], schema.pk[coll], segs[i+1])
+		}
+		if ok {
+			for coll, fs := range grants {
+				add(coll, fs...)
+			}
+		}
+	}
+	return out, nil
 }

@@ -31,7 +31,7 @@ var servicePermissions = map[string][]string{
 	"directus_roles":       {"id", "parent"},
 	"directus_access":      {"id", "role", "user", "policy"},
 	"directus_policies":    {"id", "admin_access", "app_access", "ip_access"},
-	"directus_permissions": {"id", "policy", "collection", "action", "permissions"},
+	"directus_permissions": {"id", "policy", "collection", "action", "permissions", "fields"},
 	"directus_relations":   {"*"},
 	"directus_fields":      {"*"},
 	"directus_flows":       {"id", "name", "status", "trigger", "options"},
@@ -180,7 +180,9 @@ func readRules(ctx context.Context, c *directus.Client, token string) (colls []s
 }
 
 // ruleUserFields are the fields of directus_users the read rules name as
-// $CURRENT_USER.<field>.
+// $CURRENT_USER.<field>, and the first segment of each path through the
+// user's relations ($CURRENT_USER.org.tier: org; the related collections'
+// grants are the owner lookup policy's, pathGrants).
 func ruleUserFields(ctx context.Context, c *directus.Client, token string) ([]string, error) {
 	_, rules, err := readRules(ctx, c, token)
 	if err != nil {
@@ -188,9 +190,8 @@ func ruleUserFields(ctx context.Context, c *directus.Client, token string) ([]st
 	}
 	var out []string
 	for _, f := range directus.UserFields(rules) {
-		// A path through the user's relations (org.tier) is not a field of
-		// users; its grants are not made yet (NOTES.md), so it reads apart.
-		if f != "id" && f != "role" && !strings.Contains(f, ".") {
+		f, _, _ = strings.Cut(f, ".")
+		if f != "id" && f != "role" && !slices.Contains(out, f) {
 			out = append(out, f)
 		}
 	}
@@ -241,13 +242,16 @@ func SyncExistingServiceUser(ctx context.Context, c *directus.Client, adminToken
 const ownerPolicyName = "directus-ws-broker owner lookups"
 
 // ensureOwnerPolicy makes the owner lookup policy hold exactly the grants
-// the owner rules need, attached to user.
+// the owner rules and the user paths need, attached to user.
 func ensureOwnerPolicy(ctx context.Context, c *directus.Client, token, user string) error {
 	colls, rules, err := readRules(ctx, c, token)
 	if err != nil {
 		return err
 	}
-	owners := directus.OwnerRules(colls, rules)
+	grants, err := lookupGrants(ctx, c, token, colls, rules)
+	if err != nil {
+		return err
+	}
 	var policies []struct {
 		ID string `json:"id"`
 	}
@@ -284,19 +288,15 @@ func ensureOwnerPolicy(ctx context.Context, c *directus.Client, token, user stri
 			return fmt.Errorf("reset the owner lookup policy: %w", err)
 		}
 	}
-	for coll, fields := range owners {
-		pk, err := directus.PrimaryKey(ctx, c, token, coll)
-		if err != nil {
-			return fmt.Errorf("owner lookups of %s: %w", coll, err)
-		}
-		body := map[string]any{"policy": policy, "collection": coll, "action": "read", "fields": append([]string{pk}, fields...), "permissions": map[string]any{}}
+	for coll, fields := range grants {
+		body := map[string]any{"policy": policy, "collection": coll, "action": "read", "fields": fields, "permissions": map[string]any{}}
 		_, err = c.Do(ctx, directus.Request{Method: http.MethodPost, Segments: []string{"permissions"}, Token: token, Body: body})
 		var de *directus.Error
 		if errors.As(err, &de) && de.Code == "RESOURCE_RESTRICTED" {
-			return nil // Directus 12 without a license: no field lists; owners read apart
+			return nil // Directus 12 without a license: no field lists; owners and paths read apart
 		}
 		if err != nil {
-			return fmt.Errorf("grant the owner lookups of %s: %w", coll, err)
+			return fmt.Errorf("grant the lookups of %s: %w", coll, err)
 		}
 	}
 	var rows []struct {
@@ -322,6 +322,38 @@ func ensureOwnerPolicy(ctx context.Context, c *directus.Client, token, user stri
 // such read between users with per-user rules. Directus 12 without a
 // license refuses item rules: nothing is granted there (the broker then
 // reads relational queries of such users apart).
+// lookupGrants are the owner lookup policy's rows, collection → fields,
+// all with no row filter: of each collection with owner rules its primary
+// key and owner fields, and of each collection a rule's user path passes
+// ($CURRENT_USER.org.tier) its primary key and the path's next field. A
+// collection that is both gets one row: the model proves a path's grant
+// from a single row (directus/userpath.go).
+func lookupGrants(ctx context.Context, c *directus.Client, token string, colls []string, rules []json.RawMessage) (map[string][]string, error) {
+	out := map[string][]string{}
+	for coll, fields := range directus.OwnerRules(colls, rules) {
+		pk, err := directus.PrimaryKey(ctx, c, token, coll)
+		if err != nil {
+			return nil, fmt.Errorf("owner lookups of %s: %w", coll, err)
+		}
+		out[coll] = append([]string{pk}, fields...)
+	}
+	paths, err := directus.UserPathGrants(ctx, c, token, directus.UserFields(rules))
+	if err != nil {
+		return nil, fmt.Errorf("user path lookups: %w", err)
+	}
+	for coll, fields := range paths {
+		if coll == "directus_users" {
+			continue // the service policy's (ruleUserFields)
+		}
+		for _, f := range fields {
+			if !slices.Contains(out[coll], f) {
+				out[coll] = append(out[coll], f)
+			}
+		}
+	}
+	return out, nil
+}
+
 func grantSchema(ctx context.Context, c *directus.Client, token, policy string) error {
 	var colls []struct {
 		Collection string          `json:"collection"`
