@@ -21,13 +21,15 @@ import (
 // (issue 18.4): seeded random permission models on the real Directus
 // 11.17.4 — roles with parents, policies on roles, on users and on both,
 // app access, field lists, rules with $CURRENT_USER, $CURRENT_USER.id,
-// $CURRENT_USER.title, $CURRENT_ROLE, $CURRENT_ROLES, $CURRENT_POLICIES
+// $CURRENT_USER.title, $CURRENT_USER.<org>.level (a field of the user's
+// organization, a many-to-one), $CURRENT_ROLE, $CURRENT_ROLES, $CURRENT_POLICIES
 // and _and/_or, on a schema with a many-to-one, a one-to-many, a
 // many-to-many and a many-to-any into owner-rule collections — × random
 // subscription queries (relational paths, wildcards, counts, aliases,
 // filters through relations, sorts, deep) × several users, with creates,
 // updates, deletes, role moves, rule edits, changes of the user field a
-// rule reads and token renewals (auth) interleaved, then a resume (since)
+// rule reads, users moved between organizations, organizations' levels
+// changed and token renewals (auth) interleaved, then a resume (since)
 // and an init snapshot of every (user, query).
 // Every frame each subscriber receives is compared with that user's own
 // REST read with the same query at that moment; nothing may arrive where
@@ -72,6 +74,8 @@ var diffItemRules = []map[string]any{
 	{"level": map[string]any{"_eq": "$CURRENT_USER.title"}},
 	{"policy": map[string]any{"_in": "$CURRENT_POLICIES"}},
 	{"_or": []any{map[string]any{"level": map[string]any{"_eq": "$CURRENT_USER.title"}}, map[string]any{"status": map[string]any{"_eq": "published"}}}},
+	{"level": map[string]any{"_eq": "$CURRENT_USER.$ORG.level"}},
+	{"_or": []any{map[string]any{"level": map[string]any{"_eq": "$CURRENT_USER.$ORG.level"}}, map[string]any{"status": map[string]any{"_eq": "published"}}}},
 }
 
 var diffRelRules = []map[string]any{
@@ -103,10 +107,11 @@ var diffQueries = []map[string]any{
 	{"fields": []any{"id", "parts.item:$TAGS.title", "parts.item:$TAGS.owner"}},
 }
 
-// diffQuery is q with $REFS and $TAGS replaced by the case's collections.
+// diffQuery is q (a query or a rule) with $REFS, $TAGS and $ORG replaced
+// by the case's collections and its users' organization field.
 func diffQuery(q map[string]any, refs, tags string) map[string]any {
 	raw, _ := json.Marshal(q)
-	s := strings.NewReplacer("$REFS", refs, "$TAGS", tags).Replace(string(raw))
+	s := strings.NewReplacer("$REFS", refs, "$TAGS", tags, "$ORG", strings.TrimSuffix(refs, "_refs")+"_org").Replace(string(raw))
 	var out map[string]any
 	_ = json.Unmarshal([]byte(s), &out)
 	return out
@@ -129,6 +134,16 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 	admin(t, http.MethodPost, "/fields/"+items, map[string]any{"field": "owner", "type": "string"})
 	admin(t, http.MethodPost, "/fields/"+items, map[string]any{"field": "role", "type": "string"})
 	tags, tagJunction, partJunction := diffManyRelations(t, prefix, items, refs)
+	// The users' organizations: rules on $CURRENT_USER.<org>.level read a
+	// field of a related item of the user (its many-to-one <prefix>_org).
+	orgs := prefix + "_orgs"
+	admin(t, http.MethodPost, "/collections", map[string]any{"collection": orgs, "schema": map[string]any{}, "meta": map[string]any{},
+		"fields": []any{map[string]any{"field": "id", "type": "integer", "schema": map[string]any{"is_primary_key": true, "has_auto_increment": true}},
+			map[string]any{"field": "level", "type": "string"}}})
+	admin(t, http.MethodPost, "/fields/directus_users", map[string]any{"field": prefix + "_org", "type": "integer", "meta": map[string]any{"special": nil}, "schema": map[string]any{}})
+	admin(t, http.MethodPost, "/relations", map[string]any{"collection": "directus_users", "field": prefix + "_org", "related_collection": orgs,
+		"schema": map[string]any{"on_delete": "SET NULL"}})
+	rule := func() map[string]any { return diffQuery(diffItemRules[pick(len(diffItemRules))], refs, tags) }
 	c, err := directus.NewClient(dx.URL, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +168,7 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 		policies[i] = admin(t, http.MethodPost, "/policies", map[string]any{"name": fmt.Sprint(prefix, " policy", i), "app_access": pick(5) == 0, "admin_access": false})
 		if pick(10) < 8 {
 			perms = append(perms, admin(t, http.MethodPost, "/permissions", map[string]any{"policy": policies[i], "collection": items, "action": "read",
-				"fields": diffFieldLists[pick(len(diffFieldLists))], "permissions": diffItemRules[pick(len(diffItemRules))]}))
+				"fields": diffFieldLists[pick(len(diffFieldLists))], "permissions": rule()}))
 		}
 		for _, coll := range []string{refs, tasks, tags} {
 			if pick(10) < 7 {
@@ -171,9 +186,13 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 	type user struct{ id, token string }
 	users := make([]user, 6)
 	levels := []string{"a", "b", "c"}
+	orgIDs := make([]any, 4) // three organizations (two of one level) and none
+	for i := range 3 {
+		orgIDs[i] = admin(t, http.MethodPost, "/items/"+orgs, map[string]any{"level": levels[i%2]})
+	}
 	for i := range users {
 		users[i].id, users[i].token = w.user(fmt.Sprint("u", i), roles[pick(len(roles))])
-		admin(t, http.MethodPatch, "/users/"+users[i].id, map[string]any{"title": levels[pick(3)]})
+		admin(t, http.MethodPatch, "/users/"+users[i].id, map[string]any{"title": levels[pick(3)], prefix + "_org": orgIDs[pick(4)]})
 	}
 	for _, p := range policies {
 		switch pick(8) {
@@ -288,7 +307,7 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 		}
 	}
 	for range 16 {
-		switch op := pick(12); {
+		switch op := pick(14); {
 		case op < 4 || len(live) == 0: // create, with a ref and a task
 			owner := users[pick(len(users))]
 			ref := admin(t, http.MethodPost, "/items/"+refs, map[string]any{"title": titles[pick(3)], "owner": owner.id})
@@ -318,7 +337,7 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 			check("delete", id)
 		case op < 9 && len(perms) > 0: // a rule edited
 			p := perms[pick(len(perms))]
-			admin(t, http.MethodPatch, "/permissions/"+p, map[string]any{"permissions": diffItemRules[pick(len(diffItemRules))]})
+			admin(t, http.MethodPatch, "/permissions/"+p, map[string]any{"permissions": rule()})
 			post(fmt.Sprintf(`{"event":"directus_permissions.items.update","payload":{},"keys":[%s],"collection":"directus_permissions"}`, p))
 		case op < 10: // a user moved to another role
 			u := users[pick(len(users))]
@@ -328,6 +347,14 @@ func runDiffCase(t *testing.T, service string, seed int64, stats *diffStats) {
 			u := users[pick(len(users))]
 			admin(t, http.MethodPatch, "/users/"+u.id, map[string]any{"title": levels[pick(3)]})
 			post(fmt.Sprintf(`{"event":"directus_users.items.update","payload":{"title":"x"},"keys":["%s"],"collection":"directus_users"}`, u.id))
+		case op < 12: // a user moved to another organization (or none)
+			u := users[pick(len(users))]
+			admin(t, http.MethodPatch, "/users/"+u.id, map[string]any{prefix + "_org": orgIDs[pick(4)]})
+			post(fmt.Sprintf(`{"event":"directus_users.items.update","payload":{"%s_org":1},"keys":["%s"],"collection":"directus_users"}`, prefix, u.id))
+		case op < 13: // an organization's level changed: no users.update
+			o := orgIDs[pick(3)]
+			admin(t, http.MethodPatch, fmt.Sprint("/items/", orgs, "/", o), map[string]any{"level": levels[pick(3)]})
+			post(fmt.Sprintf(`{"event":"%s.items.update","payload":{"level":"x"},"keys":["%v"],"collection":"%s"}`, orgs, o, orgs))
 		default: // a user's token replaced, and every socket of theirs renewed
 			u := &users[pick(len(users))]
 			renewed := fmt.Sprintf("%s-r%d", u.token, step)

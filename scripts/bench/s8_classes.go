@@ -31,6 +31,9 @@ import (
 //   - 1,000 users with an owner rule: reads per event, webhook → the owner.
 //   - 1,000 users in 20 teams (team = $CURRENT_USER.bench_team): reads per
 //     event, webhook → the last member of the item's team.
+//   - 1,000 users in 40 organizations of 20 tiers (team =
+//     $CURRENT_USER.bench_org.tier, a field of the user's related item):
+//     the same, to the last user of the item's tier.
 //   - a reconnect storm: 10,000 subscribers of 1,000 users in 10 roles
 //     connect and subscribe at once to a fresh broker: the time until all
 //     are subscribed and every call the broker made to Directus (counted by
@@ -296,54 +299,14 @@ func (b *bench) classes(ctx context.Context) error {
 	}
 
 	// Teams: team = $CURRENT_USER.bench_team, users of one team share.
-	trT := newTracker(w.teamFirst, w.teamKeys)
-	members := newPool(r.wsURL(), "", brokerProtocol, trT)
-	members.tokenOf = func(i int) string { return w.teamUsers[i].token }
-	if err := members.grow(ctx, len(w.teamUsers), 64, func(int) string { return w.teamColl }); err != nil {
-		members.close()
+	if err := b.teamCase(ctx, r, w.team, fmt.Sprintf("team rule, %s users in %d teams", thousands(len(w.team.users)), w.team.teams), "team"); err != nil {
 		return err
 	}
-	teamPoster := newPoster(r.webhookURL(), true, 1)
-	reads0, _ = r.metric("broker_reads_total")
-	if err := resetCounts(r); err != nil {
-		members.close()
+	// Organizations: team = $CURRENT_USER.bench_org.tier, a field of the
+	// user's organization (a many-to-one); users of one tier share.
+	if err := b.teamCase(ctx, r, w.org, fmt.Sprintf("organization rule (a path), %s users in %d organizations of %d tiers", thousands(len(w.org.users)), 2*w.org.teams, w.org.teams), "tier"); err != nil {
 		return err
 	}
-	perTeam := len(w.teamUsers) / w.teams
-	var teamLats []float64
-	for i := range w.teamKeys {
-		key := w.teamFirst + i
-		trT.arm(key, perTeam)
-		trT.markSent(key, trT.now())
-		if err := teamPoster.post(ctx, w.teamColl, key); err != nil {
-			members.close()
-			return err
-		}
-		d, ok := trT.wait(key, 2*time.Minute)
-		if !ok {
-			members.close()
-			wnt, got := trT.counts(key, key+1)
-			return fmt.Errorf("teams: %d of %d members got the event", got, wnt)
-		}
-		if i > 0 {
-			teamLats = append(teamLats, ms(d))
-		}
-		if err := waitQuiet(ctx, r); err != nil { // the other teams' reads
-			members.close()
-			return err
-		}
-	}
-	reads1, _ = r.metric("broker_reads_total")
-	members.close()
-	teamReads := (reads1 - reads0) / float64(w.teamKeys)
-	teamCalls, err := itemCalls(r)
-	if err != nil {
-		return err
-	}
-	b.log.printf("  teams: median %.1f ms to the last member, %.1f group reads and %.1f Directus item requests per event", median(teamLats), teamReads, teamCalls/float64(w.teamKeys))
-	b.rep.add(scen, fmt.Sprintf("team rule, %s users in %d teams: webhook → last member of the item's team", thousands(len(w.teamUsers)), w.teams), "ms", atMost(60), teamLats...)
-	b.rep.add(scen, "  Directus item requests per event (the lookup and the item's team's read)", "reads", atMost(float64(w.teams+1)), teamCalls/float64(w.teamKeys))
-	b.rep.add(scen, "  group reads per event (a class per team; only the item's team reads)", "reads", nil, teamReads)
 	r.stop()
 
 	// The reconnect storms, each against a fresh broker (cold caches).
@@ -740,6 +703,58 @@ func (b *bench) ownerWrites(ctx context.Context, dx *directustest.Instance, r *r
 
 // waitQuiet waits until the broker dispatched every event and its read
 // count stood still for three polls (its reads for the last event ended).
+// teamCase times events of a team-kind collection (every item of the
+// first team), posted one at a time, to the last member of that team, and
+// counts the group reads and Directus item requests per event.
+func (b *bench) teamCase(ctx context.Context, r *rig, tw teamWorld, label, unit string) error {
+	const scen = "8"
+	tr := newTracker(tw.first, tw.keys)
+	members := newPool(r.wsURL(), "", brokerProtocol, tr)
+	defer members.close()
+	members.tokenOf = func(i int) string { return tw.users[i].token }
+	if err := members.grow(ctx, len(tw.users), 64, func(int) string { return tw.coll }); err != nil {
+		return err
+	}
+	poster := newPoster(r.webhookURL(), true, 1)
+	defer poster.close()
+	reads0, _ := r.metric("broker_reads_total")
+	if err := resetCounts(r); err != nil {
+		return err
+	}
+	per := len(tw.users) / tw.teams
+	var lats []float64
+	for i := range tw.keys {
+		key := tw.first + i
+		tr.arm(key, per)
+		tr.markSent(key, tr.now())
+		if err := poster.post(ctx, tw.coll, key); err != nil {
+			return err
+		}
+		d, ok := tr.wait(key, 2*time.Minute)
+		if !ok {
+			wnt, got := tr.counts(key, key+1)
+			return fmt.Errorf("%s: %d of %d members got the event", label, got, wnt)
+		}
+		if i > 0 {
+			lats = append(lats, ms(d))
+		}
+		if err := waitQuiet(ctx, r); err != nil { // the other classes' reads
+			return err
+		}
+	}
+	reads1, _ := r.metric("broker_reads_total")
+	reads := (reads1 - reads0) / float64(tw.keys)
+	calls, err := itemCalls(r)
+	if err != nil {
+		return err
+	}
+	b.log.printf("  %s: median %.1f ms to the last member, %.1f group reads and %.1f Directus item requests per event", label, median(lats), reads, calls/float64(tw.keys))
+	b.rep.add(scen, label+": webhook → last member of the item's "+unit, "ms", atMost(60), lats...)
+	b.rep.add(scen, "  Directus item requests per event (the lookup and the item's "+unit+"'s read)", "reads", atMost(float64(tw.teams+1)), calls/float64(tw.keys))
+	b.rep.add(scen, "  group reads per event (a class per "+unit+"; only the item's "+unit+" reads)", "reads", nil, reads)
+	return nil
+}
+
 func waitQuiet(ctx context.Context, r *rig) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	last, still := -1.0, 0
@@ -832,13 +847,20 @@ type classWorld struct {
 	ownFirst, ownKeys int
 	users             []benchUser
 	owners            []benchUser
-	// teamUsers (user i in team i % teams) read teamColl by the rule team
-	// = $CURRENT_USER.bench_team; its items teamFirst.. are of team 0.
-	teamColl            string
-	teams               int
-	teamFirst, teamKeys int
-	teamUsers           []benchUser
-	roleIDs             []string // the 10 roles of users
+	// team: user i in team i % teams reads by the rule team =
+	// $CURRENT_USER.bench_team; org: user i in organization i % 2·teams,
+	// of tier i % teams, reads by team = $CURRENT_USER.bench_org.tier.
+	team, org teamWorld
+	roleIDs   []string // the 10 roles of users
+}
+
+// teamWorld is a collection read by a team-kind rule: users in teams
+// classes, the items first..first+keys-1 all of the first team.
+type teamWorld struct {
+	coll        string
+	teams       int
+	first, keys int
+	users       []benchUser
 }
 
 type benchUser struct{ id, token, role string }
@@ -847,9 +869,10 @@ type benchUser struct{ id, token, role string }
 // published) with n users (user i in role i%roles), an owner role with
 // owners users (rule owner = $CURRENT_USER), and the collections.
 func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, owners, keys, ownedItems int) (*classWorld, error) {
-	w := &classWorld{coll: "bench_classes", ownColl: "bench_owned", teamColl: "bench_teams", teams: 20, keys: keys}
+	w := &classWorld{coll: "bench_classes", ownColl: "bench_owned", keys: keys,
+		team: teamWorld{coll: "bench_teams", teams: 20}, org: teamWorld{coll: "bench_org_items", teams: 20}}
 	fields := []directustest.Field{{Name: "title"}, {Name: "status"}, {Name: "owner"}, {Name: "team"}}
-	for _, c := range []string{w.coll, w.ownColl, w.teamColl} {
+	for _, c := range []string{w.coll, w.ownColl, w.team.coll, w.org.coll} {
 		if err := dx.CreateCollection(ctx, c, fields...); err != nil {
 			return nil, err
 		}
@@ -944,37 +967,78 @@ func newClassWorld(ctx context.Context, dx *directustest.Instance, n, roles, own
 	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/fields/directus_users", map[string]any{"field": "bench_team", "type": "string"}, nil); err != nil {
 		return nil, fmt.Errorf("users' team field: %w", err)
 	}
-	teamRole, err := role("bench team members", map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.bench_team"}}, w.teamColl)
+	teamRole, err := role("bench team members", map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.bench_team"}}, w.team.coll)
 	if err != nil {
 		return nil, err
 	}
-	if w.teamUsers, err = makeUsers("bt", owners, func(int) string { return teamRole }); err != nil {
+	if w.team.users, err = makeUsers("bt", owners, func(int) string { return teamRole }); err != nil {
 		return nil, err
 	}
-	for t := range w.teams {
+	for t := range w.team.teams {
 		var ids []string
-		for i := t; i < len(w.teamUsers); i += w.teams {
-			ids = append(ids, w.teamUsers[i].id)
+		for i := t; i < len(w.team.users); i += w.team.teams {
+			ids = append(ids, w.team.users[i].id)
 		}
 		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/users", map[string]any{"keys": ids, "data": map[string]any{"bench_team": fmt.Sprint("t", t)}}, nil); err != nil {
 			return nil, fmt.Errorf("users' teams: %w", err)
 		}
 	}
-	teamItems := make([]map[string]any, ownedItems)
-	for i := range teamItems {
-		teamItems[i] = map[string]any{"title": "team " + strconv.Itoa(i), "team": "t0"}
+	// Organizations: a many-to-one of the users into bench_orgs, two
+	// organizations per tier.
+	if err := dx.CreateCollection(ctx, "bench_orgs", directustest.Field{Name: "tier"}); err != nil {
+		return nil, err
 	}
-	var teamIDs struct {
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/fields/directus_users", map[string]any{"field": "bench_org", "type": "integer", "meta": map[string]any{"special": nil}, "schema": map[string]any{}}, nil); err != nil {
+		return nil, fmt.Errorf("users' organization field: %w", err)
+	}
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/relations", map[string]any{"collection": "directus_users", "field": "bench_org", "related_collection": "bench_orgs"}, nil); err != nil {
+		return nil, fmt.Errorf("users' organization relation: %w", err)
+	}
+	orgs := make([]map[string]any, 2*w.org.teams)
+	for j := range orgs {
+		orgs[j] = map[string]any{"tier": fmt.Sprint("t", j%w.org.teams)}
+	}
+	var orgIDs struct {
 		Data []struct {
 			ID int `json:"id"`
 		} `json:"data"`
 	}
-	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+w.teamColl+"?fields=id", teamItems, &teamIDs); err != nil {
-		return nil, fmt.Errorf("team items: %w", err)
+	if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/bench_orgs?fields=id", orgs, &orgIDs); err != nil {
+		return nil, fmt.Errorf("organizations: %w", err)
 	}
-	w.teamFirst, w.teamKeys = teamIDs.Data[0].ID, len(teamIDs.Data)
-	for _, d := range teamIDs.Data {
-		w.teamFirst = min(w.teamFirst, d.ID)
+	orgRole, err := role("bench organization members", map[string]any{"team": map[string]any{"_eq": "$CURRENT_USER.bench_org.tier"}}, w.org.coll)
+	if err != nil {
+		return nil, err
+	}
+	if w.org.users, err = makeUsers("bg", owners, func(int) string { return orgRole }); err != nil {
+		return nil, err
+	}
+	for j, o := range orgIDs.Data {
+		var ids []string
+		for i := j; i < len(w.org.users); i += len(orgIDs.Data) {
+			ids = append(ids, w.org.users[i].id)
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPatch, "/users", map[string]any{"keys": ids, "data": map[string]any{"bench_org": o.ID}}, nil); err != nil {
+			return nil, fmt.Errorf("users' organizations: %w", err)
+		}
+	}
+	for _, tw := range []*teamWorld{&w.team, &w.org} {
+		items := make([]map[string]any, ownedItems)
+		for i := range items {
+			items[i] = map[string]any{"title": "team " + strconv.Itoa(i), "team": "t0"}
+		}
+		var ids struct {
+			Data []struct {
+				ID int `json:"id"`
+			} `json:"data"`
+		}
+		if _, err := dx.Do(ctx, dx.AdminToken, http.MethodPost, "/items/"+tw.coll+"?fields=id", items, &ids); err != nil {
+			return nil, fmt.Errorf("items of %s: %w", tw.coll, err)
+		}
+		tw.first, tw.keys = ids.Data[0].ID, len(ids.Data)
+		for _, d := range ids.Data {
+			tw.first = min(tw.first, d.ID)
+		}
 	}
 	return w, nil
 }
