@@ -1,0 +1,99 @@
+package graphql
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// articles has an author (a many-to-one into authors) and comments (a
+// one-to-many); secrets is a relation into a collection the token may not
+// read: Directus leaves it out of the schema.
+func testSchema(t *testing.T) *Schema {
+	t.Helper()
+	s, err := NewSchema([]Collection{
+		{Name: "articles", Fields: []Field{{Name: "id", Type: "ID"}, {Name: "title"}, {Name: "views", Type: "Int"},
+			{Name: "author", Related: "authors"}, {Name: "comments", Related: "comments", List: true}, {Name: "secret", Related: "secrets"}}},
+		{Name: "authors", Fields: []Field{{Name: "id", Type: "ID"}, {Name: "name"}}},
+		{Name: "comments", Fields: []Field{{Name: "id", Type: "ID"}, {Name: "body"}, {Name: "by", Related: "authors"}}},
+		{Name: "bad-name", Fields: []Field{{Name: "id"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestParseFields(t *testing.T) {
+	s := testSchema(t)
+	for _, c := range []struct {
+		doc    string
+		vars   map[string]any
+		coll   string
+		event  string
+		fields []string
+	}{
+		{`subscription { articles_mutated(event: create) { key event data { id title author { name } } } }`, nil,
+			"articles", "create", []string{"id", "title", "author.name"}},
+		{`subscription { articles_mutated { key } }`, nil, "articles", "", nil},
+		{`subscription S($e: EventEnum) { a: articles_mutated(event: $e) { data { ...F comments { body by { id name } } } } }
+		  fragment F on articles { id ... on articles { views } }`, map[string]any{"e": "update"},
+			"articles", "update", []string{"id", "views", "comments.body", "comments.by.id", "comments.by.name"}},
+		{`subscription($skip: Boolean!) { articles_mutated { data { id title @skip(if: $skip) views @include(if: false) } } }`, map[string]any{"skip": true},
+			"articles", "", []string{"id"}},
+		{`subscription { articles_mutated { data { __typename id author { __typename id } } } }`, nil, "articles", "", []string{"id", "author.id"}},
+	} {
+		sub, errs := s.Parse(c.doc, c.vars, "")
+		if len(errs) > 0 {
+			t.Errorf("%s: %v", c.doc, errs)
+			continue
+		}
+		if sub.Collection != c.coll || sub.Event != c.event || !reflect.DeepEqual(sub.Fields, c.fields) {
+			t.Errorf("%s: %s %q %q", c.doc, sub.Collection, sub.Event, sub.Fields)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	s := testSchema(t)
+	for _, c := range []struct{ doc, want string }{
+		{`subscription { articles_mutated { data { nope } } }`, `Cannot query field "nope" on type "articles".`},
+		{`subscription { secrets_mutated { key } }`, `Cannot query field "secrets_mutated" on type "Subscription".`},
+		{`subscription { articles_mutated { data { secret { id } } } }`, `Cannot query field "secret" on type "articles".`},
+		{`subscription { articles_mutated(event: created) { key } }`, `Value "created" does not exist in "EventEnum" enum.`},
+		{`subscription { articles_mutated { key } authors_mutated { key } }`, `Anonymous Subscription must select only one top level field.`},
+		{`subscription { articles_mutated { data { author } } }`, `Field "author" of type "authors" must have a selection of subfields`},
+		{`query { _empty }`, `Only subscription operations are supported`},
+		{`subscription {`, `Expected Name, found <EOF>`},
+		{`subscription($e: EventEnum!) { articles_mutated(event: $e) { key } }`, `must be defined`},
+	} {
+		_, errs := s.Parse(c.doc, nil, "")
+		if len(errs) == 0 || !strings.Contains(errs.Error(), c.want) {
+			t.Errorf("%s: errors %v, want %q", c.doc, errs, c.want)
+		}
+	}
+}
+
+func TestResultShape(t *testing.T) {
+	s := testSchema(t)
+	sub, errs := s.Parse(`subscription { m: articles_mutated { __typename event k: key data { __typename t: title author { name } comments { body } } } }`, nil, "")
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	item := map[string]any{"title": "Hello", "author": map[string]any{"name": "Ann", "id": 1}, "comments": []any{map[string]any{"body": "x"}, json.Number("7")}}
+	got := string(sub.Result(json.Number("3"), "update", item))
+	want := `{"data":{"m":{"__typename":"articles_mutated","event":"update","k":"3","data":{"__typename":"articles","t":"Hello","author":{"name":"Ann"},"comments":[{"body":"x"},null]}}}}`
+	if got != want {
+		t.Fatalf("result\n%s\nwant\n%s", got, want)
+	}
+	// A delete: no data; the key as an ID (a string).
+	if got := string(sub.Result(float64(9), "delete", nil)); !strings.Contains(got, `"k":"9","data":null`) {
+		t.Fatalf("delete: %s", got)
+	}
+	// A relation the read left null, or a bare key.
+	got = string(sub.Result("a", "create", map[string]any{"title": nil, "author": "u1", "comments": nil}))
+	if !strings.Contains(got, `"t":null,"author":null,"comments":null`) {
+		t.Fatalf("nulls: %s", got)
+	}
+}
