@@ -215,9 +215,22 @@ func (sub *Subscription) shape(b *bytes.Buffer, collection string, set ast.Selec
 				continue
 			}
 		}
+		if sub.s.isID(collection, f.Name) && v != nil {
+			v = idString(v) // GraphQL's ID serializes as a string
+		}
 		writeJSON(b, v)
 	}
 	b.WriteByte('}')
+}
+
+// isID reports whether field of collection is of type ID (a primary key).
+func (s *Schema) isID(collection, field string) bool {
+	def := s.ast.Types[collection]
+	if def == nil {
+		return false
+	}
+	f := def.Fields.ForName(field)
+	return f != nil && f.Type.Name() == "ID"
 }
 
 func responseKey(f *ast.Field) string {

@@ -77,13 +77,13 @@ func TestParseErrors(t *testing.T) {
 
 func TestResultShape(t *testing.T) {
 	s := testSchema(t)
-	sub, errs := s.Parse(`subscription { m: articles_mutated { __typename event k: key data { __typename t: title author { name } comments { body } } } }`, nil, "")
+	sub, errs := s.Parse(`subscription { m: articles_mutated { __typename event k: key data { __typename id t: title views author { name } comments { body } } } }`, nil, "")
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	item := map[string]any{"title": "Hello", "author": map[string]any{"name": "Ann", "id": 1}, "comments": []any{map[string]any{"body": "x"}, json.Number("7")}}
+	item := map[string]any{"id": float64(3), "views": float64(12), "title": "Hello", "author": map[string]any{"name": "Ann", "id": 1}, "comments": []any{map[string]any{"body": "x"}, json.Number("7")}}
 	got := string(sub.Result(json.Number("3"), "update", item))
-	want := `{"data":{"m":{"__typename":"articles_mutated","event":"update","k":"3","data":{"__typename":"articles","t":"Hello","author":{"name":"Ann"},"comments":[{"body":"x"},null]}}}}`
+	want := `{"data":{"m":{"__typename":"articles_mutated","event":"update","k":"3","data":{"__typename":"articles","id":"3","t":"Hello","views":12,"author":{"name":"Ann"},"comments":[{"body":"x"},null]}}}}`
 	if got != want {
 		t.Fatalf("result\n%s\nwant\n%s", got, want)
 	}
@@ -93,7 +93,7 @@ func TestResultShape(t *testing.T) {
 	}
 	// A relation the read left null, or a bare key.
 	got = string(sub.Result("a", "create", map[string]any{"title": nil, "author": "u1", "comments": nil}))
-	if !strings.Contains(got, `"t":null,"author":null,"comments":null`) {
+	if !strings.Contains(got, `"t":null,"views":null,"author":null,"comments":null`) {
 		t.Fatalf("nulls: %s", got)
 	}
 }
