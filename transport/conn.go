@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -114,6 +115,9 @@ type Conn struct {
 	// gone is set once the connection ended: nothing is queued any more.
 	gone bool
 
+	// multi: frames may hold several, joined by FrameSeparator.
+	multi bool
+
 	// inbox holds received frames until a short-lived goroutine handles
 	// them in order (see receive).
 	inboxMu    sync.Mutex
@@ -124,9 +128,19 @@ type Conn struct {
 
 var _ Link = (*Conn)(nil)
 
+// FrameSeparator separates the frames of one event for a MultiFrame codec:
+// a NUL byte never occurs in JSON text (control characters in strings are
+// escaped), so it cannot be part of a frame.
+const FrameSeparator = 0
+
+// MultiFrame is a codec whose encoders may make several frames of one
+// event, joined by FrameSeparator (GraphQL sends one next per key).
+type MultiFrame interface{ MultiFrame() bool }
+
 func newConn(hub *Hub, codec Codec, log zerolog.Logger) *Conn {
+	mf, _ := codec.(MultiFrame)
 	return &Conn{
-		hub: hub, codec: codec, log: log,
+		hub: hub, codec: codec, log: log, multi: mf != nil && mf.MultiFrame(),
 		limiter:  rate.NewLimiter(rate.Limit(hub.opts.RateLimit), hub.opts.RateBurst),
 		inflight: make(chan struct{}, hub.opts.MaxInFlight),
 	}
@@ -151,6 +165,15 @@ func (c *Conn) Log() *zerolog.Logger { return &c.log }
 func (c *Conn) Send(frame []byte) {
 	if c.evicted.Load() {
 		return
+	}
+	if c.multi {
+		if i := bytes.IndexByte(frame, FrameSeparator); i >= 0 {
+			// Several frames of one event (MultiFrame): each its own
+			// WebSocket message, in order.
+			c.Send(frame[:i])
+			c.Send(frame[i+1:])
+			return
+		}
 	}
 	c.sendMu.Lock()
 	if c.closing != nil || c.gone {

@@ -217,3 +217,18 @@ func TestSentAfterDisconnectCountsOnce(t *testing.T) {
 		t.Fatalf("send queue gauge %d bytes after the connection ended", got)
 	}
 }
+
+// A MultiFrame codec's frames joined by FrameSeparator go out as separate
+// WebSocket messages, in order; other codecs' frames are sent as they are.
+func TestMultiFrameSplits(t *testing.T) {
+	c, ws := newTestConn(t, 8, 1<<20)
+	joined := []byte("{\"a\":1}\x00{\"b\":2}\x00{\"c\":3}")
+	c.Send(joined)
+	c.multi = true
+	c.Send(joined)
+	ws.flush(10)
+	want := "{\"a\":1}\x00{\"b\":2}\x00{\"c\":3}|{\"a\":1}|{\"b\":2}|{\"c\":3}"
+	if got := strings.Join(ws.written, "|"); got != want {
+		t.Fatalf("written %q, want %q", got, want)
+	}
+}

@@ -235,7 +235,13 @@ type Link struct {
 var _ transport.Link = (*Link)(nil)
 
 // Send implements session.Conn.
-func (l *Link) Send(frame []byte) { l.frames <- string(frame) }
+// Several frames joined by transport.FrameSeparator are sent one by one,
+// as the transport sends a MultiFrame codec's.
+func (l *Link) Send(frame []byte) {
+	for _, f := range strings.Split(string(frame), "\x00") {
+		l.frames <- f
+	}
+}
 
 // Close implements session.Conn.
 func (l *Link) Close(code int, reason string) {
@@ -314,6 +320,19 @@ func (l *Link) Closed() string {
 	default:
 		return ""
 	}
+}
+
+// WaitClosed is the close the codec asks for (the test fails after 10 s
+// without one): for closes a timer makes.
+func (l *Link) WaitClosed(t *testing.T) string {
+	t.Helper()
+	select {
+	case c := <-l.closed:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("not closed")
+	}
+	return ""
 }
 
 // NextMap is the next frame as a JSON object.

@@ -5,9 +5,13 @@
 // subscription turned into the session's subscribe with the selection's
 // fields as the read's query, and events shaped by the selection set.
 //
-// Issue 23, in progress: this file and document.go are the document layer
-// (schema, validation, selection → Directus fields, result shaping); the
-// WebSocket codec over the session's operations is not written yet.
+// Issue 23, in progress: schema.go and document.go are the document layer
+// (schema, validation, selection → Directus fields, result shaping),
+// codec.go and encoder.go the graphql-transport-ws codec over the session's
+// operations. Not yet: the SchemaSource of a real token (what its policies
+// may read, from the model), the endpoint in the server and its config,
+// the subprotocol in the upgrade, and the tests against Directus's own
+// /graphql with the graphql-ws client.
 package graphql
 
 import (
@@ -68,13 +72,14 @@ func NewSchema(collections []Collection) (*Schema, error) {
 	rel := map[string]map[string]string{}
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	b.WriteString("type Query { _empty: Void }\n")
-	if len(sorted) > 0 {
-		b.WriteString("type Subscription {\n")
-		for _, c := range sorted {
-			fmt.Fprintf(&b, "  %s_mutated(event: EventEnum): %s_mutated\n", c.Name, c.Name)
-		}
-		b.WriteString("}\n")
+	b.WriteString("type Subscription {\n")
+	for _, c := range sorted {
+		fmt.Fprintf(&b, "  %s_mutated(event: EventEnum): %s_mutated\n", c.Name, c.Name)
 	}
+	if len(sorted) == 0 {
+		b.WriteString("  _empty: Void\n") // nothing readable: every _mutated field is unknown
+	}
+	b.WriteString("}\n")
 	for _, c := range sorted {
 		fmt.Fprintf(&b, "type %s_mutated { key: ID! event: EventEnum data: %s }\n", c.Name, c.Name)
 		fmt.Fprintf(&b, "type %s {\n", c.Name)
