@@ -156,6 +156,15 @@ type Config struct {
 	// WEBSOCKETS_REST_AUTH.
 	RealtimeAuthMode    string        `mapstructure:"realtime_auth_mode"`
 	RealtimeAuthTimeout time.Duration `mapstructure:"realtime_auth_timeout"`
+	// GraphQL subscriptions (graphql-transport-ws) at graphql_path, as
+	// Directus's WEBSOCKETS_GRAPHQL_*. A subscriber's schema is the one
+	// Directus prints for its token, reused for graphql_schema_ttl by the
+	// tokens whose permissions are the same.
+	GraphQLEnabled     bool          `mapstructure:"graphql_enabled"`
+	GraphQLPath        string        `mapstructure:"graphql_path"`
+	GraphQLAuthMode    string        `mapstructure:"graphql_auth_mode"`
+	GraphQLAuthTimeout time.Duration `mapstructure:"graphql_auth_timeout"`
+	GraphQLSchemaTTL   time.Duration `mapstructure:"graphql_schema_ttl"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -218,6 +227,11 @@ func Default() Config {
 		RealtimePath:            "/realtime",
 		RealtimeAuthMode:        "handshake",
 		RealtimeAuthTimeout:     10 * time.Second,
+		GraphQLEnabled:          false, // in progress (issue 23): opt in
+		GraphQLPath:             "/graphql",
+		GraphQLAuthMode:         "handshake",
+		GraphQLAuthTimeout:      10 * time.Second,
+		GraphQLSchemaTTL:        time.Minute,
 	}
 }
 
@@ -236,7 +250,7 @@ func (c Config) Validate() error {
 	if c.DirectusTimeout <= 0 {
 		bad("directus_timeout", "must be positive")
 	}
-	paths := map[string]string{"websocket_path": c.WebsocketPath, "webhook_path": c.WebhookPath, "realtime_path": c.RealtimePath}
+	paths := map[string]string{"websocket_path": c.WebsocketPath, "webhook_path": c.WebhookPath, "realtime_path": c.RealtimePath, "graphql_path": c.GraphQLPath}
 	for key, p := range paths {
 		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# ") {
 			bad(key, "must be a path starting with /, got %q", p)
@@ -355,6 +369,20 @@ func (c Config) Validate() error {
 	}
 	if c.RealtimeAuthTimeout <= 0 {
 		bad("realtime_auth_timeout", "must be a positive duration")
+	}
+	switch c.GraphQLAuthMode {
+	case "public", "handshake", "strict":
+	default:
+		bad("graphql_auth_mode", "must be public, handshake or strict, got %q", c.GraphQLAuthMode)
+	}
+	if c.GraphQLAuthTimeout <= 0 {
+		bad("graphql_auth_timeout", "must be a positive duration")
+	}
+	if c.GraphQLSchemaTTL <= 0 {
+		bad("graphql_schema_ttl", "must be a positive duration")
+	}
+	if c.GraphQLEnabled && (c.GraphQLPath == c.WebsocketPath || c.GraphQLPath == c.WebhookPath || c.GraphQLPath == c.RealtimePath) {
+		bad("graphql_path", "must differ from websocket_path, webhook_path and realtime_path")
 	}
 	if len(c.AllowedOrigins) == 0 {
 		bad("allowed_origins", "must list at least one origin (or \"*\")")

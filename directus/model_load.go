@@ -227,7 +227,7 @@ type relationInfo struct {
 
 func buildSchema(rels []relationInfo, fields []fieldInfo, grants map[string]grant) *schemaGraph {
 	g := &schemaGraph{m2o: map[string]map[string][]string{}, o2m: map[string]map[string]string{},
-		fields: map[string]map[string]fieldKind{}, known: map[string]bool{}, pk: map[string]string{}, types: map[string]map[string]string{}}
+		fields: map[string]map[string]fieldKind{}, known: map[string]bool{}, pk: map[string]string{}}
 	for _, r := range rels {
 		var targets []string
 		if r.Related != nil {
@@ -255,10 +255,6 @@ func buildSchema(rels []relationInfo, fields []fieldInfo, grants map[string]gran
 			g.fields[f.Collection] = map[string]fieldKind{}
 		}
 		g.fields[f.Collection][f.Field] = f.kind()
-		if g.types[f.Collection] == nil {
-			g.types[f.Collection] = map[string]string{}
-		}
-		g.types[f.Collection][f.Field] = f.Type
 		if f.Schema != nil && f.Schema.IsPrimaryKey {
 			g.pk[f.Collection] = f.Field
 		}

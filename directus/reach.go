@@ -20,9 +20,6 @@ type schemaGraph struct {
 	known map[string]bool
 	// pk[collection] is the primary key field, where the service user sees it.
 	pk map[string]string
-	// types[collection][field] is the field's Directus type (string,
-	// integer, alias, ...).
-	types map[string]map[string]string
 }
 
 // fieldKind is what a field's metadata says it is.

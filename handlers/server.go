@@ -19,6 +19,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 	"github.com/directus-ws-broker/directus-ws-broker/protocol/extension"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol/graphql"
 	"github.com/directus-ws-broker/directus-ws-broker/protocol/realtime"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 	"github.com/directus-ws-broker/directus-ws-broker/transport"
@@ -38,6 +39,9 @@ type Deps struct {
 	Example fs.FS
 	// Metrics serves /metrics (on admin_addr when set).
 	Metrics http.Handler
+	// GraphQLSchemas gives a GraphQL subscriber's schema (needed when
+	// graphql_enabled).
+	GraphQLSchemas graphql.SchemaSource
 }
 
 // Server is the HTTP edge: webhook, WebSocket endpoints, health, metrics.
@@ -98,6 +102,9 @@ func New(d Deps) *Server {
 	}
 	if s.cfg.RealtimeEnabled {
 		e.GET(s.cfg.RealtimePath, s.serveProtocol(realtime.Endpoint{Options: realtimeOptions(s.cfg)}))
+	}
+	if s.cfg.GraphQLEnabled && d.GraphQLSchemas != nil {
+		e.GET(s.cfg.GraphQLPath, s.serveProtocol(graphql.Endpoint{Options: graphqlOptions(s.cfg, d.GraphQLSchemas)}))
 	}
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)

@@ -1,10 +1,13 @@
 package handlers
 
 import (
+	"time"
+
 	"github.com/labstack/echo/v4"
 
 	"github.com/directus-ws-broker/directus-ws-broker/config"
 	"github.com/directus-ws-broker/directus-ws-broker/protocol/extension"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol/graphql"
 	"github.com/directus-ws-broker/directus-ws-broker/protocol/realtime"
 	"github.com/directus-ws-broker/directus-ws-broker/transport"
 )
@@ -43,6 +46,13 @@ func extensionOptions(cfg config.Config) extension.Options {
 		Get:          cfg.WebsocketCoreGet, Post: cfg.WebsocketCorePost, Patch: cfg.WebsocketCorePatch,
 		Delete: cfg.WebsocketCoreDelete, Subscribe: cfg.WebsocketCoreSubscribe,
 		AuthGrace: cfg.AuthGrace, Public: cfg.WebsocketPublic,
+	}
+}
+
+func graphqlOptions(cfg config.Config, src graphql.SchemaSource) graphql.Options {
+	return graphql.Options{
+		Mode: cfg.GraphQLAuthMode, InitTimeout: 3 * time.Second, AuthTimeout: cfg.GraphQLAuthTimeout,
+		MaxFrameSize: cfg.MaxFrameSize, Schemas: src,
 	}
 }
 

@@ -98,6 +98,9 @@ func (h *Hub) newMelody() *melody.Melody {
 	m.Upgrader.CheckOrigin = func(r *http.Request) bool { return CheckOrigin(h.opts.AllowedOrigins, r) }
 	// Idle connections dominate memory: a small read buffer, and write
 	// buffers borrowed from a pool only while a frame is being written.
+	// The GraphQL endpoint's protocol (graphql-ws clients require the
+	// server to choose it); other clients offer none.
+	m.Upgrader.Subprotocols = []string{"graphql-transport-ws"}
 	m.Upgrader.ReadBufferSize = 512 // its own: net/http's 4 KiB reader is freed
 	m.Upgrader.WriteBufferSize = 4096
 	m.Upgrader.WriteBufferPool = &sync.Pool{}

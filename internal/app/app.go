@@ -19,6 +19,7 @@ import (
 	"github.com/directus-ws-broker/directus-ws-broker/example"
 	"github.com/directus-ws-broker/directus-ws-broker/handlers"
 	"github.com/directus-ws-broker/directus-ws-broker/metrics"
+	"github.com/directus-ws-broker/directus-ws-broker/protocol/graphql"
 	"github.com/directus-ws-broker/directus-ws-broker/session"
 )
 
@@ -70,7 +71,10 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 		Limits: session.Limits{MaxSubscriptions: cfg.MaxSubscriptions, MaxResponseBytes: cfg.SendQueueBytes, Quota: quota},
 		Usage:  session.NewUsage(quota), Failures: &session.Failures{},
 	}
-	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler()})
+	// A GraphQL subscriber's schema is Directus's own for its token; a
+	// permission change the model sees ends the cached ones.
+	schemas := &graphql.Source{Client: client, Generation: perms.Generation, TTL: cfg.GraphQLSchemaTTL}
+	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler(), GraphQLSchemas: schemas})
 	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: edgeMetrics(srv), Failures: failureMetrics(sessions.Failures),
 		DirectusWaiting: client.Waiting, PerUser: classes.PerUser})
 	return &App{Config: cfg, Broker: b, Server: srv, perms: perms, auth: auth, log: log}, nil

@@ -74,7 +74,9 @@ func (s *Schema) Parse(query string, variables map[string]any, operationName str
 	for _, r := range roots {
 		for _, f := range sub.collect(r.SelectionSet) {
 			if f.Name == "data" {
-				sub.paths(sub.Collection, "", f.SelectionSet, &fields)
+				if err := sub.paths(sub.Collection, "", f.SelectionSet, &fields); err != nil {
+					return nil, gqlerror.List{err}
+				}
 			}
 		}
 	}
@@ -118,20 +120,29 @@ func (sub *Subscription) included(ds ast.DirectiveList) bool {
 
 // paths appends the read's fields of a selection on collection: a plain
 // field as prefix+name, a relational one as the paths of its selection.
-func (sub *Subscription) paths(collection, prefix string, set ast.SelectionSet, out *[]string) {
+// A selection into an object that is not a collection (a many-to-any's
+// union, a <field>_func's functions) is refused: the broker does not turn
+// those into a read yet, and a wrong read would answer wrong data.
+func (sub *Subscription) paths(collection, prefix string, set ast.SelectionSet, out *[]string) *gqlerror.Error {
 	for _, f := range sub.collect(set) {
 		if f.Name == "__typename" {
 			continue
 		}
 		if related, ok := sub.s.relations[collection][f.Name]; ok {
-			sub.paths(related, prefix+f.Name+".", f.SelectionSet, out)
+			if err := sub.paths(related, prefix+f.Name+".", f.SelectionSet, out); err != nil {
+				return err
+			}
 			continue
+		}
+		if len(f.SelectionSet) > 0 {
+			return gqlerror.ErrorPosf(f.Position, "Field \"%s\" of type \"%s\" is not served by the broker's subscriptions yet (many-to-any and _func fields).", f.Name, f.Definition.Type.String())
 		}
 		p := prefix + f.Name
 		if !contains(*out, p) {
 			*out = append(*out, p)
 		}
 	}
+	return nil
 }
 
 // Result is the next message's payload for an event: {"data":{key:{...}}}

@@ -7,18 +7,117 @@ import (
 	"testing"
 )
 
-// articles has an author (a many-to-one into authors) and comments (a
-// one-to-many); secrets is a relation into a collection the token may not
-// read: Directus leaves it out of the schema.
+// testSDL is a schema as Directus 11.17.4 prints it (GET
+// /server/specs/graphql/items): articles has an author (a many-to-one into
+// authors), comments (a one-to-many), parts (a many-to-any: a union) and
+// date_created_func; a relation into a collection the token may not read
+// (secret) is not in it, as Directus leaves it out. Query, the aggregate
+// types and the printed built-in scalars are there too.
+const testSDL = `type Query {
+  articles(filter: articles_filter, sort: [String], limit: Int): [articles!]!
+  articles_aggregated(groupBy: [String]): [articles_aggregated!]!
+}
+
+type Subscription {
+  articles_mutated(event: EventEnum): articles_mutated
+  authors_mutated(event: EventEnum): authors_mutated
+  comments_mutated(event: EventEnum): comments_mutated
+}
+
+"""The ` + "`Boolean`" + ` scalar type represents ` + "`true` or `false`" + `."""
+scalar Boolean
+
+scalar Int
+
+scalar ID
+
+scalar String
+
+scalar Date
+
+enum EventEnum {
+  create
+  update
+  delete
+}
+
+type articles {
+  id: ID!
+  title: String
+  views: Int
+  date_created: Date
+  date_created_func: datetime_functions
+  author(filter: authors_filter, sort: [String], limit: Int, offset: Int, page: Int, search: String): authors
+  comments(filter: comments_filter, sort: [String], limit: Int, offset: Int, page: Int, search: String): [comments]
+  parts: [articles_parts]
+}
+
+type articles_aggregated {
+  countAll: Int
+}
+
+type articles_mutated {
+  key: ID!
+  event: EventEnum
+  data: articles
+}
+
+type articles_parts {
+  id: ID!
+  item: articles_parts_item_union
+}
+
+union articles_parts_item_union = authors | comments
+
+type authors {
+  id: ID!
+  name: String
+}
+
+type authors_mutated {
+  key: ID!
+  event: EventEnum
+  data: authors
+}
+
+type comments {
+  id: ID!
+  body: String
+  by(filter: authors_filter, sort: [String], limit: Int, offset: Int, page: Int, search: String): authors
+}
+
+type comments_mutated {
+  key: ID!
+  event: EventEnum
+  data: comments
+}
+
+type datetime_functions {
+  year: Int
+  month: Int
+}
+
+input articles_filter {
+  title: string_filter_operators
+  _and: [articles_filter]
+}
+
+input authors_filter {
+  name: string_filter_operators
+}
+
+input comments_filter {
+  body: string_filter_operators
+}
+
+input string_filter_operators {
+  _eq: String
+}
+`
+
 func testSchema(t *testing.T) *Schema {
 	t.Helper()
-	s, err := NewSchema([]Collection{
-		{Name: "articles", Fields: []Field{{Name: "id", Type: "ID"}, {Name: "title"}, {Name: "views", Type: "Int"},
-			{Name: "author", Related: "authors"}, {Name: "comments", Related: "comments", List: true}, {Name: "secret", Related: "secrets"}}},
-		{Name: "authors", Fields: []Field{{Name: "id", Type: "ID"}, {Name: "name"}}},
-		{Name: "comments", Fields: []Field{{Name: "id", Type: "ID"}, {Name: "body"}, {Name: "by", Related: "authors"}}},
-		{Name: "bad-name", Fields: []Field{{Name: "id"}}},
-	})
+	s, err := LoadSchema(testSDL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +142,9 @@ func TestParseFields(t *testing.T) {
 		{`subscription($skip: Boolean!) { articles_mutated { data { id title @skip(if: $skip) views @include(if: false) } } }`, map[string]any{"skip": true},
 			"articles", "", []string{"id"}},
 		{`subscription { articles_mutated { data { __typename id author { __typename id } } } }`, nil, "articles", "", []string{"id", "author.id"}},
+		// Arguments of relational fields validate (Directus's schema has
+		// them) and, as in Directus, do not change the read.
+		{`subscription { articles_mutated { data { comments(filter: {body: {_eq: "x"}}, limit: 1) { body } } } }`, nil, "articles", "", []string{"comments.body"}},
 	} {
 		sub, errs := s.Parse(c.doc, c.vars, "")
 		if len(errs) > 0 {
@@ -65,6 +167,10 @@ func TestParseErrors(t *testing.T) {
 		{`subscription { articles_mutated { key } authors_mutated { key } }`, `Anonymous Subscription must select only one top level field.`},
 		{`subscription { articles_mutated { data { author } } }`, `Field "author" of type "authors" must have a selection of subfields`},
 		{`query { _empty }`, `Only subscription operations are supported`},
+		// Only what Subscription reaches is kept.
+		{`query { articles { id } }`, `Cannot query field "articles" on type "Query".`},
+		{`subscription { articles_mutated { data { parts { id item { ... on authors { id } } } } } }`, `Field "parts" of type "[articles_parts]" is not served`},
+		{`subscription { articles_mutated { data { date_created_func { year } } } }`, `Field "date_created_func" of type "datetime_functions" is not served`},
 		{`subscription {`, `Expected Name, found <EOF>`},
 		{`subscription($e: EventEnum!) { articles_mutated(event: $e) { key } }`, `must be defined`},
 	} {

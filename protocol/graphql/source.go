@@ -2,160 +2,158 @@ package graphql
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/sha256"
 	"errors"
 	"net/http"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/directus-ws-broker/directus-ws-broker/directus"
 )
 
-// Directus builds each subscriber's schema from what its policies may read
-// (fetchAllowedFieldMap): the collections and fields of its read
-// permissions. The broker asks Directus the same with the subscriber's own
-// token (GET /permissions/me) and types the fields from the schema the
-// access model read. A token /permissions/me refuses (the public role)
-// gets a schema without collections: nothing to subscribe to yet.
-
-// Model is the schema the broker's access model read (directus.Permissions).
-type Model interface {
-	Schema() map[string][]directus.SchemaField
-	Generation() uint64
-}
+// A token's schema is Directus's own: GET /server/specs/graphql/items with
+// the token prints the schema Directus's /graphql serves it, built from
+// what its policies may read (fetchAllowedFieldMap), with Directus's types,
+// relations and names. The broker does not rebuild that schema from the
+// permission model: the service user the README recommends cannot read
+// the fields of collections it has no read on, and a rebuilt schema would
+// drift from Directus's at every release.
+//
+// Printing a schema costs Directus a schema generation per role and user;
+// most tokens share one. GET /permissions/me (cheap) is the fingerprint:
+// the schema is a function of the global schema and the fields each action
+// may touch, which is what /permissions/me lists, so tokens whose answers
+// are equal share the schema printed for the first of them. A schema only
+// validates documents: the items themselves are read with each
+// subscriber's own token, so a fingerprint collision could at worst change
+// a validation error, never what a subscriber receives.
 
 // Source is the SchemaSource of real tokens.
 type Source struct {
 	Client *directus.Client
-	Model  Model
-	// TTL bounds how long a token's schema is reused (a permission change
-	// also ends it: the model's generation).
+	// Generation, when set, is the access model's generation: a
+	// permission change it sees ends every cached schema.
+	Generation func() uint64
+	// TTL bounds how long a token's fingerprint and a schema are reused.
 	TTL time.Duration
 
-	mu    sync.Mutex
-	cache map[string]cached
+	mu      sync.Mutex
+	tokens  map[string]stamp           // token → fingerprint
+	schemas map[[32]byte]*cachedSchema // fingerprint → schema
+	loading map[[32]byte]*cachedSchema // fingerprints being printed
 }
 
-type cached struct {
+type stamp struct {
+	fp  [32]byte
+	gen uint64
+	at  time.Time
+}
+
+type cachedSchema struct {
+	done   chan struct{}
 	schema *Schema
+	err    error
 	gen    uint64
 	at     time.Time
 }
 
-// maxCached bounds the schemas kept (one per token in use).
+// maxCached bounds the tokens and schemas kept.
 const maxCached = 4096
+
+// publicFingerprint stands for the public role (no token): /permissions/me
+// refuses it, and its schema is printed without a token.
+var publicFingerprint = sha256.Sum256([]byte("\x00public"))
 
 // Schema implements SchemaSource.
 func (s *Source) Schema(ctx context.Context, token string) (*Schema, error) {
-	gen := s.Model.Generation()
+	gen := uint64(0)
+	if s.Generation != nil {
+		gen = s.Generation()
+	}
+	fp, err := s.fingerprint(ctx, token, gen)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
-	c, ok := s.cache[token]
-	s.mu.Unlock()
+	c, ok := s.schemas[fp]
 	if ok && c.gen == gen && time.Since(c.at) < s.TTL {
+		s.mu.Unlock()
 		return c.schema, nil
 	}
-	allowed, err := s.allowed(ctx, token)
-	if err != nil {
-		return nil, err
+	if l, ok := s.loading[fp]; ok {
+		s.mu.Unlock()
+		return l.wait(ctx)
 	}
-	schema, err := NewSchema(collections(s.Model.Schema(), allowed))
-	if err != nil {
-		return nil, err
+	l := &cachedSchema{done: make(chan struct{}), gen: gen}
+	if s.loading == nil {
+		s.loading = map[[32]byte]*cachedSchema{}
+	}
+	s.loading[fp] = l
+	s.mu.Unlock()
+
+	// Others may wait on this print: a subscriber that leaves does not
+	// cancel it (the client's timeout bounds it).
+	l.schema, l.err = s.print(context.WithoutCancel(ctx), token)
+	l.at = time.Now()
+	s.mu.Lock()
+	delete(s.loading, fp)
+	if l.err == nil {
+		if s.schemas == nil || len(s.schemas) >= maxCached {
+			s.schemas = map[[32]byte]*cachedSchema{}
+		}
+		s.schemas[fp] = l
+	}
+	s.mu.Unlock()
+	close(l.done)
+	return l.schema, l.err
+}
+
+func (c *cachedSchema) wait(ctx context.Context) (*Schema, error) {
+	select {
+	case <-c.done:
+		return c.schema, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fingerprint is the hash of the token's GET /permissions/me answer.
+func (s *Source) fingerprint(ctx context.Context, token string, gen uint64) ([32]byte, error) {
+	if token == "" {
+		return publicFingerprint, nil
 	}
 	s.mu.Lock()
-	if s.cache == nil || len(s.cache) >= maxCached {
-		s.cache = map[string]cached{}
-	}
-	s.cache[token] = cached{schema: schema, gen: gen, at: time.Now()}
+	st, ok := s.tokens[token]
 	s.mu.Unlock()
-	return schema, nil
+	if ok && st.gen == gen && time.Since(st.at) < s.TTL {
+		return st.fp, nil
+	}
+	raw, err := s.Client.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"permissions", "me"}, Token: token, Kind: "schema"})
+	if err != nil {
+		return [32]byte{}, err
+	}
+	fp := sha256.Sum256(raw)
+	s.mu.Lock()
+	if s.tokens == nil || len(s.tokens) >= maxCached {
+		s.tokens = map[string]stamp{}
+	}
+	s.tokens[token] = stamp{fp: fp, gen: gen, at: time.Now()}
+	s.mu.Unlock()
+	return fp, nil
 }
 
-// allowed is the token's readable fields by collection ("*": every one).
-func (s *Source) allowed(ctx context.Context, token string) (map[string][]string, error) {
-	if token == "" {
-		return nil, nil
-	}
-	data, err := s.Client.Do(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"permissions", "me"}, Token: token, Kind: "schema"})
+// print reads the token's schema as Directus prints it.
+func (s *Source) print(ctx context.Context, token string) (*Schema, error) {
+	sdl, err := s.Client.DoRaw(ctx, directus.Request{Method: http.MethodGet, Segments: []string{"server", "specs", "graphql", "items"}, Token: token, Kind: "schema"})
 	if err != nil {
 		var de *directus.Error
-		if errors.As(err, &de) && de.Status == http.StatusForbidden {
-			return nil, nil
+		if errors.As(err, &de) && de.Status == http.StatusNotFound {
+			// GRAPHQL_INTROSPECTION=false removes the route: say so
+			// rather than a bare 404.
+			return nil, &directus.Error{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE",
+				Message: "GraphQL subscriptions need Directus's schema of the token (GET /server/specs/graphql/items), which Directus refused (is GRAPHQL_INTROSPECTION off?)"}
 		}
 		return nil, err
 	}
-	var perms map[string]map[string]struct {
-		Access string   `json:"access"`
-		Fields []string `json:"fields"`
-	}
-	if err := json.Unmarshal(data, &perms); err != nil {
-		return nil, err
-	}
-	out := map[string][]string{}
-	for coll, actions := range perms {
-		if r, ok := actions["read"]; ok && r.Access != "" && r.Access != "none" && len(r.Fields) > 0 {
-			out[coll] = r.Fields
-		}
-	}
-	return out, nil
-}
-
-// collections are the schema's collections the token reads, with the
-// fields it may read, typed as Directus's GraphQL schema types them.
-// System collections are left out: their events do not reach the broker.
-func collections(schema map[string][]directus.SchemaField, allowed map[string][]string) []Collection {
-	var out []Collection
-	for coll, fields := range allowed {
-		if strings.HasPrefix(coll, "directus_") {
-			continue
-		}
-		c := Collection{Name: coll}
-		for _, f := range schema[coll] {
-			if f.Any || !(slices.Contains(fields, "*") || slices.Contains(fields, f.Name)) {
-				continue // a many-to-any is a union in Directus's schema: not yet
-			}
-			if f.Type == "alias" && f.Related == "" {
-				continue // a presentation field: no value
-			}
-			c.Fields = append(c.Fields, Field{Name: f.Name, Type: graphQLType(f), Related: f.Related, List: f.List})
-		}
-		if len(c.Fields) > 0 {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// graphQLType is the scalar Directus's GraphQL schema gives a plain field
-// (get-graphql-type.js); the primary key is an ID.
-func graphQLType(f directus.SchemaField) string {
-	if f.Primary {
-		return "ID"
-	}
-	switch f.Type {
-	case "integer":
-		return "Int"
-	case "bigInteger":
-		return "GraphQLBigInt"
-	case "float", "decimal":
-		return "Float"
-	case "boolean":
-		return "Boolean"
-	case "json":
-		return "JSON"
-	case "csv":
-		return "[String]"
-	case "date", "time", "dateTime", "timestamp":
-		return "Date"
-	case "hash":
-		return "Hash"
-	case "uuid":
-		return "ID"
-	case "geometry", "geometry.Point", "geometry.LineString", "geometry.Polygon", "geometry.MultiPoint", "geometry.MultiLineString", "geometry.MultiPolygon":
-		return "GraphQLGeoJSON"
-	default:
-		return "String"
-	}
+	return LoadSchema(string(sdl))
 }
