@@ -329,7 +329,7 @@ func (g *Codec) subscribe(c transport.Link, m message) {
 	query, _ := json.Marshal(map[string]any{"fields": fields})
 	coll := sub.Collection
 	if _, err := c.Session().Subscribe(ctx, session.SubscribeRequest{
-		Key: subKey(id), Collection: &coll, Query: query, Actions: actions, Encoder: &encoder{id: id, sub: sub},
+		Key: subKey(id), Collection: &coll, Query: query, Actions: actions, Encoder: encoder{id: id, sub: sub},
 	}); err != nil && ctx.Err() == nil {
 		fail(gqlerror.List{apiError(err)})
 	}

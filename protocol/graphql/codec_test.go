@@ -182,3 +182,29 @@ func TestPingAndBadJSON(t *testing.T) {
 		t.Fatalf("closed %q", got)
 	}
 }
+
+// Two subscribers of one document get their own ids around one shaped
+// result: the second encode reuses the first's payloads.
+func TestEncoderSharesResults(t *testing.T) {
+	s, err := schemas{t}.Schema(context.Background(), "tok-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, errs := s.Parse(articlesDoc, nil, "")
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	d := &broker.Delivery{Event: broker.Event{Action: broker.ActionUpdate}, Keys: []string{"1", "2"}, Data: json.RawMessage(`[{"id":1,"title":"a"},{"id":2,"title":"b"}]`)}
+	one := string(encoder{id: "x", sub: sub}.Event(d, nil))
+	if sub.last.d != d || len(sub.last.payloads) != 2 {
+		t.Fatalf("results not kept: %d payloads", len(sub.last.payloads))
+	}
+	sub.last.payloads[0] = json.RawMessage(`"reused"`) // proves the second encode does not shape again
+	two := string(encoder{id: "y", sub: sub}.Event(d, nil))
+	if !strings.HasPrefix(one, `{"id":"x","type":"next","payload":{"data"`) || !strings.Contains(one, "\x00") {
+		t.Fatalf("first: %q", one)
+	}
+	if want := `{"id":"y","type":"next","payload":"reused"}` + "\x00"; !strings.HasPrefix(two, want) {
+		t.Fatalf("second: %q", two)
+	}
+}

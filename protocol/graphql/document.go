@@ -28,12 +28,50 @@ type Subscription struct {
 	vars map[string]any
 	doc  *ast.QueryDocument
 	s    *Schema
+
+	last lastResults // the results of the last delivery (encoder.go)
 }
 
 // Parse validates a subscribe message's document against the schema (the
 // GraphQL errors are the message's error payload) and returns its
-// subscription.
+// subscription. Equal documents (with equal variables and operation) on
+// one schema get the same *Subscription, parsed once: its results are then
+// shaped once per event for all of them (see encoder).
 func (s *Schema) Parse(query string, variables map[string]any, operationName string) (*Subscription, gqlerror.List) {
+	vars, err := json.Marshal(variables) // map keys sorted: a canonical form
+	if err != nil {
+		return nil, gqlerror.List{gqlerror.Errorf("Variables are not JSON: %s", err)}
+	}
+	key := internKey{query: query, vars: string(vars), op: operationName}
+	s.mu.Lock()
+	sub := s.interned[key]
+	s.mu.Unlock()
+	if sub != nil {
+		return sub, nil
+	}
+	sub, errs := s.parse(query, variables, operationName)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	s.mu.Lock()
+	if s.interned == nil || len(s.interned) >= maxInterned {
+		s.interned = map[internKey]*Subscription{} // the live ones keep their pointers
+	}
+	if prev := s.interned[key]; prev != nil {
+		sub = prev
+	} else {
+		s.interned[key] = sub
+	}
+	s.mu.Unlock()
+	return sub, nil
+}
+
+type internKey struct{ query, vars, op string }
+
+// maxInterned bounds the distinct documents kept per schema.
+const maxInterned = 1024
+
+func (s *Schema) parse(query string, variables map[string]any, operationName string) (*Subscription, gqlerror.List) {
 	doc, errs := gqlparser.LoadQueryWithRules(s.ast, query, rules.NewDefaultRules())
 	if len(errs) > 0 {
 		return nil, errs

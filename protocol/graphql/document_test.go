@@ -22,6 +22,13 @@ type Subscription {
   articles_mutated(event: EventEnum): articles_mutated
   authors_mutated(event: EventEnum): authors_mutated
   comments_mutated(event: EventEnum): comments_mutated
+  directus_users_mutated(event: EventEnum): directus_users_mutated
+}
+
+type directus_users_mutated {
+  key: ID!
+  event: EventEnum
+  data: authors
 }
 
 """The ` + "`Boolean`" + ` scalar type represents ` + "`true` or `false`" + `."""
@@ -167,7 +174,9 @@ func TestParseErrors(t *testing.T) {
 		{`subscription { articles_mutated { key } authors_mutated { key } }`, `Anonymous Subscription must select only one top level field.`},
 		{`subscription { articles_mutated { data { author } } }`, `Field "author" of type "authors" must have a selection of subfields`},
 		{`query { _empty }`, `Only subscription operations are supported`},
-		// Only what Subscription reaches is kept.
+		// Only what Subscription reaches is kept; system collections'
+		// events do not reach the broker.
+		{`subscription { directus_users_mutated { key } }`, `Cannot query field "directus_users_mutated" on type "Subscription".`},
 		{`query { articles { id } }`, `Cannot query field "articles" on type "Query".`},
 		{`subscription { articles_mutated { data { parts { id item { ... on authors { id } } } } } }`, `Field "parts" of type "[articles_parts]" is not served`},
 		{`subscription { articles_mutated { data { date_created_func { year } } } }`, `Field "date_created_func" of type "datetime_functions" is not served`},
@@ -201,5 +210,22 @@ func TestResultShape(t *testing.T) {
 	got = string(sub.Result("a", "create", map[string]any{"title": nil, "author": "u1", "comments": nil}))
 	if !strings.Contains(got, `"t":null,"views":null,"author":null,"comments":null`) {
 		t.Fatalf("nulls: %s", got)
+	}
+}
+
+// Equal documents share one parsed subscription (their results are shaped
+// once per event); other variables or another document do not.
+func TestParseInterns(t *testing.T) {
+	s := testSchema(t)
+	doc := `subscription($e: EventEnum) { articles_mutated(event: $e) { key data { id } } }`
+	a, _ := s.Parse(doc, map[string]any{"e": "create"}, "")
+	b, _ := s.Parse(doc, map[string]any{"e": "create"}, "")
+	c, _ := s.Parse(doc, map[string]any{"e": "update"}, "")
+	d, _ := s.Parse(`subscription { articles_mutated { key } }`, nil, "")
+	if a == nil || a != b || a == c || a == d {
+		t.Fatalf("interning: a=%p b=%p c=%p d=%p", a, b, c, d)
+	}
+	if _, errs := s.Parse(doc, map[string]any{"e": "nope"}, ""); len(errs) == 0 {
+		t.Fatal("a bad variable parsed")
 	}
 }

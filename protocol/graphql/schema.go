@@ -13,6 +13,8 @@ package graphql
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
@@ -26,6 +28,9 @@ type Schema struct {
 	// relations[collection][field] is the collection a relational field
 	// leads to: its selection is a relational path of the read's fields.
 	relations map[string]map[string]string
+
+	mu       sync.Mutex
+	interned map[internKey]*Subscription // see Parse
 }
 
 // LoadSchema reads the schema Directus prints for a token (GET
@@ -69,6 +74,20 @@ func LoadSchema(sdl string) (*Schema, error) {
 		}
 		for _, i := range d.Interfaces {
 			visit(i)
+		}
+	}
+	// System collections' events do not reach the broker (the Flow hooks
+	// content collections): a directus_*_mutated field would be silence.
+	if sub := byName["Subscription"]; sub != nil {
+		var kept ast.FieldList
+		for _, f := range sub.Fields {
+			if !strings.HasPrefix(f.Name, "directus_") {
+				kept = append(kept, f)
+			}
+		}
+		sub.Fields = kept
+		if len(kept) == 0 {
+			delete(byName, "Subscription")
 		}
 	}
 	visit("Subscription")
