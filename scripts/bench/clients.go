@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"bytes"
 	"context"
 	"errors"
@@ -131,6 +132,43 @@ func directusProtocol(fixed string) protocol {
 			})
 		},
 		key: directusKey,
+	}
+}
+
+// graphQLProtocol subscribes with graphql-transport-ws (the broker's
+// graphql_path or Directus's own /graphql): connection_init with the
+// token, then the document; a ping answered after it proves the subscribe
+// was handled (the protocol has no subscribe acknowledgement).
+func graphQLProtocol(document func(collection string) string) protocol {
+	return protocol{
+		hello: func(ws *websocket.Conn, collection, token string) error {
+			init := `{"type":"connection_init","payload":{"access_token":"` + token + `"}}`
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(init)); err != nil {
+				return err
+			}
+			if err := readUntil(ws, func(msg []byte) (bool, error) {
+				if !bytes.Contains(msg, []byte(`"connection_ack"`)) {
+					return false, fmt.Errorf("connection_init answered %s", msg)
+				}
+				return true, nil
+			}); err != nil {
+				return err
+			}
+			sub, _ := json.Marshal(map[string]any{"id": "s", "type": "subscribe", "payload": map[string]any{"query": document(collection)}})
+			if err := ws.WriteMessage(websocket.TextMessage, sub); err != nil {
+				return err
+			}
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+				return err
+			}
+			return readUntil(ws, func(msg []byte) (bool, error) {
+				if !bytes.Contains(msg, []byte(`"pong"`)) {
+					return false, fmt.Errorf("subscribe answered %s", msg)
+				}
+				return true, nil
+			})
+		},
+		key: graphQLKey,
 	}
 }
 

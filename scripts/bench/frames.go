@@ -76,3 +76,16 @@ func leadingInt(b []byte) (int, bool) {
 	}
 	return n, true
 }
+
+var graphqlKey = []byte(`"key":`)
+
+// graphQLKey returns the key of a GraphQL next message:
+// {"id":"s","type":"next","payload":{"data":{"c_mutated":{"key":"12",...}}}}
+// (an ID: a string). Other messages (pong, error) give false.
+func graphQLKey(msg []byte) (int, bool) {
+	i := bytes.Index(msg, graphqlKey)
+	if i < 0 {
+		return 0, false
+	}
+	return leadingInt(msg[i+len(graphqlKey):])
+}

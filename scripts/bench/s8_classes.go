@@ -51,7 +51,7 @@ func (b *bench) classes(ctx context.Context) error {
 		return fmt.Errorf("starting Directus 11.17.4: %w", err)
 	}
 	defer dx.Stop()
-	w, err := newClassWorld(ctx, dx, sz.classUsers*sz.classRoles, sz.classRoles, sz.classUsers, sz.classEvents*4+sz.classWrites+8, sz.classBeforeEvents+1)
+	w, err := newClassWorld(ctx, dx, sz.classUsers*sz.classRoles, sz.classRoles, sz.classUsers, sz.classEvents*4+3*(sz.classWrites+1)+8, sz.classBeforeEvents+1)
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func (b *bench) classes(ctx context.Context) error {
 	startRig := func(withService bool) (*rig, error) {
 		// Connecting is not what these cases time: token checks unpaced
 		// (the storms below time it, paced and not).
-		env := []string{"TOKEN_CACHE_TTL=1h", "TOKEN_CHECK_RATE=0"}
+		env := []string{"TOKEN_CACHE_TTL=1h", "TOKEN_CHECK_RATE=0", "GRAPHQL_ENABLED=true"}
 		if withService {
 			env = append(env, "DIRECTUS_SERVICE_TOKEN="+service)
 		}
@@ -194,6 +194,9 @@ func (b *bench) classes(ctx context.Context) error {
 	b.rep.add(scen, fmt.Sprintf("REST write → last of %s users, broker (Flow → webhook → 1 read → fan-out)", N), "ms", nil, brokerMs...)
 	b.rep.add(scen, fmt.Sprintf("REST write → last of the same %s users on Directus's own realtime", N), "ms", nil, dxMs...)
 	b.rep.add(scen, "  Directus realtime ÷ broker", "×", atLeast(20), median(dxMs)/median(brokerMs))
+	if err := b.graphQLCase(ctx, dx, r, w, oneRole, &next); err != nil {
+		return err
+	}
 
 	// 10,000 subscribers of 10,000 users in 10 roles.
 	all := newPool(r.wsURL(), "", brokerProtocol, tr)
