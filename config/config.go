@@ -227,7 +227,7 @@ func Default() Config {
 		RealtimePath:            "/realtime",
 		RealtimeAuthMode:        "handshake",
 		RealtimeAuthTimeout:     10 * time.Second,
-		GraphQLEnabled:          false, // in progress (issue 23): opt in
+		GraphQLEnabled:          true,
 		GraphQLPath:             "/graphql",
 		GraphQLAuthMode:         "handshake",
 		GraphQLAuthTimeout:      10 * time.Second,

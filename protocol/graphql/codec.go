@@ -375,7 +375,7 @@ func (g *Codec) GraceOver(s *session.Session) {
 // Dropped implements session.Protocol: the subscription's error message.
 func (g *Codec) Dropped(sub *broker.Subscription, err error) []byte {
 	id := ""
-	if e, ok := sub.Encoder.(*encoder); ok {
+	if e, ok := sub.Encoder.(encoder); ok {
 		id = e.id
 		g.mu.Lock()
 		delete(g.subs, id)

@@ -3,6 +3,7 @@ package graphql
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -206,5 +207,31 @@ func TestEncoderSharesResults(t *testing.T) {
 	}
 	if want := `{"id":"y","type":"next","payload":"reused"}` + "\x00"; !strings.HasPrefix(two, want) {
 		t.Fatalf("second: %q", two)
+	}
+}
+
+// Re-authenticating as a user that may not read the collection ends the
+// subscription with an error message of its own id (Dropped), and frees
+// the id.
+func TestReauthDropsUnreadable(t *testing.T) {
+	r := rig(t)
+	l := connect(t, r, opts(t, authHandshake), "")
+	l.Handle(`{"type":"connection_init","payload":{"access_token":"tok-a"}}`)
+	l.Expect(t, `{"type":"connection_ack"}`)
+	l.Handle(subscribeMsg("s1", articlesDoc))
+	l.Handle(`{"type":"auth","access_token":"tok-b"}`)
+	got := map[string]bool{}
+	for range 2 {
+		f := l.NextMap(t)
+		got[fmt.Sprint(f["type"], " ", f["id"], " ", f["status"])] = true
+	}
+	if !got["auth <nil> ok"] || !got["error s1 <nil>"] {
+		t.Fatalf("frames %v: want the auth ok and s1's error", got)
+	}
+	r.Publish(t, broker.Event{Action: broker.ActionCreate, Collection: "articles", Keys: []string{"1"}, Payload: json.RawMessage(`{}`)})
+	l.Quiet(t)
+	l.Handle(subscribeMsg("s1", `subscription { nope_mutated { key } }`)) // s1 is free: an error, not 4409
+	if f := l.NextMap(t); f["type"] != "error" || f["id"] != "s1" {
+		t.Fatalf("answer %v", f)
 	}
 }
