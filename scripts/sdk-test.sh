@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Run the official @directus/sdk realtime suite (e2e/sdk) against the broker's realtime endpoint
-# and against Directus's own /websocket: the same tests must pass on both, so they test the
-# protocol rather than the broker.
+# Run the official @directus/sdk realtime suite (e2e/sdk/test/realtime.test.js) against the
+# broker's realtime endpoint and against Directus's own /websocket, then the graphql-ws suite
+# (e2e/sdk/test/graphql.test.js) against the broker's /graphql and Directus's own /graphql: the
+# same tests must pass on both, so they test the protocol rather than the broker.
 #
 #   scripts/sdk-test.sh                          build, start a Directus and the broker, install
-#                                                the Flow, run the suite against both targets,
+#                                                the Flow, run both suites against both targets,
 #                                                stop everything (also on failure or Ctrl-C)
 #   scripts/sdk-test.sh restart-broker STATE     restart the broker on its address  } used by the
 #   scripts/sdk-test.sh restart-directus STATE   restart Directus on its port       } reconnect test
 #
-# Environment: SDK_TEST_TARGETS (default "broker directus"), SDK_TEST_DIRECTUS_VERSION (default
-# 11.17.4: the restricted-role test needs custom permissions, which 12.x refuses without a
-# license), SDK_TEST_KEEP=1 keeps the state directory (logs) after the run.
+# Environment: SDK_TEST_TARGETS (default "broker directus"), SDK_TEST_SUITES (default "realtime
+# graphql"), SDK_TEST_DIRECTUS_VERSION (default 11.17.4: the restricted-role tests need custom
+# permissions, which 12.x refuses without a license), SDK_TEST_KEEP=1 keeps the state directory
+# (logs) after the run.
 #
 # Needs: go, node >= 20 with npm (packages are cached in ~/.npm), and what scripts/directus.sh
-# needs. Directus runs with WEBSOCKETS_ENABLED=true and 5-second access tokens (the suite waits for
-# TOKEN_EXPIRED on a login session).
+# needs. Directus runs with WEBSOCKETS_ENABLED=true (its /websocket and /graphql) and 5-second
+# access tokens (the suite waits for TOKEN_EXPIRED on a login session); the broker with realtime
+# and GraphQL subscriptions in handshake mode.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +37,8 @@ start_broker() {
   local state="$1" addr="$2" i
   : >"$state/broker.out"
   (cd "$state" && exec setsid env DIRECTUS_URL="$(cat "$state/directus-url")" LISTEN_ADDR="$addr" \
-    WEBHOOK_SECRET="$SECRET" REALTIME_ENABLED=true REALTIME_AUTH_MODE=handshake LOG_LEVEL=warn LOG_FORMAT=json \
+    WEBHOOK_SECRET="$SECRET" REALTIME_ENABLED=true REALTIME_AUTH_MODE=handshake \
+    GRAPHQL_ENABLED=true GRAPHQL_AUTH_MODE=handshake LOG_LEVEL=warn LOG_FORMAT=json \
     "$BIN") </dev/null >"$state/broker.out" 2>>"$state/broker.log" &
   local pid=$!
   echo "$pid" >"$state/broker.pid"
@@ -95,8 +99,17 @@ run_suite() {
   log "suite against $target passed in $((SECONDS - start)) s"
 }
 
+# run_graphql_suite STATE TARGET GRAPHQL_URL
+run_graphql_suite() {
+  local state="$1" target="$2" url="$3" start=$SECONDS
+  log "graphql suite against $target ($url)"
+  (cd "$ROOT/e2e/sdk" && DIRECTUS_URL="$(cat "$state/directus-url")" GRAPHQL_URL="$url" TARGET="$target" \
+    node --test --test-reporter=spec test/graphql.test.js)
+  log "graphql suite against $target passed in $((SECONDS - start)) s"
+}
+
 cmd_run() {
-  local targets="${SDK_TEST_TARGETS:-broker directus}" version="${SDK_TEST_DIRECTUS_VERSION:-11.17.4}"
+  local targets="${SDK_TEST_TARGETS:-broker directus}" suites=" ${SDK_TEST_SUITES:-realtime graphql} " version="${SDK_TEST_DIRECTUS_VERSION:-11.17.4}"
   local start=$SECONDS
   # STATE is global: the EXIT trap runs after this function's locals are gone.
   STATE="$(mktemp -d "${TMPDIR:-/tmp}/sdk-test.XXXXXX")"
@@ -135,15 +148,23 @@ cmd_run() {
   local addr
   addr="$(cat "$state/broker-addr")"
   "$BIN" flow install --directus-url "$dxurl" --token admin-token --broker-url "http://$addr" \
-    --secret "$SECRET" --collections sdk_articles,sdk_private >/dev/null
+    --secret "$SECRET" --collections sdk_articles,sdk_private,gql_countries,gql_states >/dev/null
 
   for target in $targets; do
+    [[ "$suites" == *" realtime "* ]] || break
     case "$target" in
       # The SDK's reconnect delay must outlast the restart (see e2e/sdk/lib.js): the broker is
       # back within a second, Directus within about 10.
       broker) run_suite "$state" broker "ws://$addr/realtime" "'$SELF' restart-broker '$state'" 1000 ;;
       directus) run_suite "$state" directus "ws://${dxurl#http://}/websocket" "'$SELF' restart-directus '$state'" 20000 ;;
       *) die "unknown target $target (broker or directus)" ;;
+    esac
+  done
+  for target in $targets; do
+    [[ "$suites" == *" graphql "* ]] || break
+    case "$target" in
+      broker) run_graphql_suite "$state" broker "ws://$addr/graphql" ;;
+      directus) run_graphql_suite "$state" directus "ws://${dxurl#http://}/graphql" ;;
     esac
   done
   log "all passed in $((SECONDS - start)) s"
@@ -153,6 +174,6 @@ case "${1:-run}" in
   run) cmd_run ;;
   restart-broker) shift; cmd_restart_broker "$@" ;;
   restart-directus) shift; cmd_restart_directus "$@" ;;
-  -h | --help) sed -n '2,18p' "$SELF" | sed 's/^# \{0,1\}//' ;;
+  -h | --help) sed -n '2,22p' "$SELF" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command $1 (see --help)" ;;
 esac

@@ -14,6 +14,8 @@ export const env = {
   directusUrl: required('DIRECTUS_URL').replace(/\/$/, ''),
   // The realtime endpoint under test: the broker's /realtime or Directus's own /websocket.
   realtimeUrl: process.env.REALTIME_URL ?? '',
+  // The GraphQL subscriptions endpoint under test: the broker's /graphql or Directus's own.
+  graphqlUrl: process.env.GRAPHQL_URL ?? '',
   target: process.env.TARGET ?? 'unknown',
   adminToken: process.env.ADMIN_TOKEN ?? 'admin-token',
   adminEmail: process.env.ADMIN_EMAIL ?? 'admin@example.com',
