@@ -48,6 +48,8 @@ type Options struct {
 	AccessTimeout time.Duration
 	// Observer is told of latencies (nil: nobody).
 	Observer Observer
+	// Cluster shares group reads with other instances (nil: none).
+	Cluster Cluster
 }
 
 // Observer is told what the counters of Metrics cannot say: latencies.
@@ -402,5 +404,6 @@ func (b *Broker) Metrics() MetricsSnapshot {
 		EventsMissed: m.EventsMissed.Load(), Subscriptions: subs, Groups: groups, QueueDepth: depth,
 		AccessChanges: m.AccessChanges.Load(), Regrouped: m.Regrouped.Load(), HistoryGaps: m.HistoryGaps.Load(),
 		ApartReads: m.ApartReads.Load(), HeldBytes: b.held.used.Load(),
+		ClusterResults: m.ClusterResults.Load(), ClusterTakeovers: m.ClusterTakeovers.Load(),
 	}
 }

@@ -97,6 +97,24 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		err     error
 		readDur time.Duration
 	)
+	// Another instance may read for g (issue 24): its results are the
+	// items, exactly what this instance's read would have been.
+	clusterKey, shared := "", false
+	if b.opts.Cluster != nil && len(keys) > 0 {
+		clusterKey = b.clusterKey(g)
+		if !b.opts.Cluster.Reads(clusterKey) {
+			start := time.Now()
+			items, shared = b.clusterItems(ctx, clusterKey, g, events)
+			readDur = time.Since(start)
+			if shared {
+				keys = nil // nothing left to read here
+			}
+		}
+	}
+	var stopBeat func()
+	if clusterKey != "" && !shared && b.opts.Cluster.Publishes(clusterKey) {
+		stopBeat = b.heartbeat(clusterKey, heartbeatEvery)
+	}
 	if kf, ok := b.opts.Classifier.(KeyFilter); ok && len(keys) > 0 {
 		if readable, ok := kf.Readable(ctx, g.class, g.collection, keys, batchID(events)); ok {
 			keys = readable // the others read as nothing for g
@@ -116,7 +134,11 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		items, refused, err = b.read(ctx, g, g.members(), keys, g.shareReads)
 		readDur = time.Since(start)
 	}
-	if len(keys) > 0 && err == nil {
+	if stopBeat != nil {
+		stopBeat()
+		b.publishItems(clusterKey, g, events, items, err)
+	}
+	if (len(keys) > 0 || shared) && err == nil {
 		g.mu.Lock()
 		g.missing = false // a run of failed reads, if any, ended
 		g.mu.Unlock()
@@ -147,6 +169,10 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 	}
 	return err
 }
+
+// heartbeatEvery is how often a reader tells the others it is still
+// reading (Cluster.Reading).
+const heartbeatEvery = 150 * time.Millisecond
 
 // batchID names a batch of events (its first and last ids).
 func batchID(events []Event) string {

@@ -20,12 +20,18 @@ type Metrics struct {
 	// ApartReads counts the parts of groups read apart while an access
 	// change was pending (see doubt.go).
 	ApartReads atomic.Int64
+	// ClusterResults counts events delivered from another instance's read
+	// (issue 24); ClusterTakeovers the batches read here because the
+	// reader's results did not come in time.
+	ClusterResults   atomic.Int64
+	ClusterTakeovers atomic.Int64
 }
 
 // MetricsSnapshot is a copy of Metrics at one moment.
 type MetricsSnapshot struct {
 	EventsPublished, EventsDispatched, Reads, ReadErrors, FramesSent, EventsMissed int64
 	AccessChanges, Regrouped, HistoryGaps, ApartReads                              int64
+	ClusterResults, ClusterTakeovers                                               int64
 	Subscriptions, Groups                                                          int
 	// QueueDepth is the number of events waiting for the dispatch workers.
 	QueueDepth int

@@ -3,6 +3,8 @@ package directus
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -50,6 +52,8 @@ type accessModel struct {
 	// collection is exactly F = $CURRENT_USER, "" for any other rule.
 	ownerRule map[string]map[string]string
 	schema    *schemaGraph
+	// fingerprint hashes the rows the model was built from.
+	fingerprint string
 }
 
 // access is one user's accountability as far as reads go.
@@ -209,6 +213,12 @@ func loadAccessModel(ctx context.Context, c *Client, token string) (*accessModel
 		return nil, err
 	}
 	m := newAccessModel(schema)
+	// What instances of a cluster compare before they share a group's
+	// reads (broker.Fingerprinter): the rows every class is built from,
+	// in their id order (listAll sorts).
+	raw, _ := json.Marshal([]any{roles, rows, policies, perms})
+	sum := sha256.Sum256(raw)
+	m.fingerprint = hex.EncodeToString(sum[:16])
 	for _, r := range roles {
 		if r.Parent != nil {
 			m.parent[r.ID] = *r.Parent

@@ -249,3 +249,7 @@ var systemAccess = map[string]bool{
 	"directus_users": true, "directus_roles": true, "directus_policies": true,
 	"directus_access": true, "directus_permissions": true, "directus_relations": true,
 }
+
+// Classes of instances applying the same model may share reads across a
+// cluster (issue 24).
+var _ broker.Fingerprinter = Classifier{}

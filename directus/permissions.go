@@ -37,6 +37,16 @@ type Permissions struct {
 	lookups    ownerLookups
 }
 
+// Fingerprint identifies the model read (its rows' hash; "" without a
+// model): broker instances share a group's reads only while theirs are
+// equal (broker.Fingerprinter).
+func (c *Permissions) Fingerprint() string {
+	if m := c.model.Load(); m != nil {
+		return m.fingerprint
+	}
+	return ""
+}
+
 // Generation counts the rereads of what decides access.
 func (c *Permissions) Generation() uint64 { return c.gen.Load() }
 

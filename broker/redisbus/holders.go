@@ -47,8 +47,17 @@ type Holders struct {
 	refresh time.Duration
 
 	mu   sync.Mutex
-	held map[string]int      // group key → local holds
-	view map[string][]string // group key → live holders, sorted, at the last refresh
+	view map[string]seen // group key → live holders at the last announce
+	// fresh is when the last announce succeeded: a view older than the TTL
+	// is not trusted (this instance may be cut from Redis).
+	fresh time.Time
+}
+
+// seen is one group in the view: its live holders (sorted) and since
+// when this instance has been announced as one of them.
+type seen struct {
+	live  []string
+	since time.Time
 }
 
 // HoldersOptions configure a Holders.
@@ -74,48 +83,39 @@ func NewHolders(rdb redis.UniversalClient, o HoldersOptions) *Holders {
 	if o.Refresh <= 0 {
 		o.Refresh = o.TTL / 3
 	}
-	return &Holders{rdb: rdb, prefix: o.Prefix, id: o.ID, ttl: o.TTL, refresh: o.Refresh,
-		held: map[string]int{}, view: map[string][]string{}}
+	return &Holders{rdb: rdb, prefix: o.Prefix, id: o.ID, ttl: o.TTL, refresh: o.Refresh, view: map[string]seen{}}
 }
 
 // ID is this instance's id.
 func (h *Holders) ID() string { return h.id }
 
-// Hold records a local member of group; Release one leaving. The
-// announcement follows at the next Refresh (Announce now for at once).
-func (h *Holders) Hold(group string) {
-	h.mu.Lock()
-	h.held[group]++
-	h.mu.Unlock()
-}
-
-// Release is the counterpart of Hold.
-func (h *Holders) Release(group string) {
-	h.mu.Lock()
-	if h.held[group]--; h.held[group] <= 0 {
-		delete(h.held, group)
-		delete(h.view, group)
-	}
-	h.mu.Unlock()
-}
-
 // Reader is the instance that reads for group in this instance's view
-// (itself when it is the only holder it knows of).
+// (itself when it knows of no other holder, or its view is stale).
 func (h *Holders) Reader(group string) string {
 	h.mu.Lock()
-	live := h.view[group]
+	v, fresh := h.view[group], time.Since(h.fresh) < h.ttl
 	h.mu.Unlock()
-	if len(live) == 0 {
+	if len(v.live) == 0 || !fresh {
 		return h.id
 	}
-	return rendezvous(group, live)
+	return rendezvous(group, v.live)
+}
+
+// Settled reports whether this instance has been a holder of group for a
+// refresh period: every live holder has then seen it in a view of its
+// own, so the reader publishes for it.
+func (h *Holders) Settled(group string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.view[group]
+	return ok && time.Since(v.since) >= h.refresh && time.Since(h.fresh) < h.ttl
 }
 
 // Live is the holders of group in this instance's view.
 func (h *Holders) Live(group string) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]string(nil), h.view[group]...)
+	return append([]string(nil), h.view[group].live...)
 }
 
 // rendezvous is the member of ids with the highest weight for group
@@ -153,15 +153,13 @@ end
 return out
 `)
 
-// Announce renews this instance's announcements and refreshes its view.
-func (h *Holders) Announce(ctx context.Context) error {
-	h.mu.Lock()
-	groups := make([]string, 0, len(h.held))
-	for g := range h.held {
-		groups = append(groups, g)
-	}
-	h.mu.Unlock()
+// Announce renews this instance's announcements of groups (the groups it
+// holds members of now; the others lapse) and refreshes its view.
+func (h *Holders) Announce(ctx context.Context, groups []string) error {
 	if len(groups) == 0 {
+		h.mu.Lock()
+		h.view, h.fresh = map[string]seen{}, time.Now()
+		h.mu.Unlock()
 		return nil
 	}
 	keys := make([]string, len(groups))
@@ -172,12 +170,11 @@ func (h *Holders) Announce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster holders: %w", err)
 	}
+	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	view := make(map[string]seen, len(groups))
 	for i, g := range groups {
-		if _, still := h.held[g]; !still {
-			continue
-		}
 		var live []string
 		if ids, ok := res[i].([]any); ok {
 			for _, id := range ids {
@@ -187,19 +184,24 @@ func (h *Holders) Announce(ctx context.Context) error {
 			}
 		}
 		sort.Strings(live)
-		h.view[g] = live
+		since := now
+		if old, ok := h.view[g]; ok {
+			since = old.since
+		}
+		view[g] = seen{live: live, since: since}
 	}
+	h.view, h.fresh = view, now
 	return nil
 }
 
-// Run announces every Refresh until ctx ends. A failed announce is
-// retried at the next tick; meanwhile the view ages, and the delivery
-// protocol's timeouts cover what it gets wrong.
-func (h *Holders) Run(ctx context.Context, failed func(error)) {
+// Run announces groups() every Refresh until ctx ends. A failed announce
+// is retried at the next tick; meanwhile the view ages (and is not trusted
+// past the TTL).
+func (h *Holders) Run(ctx context.Context, groups func() []string, failed func(error)) {
 	t := time.NewTicker(h.refresh)
 	defer t.Stop()
 	for {
-		if err := h.Announce(ctx); err != nil && ctx.Err() == nil && failed != nil {
+		if err := h.Announce(ctx, groups()); err != nil && ctx.Err() == nil && failed != nil {
 			failed(err)
 		}
 		select {
@@ -210,21 +212,21 @@ func (h *Holders) Run(ctx context.Context, failed func(error)) {
 	}
 }
 
-// Close withdraws this instance from every group it holds.
+// Close withdraws this instance from every group of its view.
 func (h *Holders) Close(ctx context.Context) error {
 	h.mu.Lock()
-	groups := make([]string, 0, len(h.held))
-	for g := range h.held {
+	groups := make([]string, 0, len(h.view))
+	for g := range h.view {
 		groups = append(groups, g)
 	}
-	h.held, h.view = map[string]int{}, map[string][]string{}
+	h.view = map[string]seen{}
 	h.mu.Unlock()
+	if len(groups) == 0 {
+		return nil
+	}
 	pipe := h.rdb.Pipeline()
 	for _, g := range groups {
 		pipe.ZRem(ctx, h.key(g), h.id)
-	}
-	if len(groups) == 0 {
-		return nil
 	}
 	_, err := pipe.Exec(ctx)
 	return err

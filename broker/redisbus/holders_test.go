@@ -56,16 +56,13 @@ func TestHoldersAgreeAndExpire(t *testing.T) {
 	groups := make([]string, 30)
 	for i := range groups {
 		groups[i] = fmt.Sprintf("articles\x00class-%d\x00{}", i)
-		for _, h := range hs {
-			h.Hold(groups[i])
-		}
 	}
-	hs[2].Hold("only-i3")
+	held := map[*Holders][]string{hs[0]: groups, hs[1]: groups, hs[2]: append([]string{"only-i3"}, groups...)}
 	announceAll := func(hs ...*Holders) {
 		t.Helper()
 		for range 2 { // the first of each sees the ones before it only
 			for _, h := range hs {
-				if err := h.Announce(ctx); err != nil {
+				if err := h.Announce(ctx, held[h]); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -87,6 +84,20 @@ func TestHoldersAgreeAndExpire(t *testing.T) {
 	if got := hs[0].Live("only-i3"); len(got) != 0 {
 		t.Fatalf("i1 sees holders of a group it does not hold: %v", got)
 	}
+	// A view older than the TTL (announces failing: cut from Redis) is not
+	// trusted: the instance reads for every group itself.
+	hs[1].mu.Lock()
+	fresh := hs[1].fresh
+	hs[1].fresh = time.Now().Add(-2 * ttl)
+	hs[1].mu.Unlock()
+	for _, g := range groups {
+		if hs[1].Reader(g) != "i2" || hs[1].Settled(g) {
+			t.Fatalf("%q: a stale view still names reader %s", g, hs[1].Reader(g))
+		}
+	}
+	hs[1].mu.Lock()
+	hs[1].fresh = fresh
+	hs[1].mu.Unlock()
 
 	// i2 shuts down: gone from the views at the next announce.
 	if err := hs[1].Close(ctx); err != nil {
@@ -106,7 +117,7 @@ func TestHoldersAgreeAndExpire(t *testing.T) {
 	// i3 dies: it announces no more; once its TTL passed, i1 reads for all.
 	deadline := time.Now().Add(10 * ttl)
 	for {
-		if err := hs[0].Announce(ctx); err != nil {
+		if err := hs[0].Announce(ctx, groups); err != nil {
 			t.Fatal(err)
 		}
 		if len(hs[0].Live(groups[0])) == 1 {

@@ -1,0 +1,159 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Cluster shares a group's reads between the instances of a cluster that
+// hold members of it (issue 24, docs/design/cluster-reads.md): one of them
+// reads, the others deliver its result as if they had read it. nil in
+// Options: every instance reads for its own groups.
+//
+// A group is named across instances by its cluster key (ClusterKey):
+// collection, access class, query and the access model's fingerprint,
+// so instances share only while they apply the same model. Groups whose
+// reads are made apart (a pending access change) never share.
+type Cluster interface {
+	// Reads reports whether this instance reads for the group itself (it
+	// is the group's reader, or cannot rely on one now).
+	Reads(key string) bool
+	// Publishes reports whether this instance's results of the group are
+	// awaited by other instances.
+	Publishes(key string) bool
+	// Reading tells the others this instance is reading for the group (a
+	// heartbeat: a slow read is not taken over while it lasts).
+	Reading(key string)
+	// Publish sends the group's results, one per event.
+	Publish(key string, results []Result)
+	// Await waits for the results of the events ids of the group; false
+	// when one did not come in time or says the read failed (the caller
+	// then reads itself).
+	Await(ctx context.Context, key string, ids []string) (map[string]Result, bool)
+}
+
+// Result is a reader's read of one event's keys for a group: the items
+// the group may read (a key absent: not readable), or a failed read.
+type Result struct {
+	EventID string                     `json:"e"`
+	Failed  bool                       `json:"f,omitempty"`
+	Items   map[string]json.RawMessage `json:"i,omitempty"`
+}
+
+// Fingerprinter is implemented by a Classifier whose classes depend on a
+// model read from Directus: instances share a group's reads only while
+// their fingerprints are equal.
+type Fingerprinter interface {
+	Fingerprint() string
+}
+
+// ClusterKey names g across the instances of a cluster.
+func (b *Broker) clusterKey(g *group) string {
+	fp := ""
+	if f, ok := b.opts.Classifier.(Fingerprinter); ok {
+		fp = f.Fingerprint()
+	}
+	return g.collection + "\x00" + g.class + "\x00" + g.query.Key() + "\x00" + fp
+}
+
+// ClusterKeys are the cluster keys of the groups this instance holds
+// members of (what it announces).
+func (b *Broker) ClusterKeys() []string {
+	b.index.mu.RLock()
+	var groups []*group
+	for _, gs := range b.index.collections {
+		for _, g := range gs {
+			groups = append(groups, g)
+		}
+	}
+	b.index.mu.RUnlock()
+	keys := make([]string, 0, len(groups))
+	for _, g := range groups {
+		keys = append(keys, b.clusterKey(g))
+	}
+	return keys
+}
+
+// awaitEvents are the events of a batch whose keys g reads: the ones a
+// reader's result must cover.
+func awaitEvents(g *group, events []Event) []string {
+	var ids []string
+	for _, e := range events {
+		if e.Action != ActionDelete && g.wants(e.Action) && len(e.Keys) > 0 {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
+}
+
+// clusterItems are the items of a batch from the reader's results (ok
+// false: read locally).
+func (b *Broker) clusterItems(ctx context.Context, key string, g *group, events []Event) (map[string]json.RawMessage, bool) {
+	ids := awaitEvents(g, events)
+	if len(ids) == 0 {
+		return nil, false
+	}
+	results, ok := b.opts.Cluster.Await(ctx, key, ids)
+	if !ok {
+		b.metrics.ClusterTakeovers.Add(1)
+		return nil, false
+	}
+	items := map[string]json.RawMessage{}
+	for _, e := range events { // in order: a later event's read of a key wins
+		r, ok := results[e.ID]
+		if !ok {
+			continue
+		}
+		for k, v := range r.Items {
+			items[k] = v
+		}
+	}
+	b.metrics.ClusterResults.Add(int64(len(ids)))
+	return items, true
+}
+
+// publishItems sends the reader's read of each event of the batch.
+func (b *Broker) publishItems(key string, g *group, events []Event, items map[string]json.RawMessage, err error) {
+	var results []Result
+	for _, e := range events {
+		if e.Action == ActionDelete || !g.wants(e.Action) || len(e.Keys) == 0 {
+			continue
+		}
+		r := Result{EventID: e.ID, Failed: err != nil}
+		if err == nil {
+			for _, k := range e.Keys {
+				if v, ok := items[k]; ok {
+					if r.Items == nil {
+						r.Items = map[string]json.RawMessage{}
+					}
+					r.Items[k] = v
+				}
+			}
+		}
+		results = append(results, r)
+	}
+	if len(results) > 0 {
+		b.opts.Cluster.Publish(key, results)
+	}
+}
+
+// heartbeat tells the others, until stop is closed, that this instance is
+// reading for key.
+func (b *Broker) heartbeat(key string, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	b.opts.Cluster.Reading(key)
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				b.opts.Cluster.Reading(key)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
