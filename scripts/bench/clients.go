@@ -162,6 +162,9 @@ func graphQLProtocol(document func(collection string) string) protocol {
 				return err
 			}
 			return readUntil(ws, func(msg []byte) (bool, error) {
+				if bytes.Contains(msg, []byte(`"NOT_COVERED"`)) {
+					return false, nil // a notice (the Flow was installed after the broker last read it), as /realtime's
+				}
 				if !bytes.Contains(msg, []byte(`"pong"`)) {
 					return false, fmt.Errorf("subscribe answered %s", msg)
 				}

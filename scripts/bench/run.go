@@ -31,6 +31,8 @@ type options struct {
 	timeout    time.Duration
 	plot       string
 	flowRead   bool
+	// graphqlOnly runs only scenario 8's GraphQL case.
+	graphqlOnly bool
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -45,6 +47,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.brokerBin, "broker", "", "broker binary (default bin/directus-ws-broker, built when missing)")
 	fs.StringVar(&o.dxVersion, "directus-version", "12.3.1", "Directus version for the scenarios that need a real one (1, 6)")
 	fs.BoolVar(&o.noDirectus, "no-directus", false, "do not start Directus: scenario 1 only with stub reads, scenario 6 skipped")
+	fs.BoolVar(&o.graphqlOnly, "graphql-only", false, "scenario 8: only the GraphQL case (/realtime and /graphql alternately, twice each)")
 	fs.BoolVar(&o.flowRead, "flow-read", false, "scenario 9: the Flow reads the item itself (an item-read operation before its webhook), to measure what posting items would cost")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (default 15m, 3m with -quick)")
 	fs.StringVar(&o.plot, "plot", "bench-results/latency.png", "plot of scenario 6 (.png or .svg, drawn by gnuplot); empty: none; with -quick only when given")

@@ -51,7 +51,7 @@ func (b *bench) classes(ctx context.Context) error {
 		return fmt.Errorf("starting Directus 11.17.4: %w", err)
 	}
 	defer dx.Stop()
-	w, err := newClassWorld(ctx, dx, sz.classUsers*sz.classRoles, sz.classRoles, sz.classUsers, sz.classEvents*4+3*(sz.classWrites+1)+8, sz.classBeforeEvents+1)
+	w, err := newClassWorld(ctx, dx, sz.classUsers*sz.classRoles, sz.classRoles, sz.classUsers, sz.classEvents*4+5*(sz.classWrites+1)+8, sz.classBeforeEvents+1)
 	if err != nil {
 		return err
 	}
@@ -103,6 +103,17 @@ func (b *bench) classes(ctx context.Context) error {
 	}
 	N := thousands(sz.classUsers)
 	oneRole := func(i int) string { return w.users[i*sz.classRoles].token } // users of role 0
+	if b.opts.graphqlOnly {
+		r, err := startRig(true)
+		if err != nil {
+			return err
+		}
+		defer r.stop()
+		if err := b.installClassFlow(ctx, dx, r); err != nil {
+			return err
+		}
+		return b.graphQLCase(ctx, dx, r, w, oneRole, &next)
+	}
 
 	// Before: no service token, one read per user and event.
 	r, err := startRig(false)
