@@ -135,10 +135,17 @@ type Config struct {
 	RedisURL string `mapstructure:"redis_url"`
 	// RedisPrefix starts every Redis key and channel of this deployment, so
 	// several deployments can share one Redis database.
-	RedisPrefix    string        `mapstructure:"redis_prefix"`
-	HistorySize    int           `mapstructure:"history_size"`
-	HistoryMaxAge  time.Duration `mapstructure:"history_max_age"`
-	ExampleEnabled bool          `mapstructure:"example_enabled"`
+	RedisPrefix string `mapstructure:"redis_prefix"`
+	// ClusterReads (BUS=redis): the instances holding members of one group
+	// (collection, access class, query) make one read per event between
+	// them, the others deliver its result; ClusterReadTimeout is how long
+	// they wait for it (after the reader's last heartbeat) before reading
+	// themselves.
+	ClusterReads       bool          `mapstructure:"cluster_reads"`
+	ClusterReadTimeout time.Duration `mapstructure:"cluster_read_timeout"`
+	HistorySize        int           `mapstructure:"history_size"`
+	HistoryMaxAge      time.Duration `mapstructure:"history_max_age"`
+	ExampleEnabled     bool          `mapstructure:"example_enabled"`
 	// PprofAddr, when set, serves Go's profiler on its own listener (keep
 	// it on loopback): never on the public address.
 	PprofAddr string `mapstructure:"pprof_addr"`
@@ -217,6 +224,8 @@ func Default() Config {
 		Bus:                     "memory",
 		RedisURL:                "redis://127.0.0.1:6379/0",
 		RedisPrefix:             "directus-ws-broker:",
+		ClusterReads:            true,
+		ClusterReadTimeout:      500 * time.Millisecond,
 		HistorySize:             1000,
 		HistoryMaxAge:           time.Hour,
 		ExampleEnabled:          true,
@@ -331,6 +340,9 @@ func (c Config) Validate() error {
 	switch c.Bus {
 	case "memory":
 	case "redis":
+		if c.ClusterReadTimeout <= 0 {
+			bad("cluster_read_timeout", "must be a positive duration")
+		}
 		if c.RedisPrefix == "" {
 			bad("redis_prefix", "must not be empty")
 		}

@@ -132,13 +132,15 @@ var (
 	descWaiting       = prometheus.NewDesc("broker_directus_queue_waiting", "Client-caused Directus requests waiting for one of directus_concurrency slots (past directus_queue: SERVICE_BUSY).", nil, nil)
 	descPerUser       = prometheus.NewDesc("broker_class_per_user_total", "Access classes made per user (fail closed) because something that decides sharing could not be established, by reason (model_unavailable, user_unknown, role_claim, ip_access, version, user_field).", []string{"reason"}, nil)
 	descApart         = prometheus.NewDesc("broker_apart_reads_total", "Parts of groups read apart (each with its own token) while an access change that concerns them was pending.", nil, nil)
+	descClusterResult = prometheus.NewDesc("broker_cluster_results_total", "Events delivered from the read another instance made for the same group (cluster_reads).", nil, nil)
+	descClusterTake   = prometheus.NewDesc("broker_cluster_takeovers_total", "Batches read here because the reader instance's results did not come within cluster_read_timeout.", nil, nil)
 	descPanics        = prometheus.NewDesc("broker_frame_panics_total", "Frame handlers that panicked: the connection was closed (1011), the process went on.", nil, nil)
 )
 
 func (s *snapshots) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descGroups, descQueue, descLag, descSendBytes, descHeldBytes,
 		descPublished, descDispatched, descReads, descReadErrors, descFrames, descMissed, descGaps, descAccess, descRegrouped,
-		descEvicted, descEvictions, descWebhook, descPanics, descFailures, descWaiting, descPerUser, descApart} {
+		descEvicted, descEvictions, descWebhook, descPanics, descFailures, descWaiting, descPerUser, descApart, descClusterResult, descClusterTake} {
 		ch <- d
 	}
 }
@@ -166,6 +168,8 @@ func (s *snapshots) Collect(ch chan<- prometheus.Metric) {
 		counter(descAccess, float64(b.AccessChanges))
 		counter(descRegrouped, float64(b.Regrouped))
 		counter(descApart, float64(b.ApartReads))
+		counter(descClusterResult, float64(b.ClusterResults))
+		counter(descClusterTake, float64(b.ClusterTakeovers))
 	}
 	if s.src.PerUser != nil {
 		for reason, n := range s.src.PerUser() {

@@ -40,6 +40,10 @@ type clusterGroup struct {
 	results map[string]kept // event id → result
 	beat    time.Time       // last heartbeat
 	wake    chan struct{}   // closed (and replaced) on every message
+	// suspect is the reader a wait for timed out on: until a message
+	// comes from the group's channel again (or another reader is named),
+	// this instance reads for itself instead of waiting once per batch.
+	suspect string
 }
 
 type kept struct {
@@ -68,6 +72,10 @@ func (b *Bus) NewCluster(o ClusterOptions) *Cluster {
 	o.Holders.Prefix = b.opts.Prefix
 	if o.Timeout <= 0 {
 		o.Timeout = 500 * time.Millisecond
+	}
+	if o.Holders.TTL <= 0 {
+		// A dead reader is out of the views within TTL + refresh.
+		o.Holders.TTL, o.Holders.Refresh = time.Second, 250*time.Millisecond
 	}
 	return &Cluster{holders: NewHolders(b.client, o.Holders), rdb: b.client, prefix: b.opts.Prefix, timeout: o.Timeout,
 		log: b.log.With().Str("component", "cluster").Logger(), groups: map[string]*clusterGroup{}, subbed: map[string]bool{}}
@@ -157,7 +165,7 @@ func (c *Cluster) receive(ps *redis.PubSub) {
 		now := time.Now()
 		c.mu.Lock()
 		g := c.group(hash)
-		g.beat = now
+		g.beat, g.suspect = now, ""
 		for _, r := range m.Results {
 			if len(g.results) >= maxKeptResults {
 				g.prune(now)
@@ -193,7 +201,14 @@ func (g *clusterGroup) prune(now time.Time) {
 // Reads implements broker.Cluster.
 func (c *Cluster) Reads(key string) bool {
 	h := groupHash(key)
-	return c.holders.Reader(h) == c.holders.ID() || !c.holders.Settled(h)
+	reader := c.holders.Reader(h)
+	if reader == c.holders.ID() || !c.holders.Settled(h) {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.groups[h]
+	return g != nil && g.suspect == reader
 }
 
 // Publishes implements broker.Cluster.
@@ -254,6 +269,9 @@ func (c *Cluster) Await(ctx context.Context, key string, ids []string) (map[stri
 		}
 		wait := time.Until(last.Add(c.timeout))
 		if wait <= 0 {
+			c.mu.Lock()
+			g.suspect = c.holders.Reader(h)
+			c.mu.Unlock()
 			return nil, false
 		}
 		t := time.NewTimer(wait)

@@ -92,3 +92,27 @@ func TestClusterResultsOverRedis(t *testing.T) {
 		t.Fatal("a failed read was taken as a result")
 	}
 }
+
+// A wait that timed out makes the reader a suspect: the holder reads for
+// itself (no wait per batch) until the reader is heard from again.
+func TestClusterSuspectReader(t *testing.T) {
+	r := redistest.Require(t)
+	const key = "suspect"
+	a, b := runCluster(t, r.URL, key), runCluster(t, r.URL, key)
+	until(t, "settled", func() bool { return a.holders.Settled(groupHash(key)) && b.holders.Settled(groupHash(key)) })
+	reader, other := a, b
+	if !a.Reads(key) {
+		reader, other = b, a
+	}
+	if other.Reads(key) {
+		t.Fatal("both read")
+	}
+	if _, ok := other.Await(context.Background(), key, []string{"9-0"}); ok {
+		t.Fatal("a result that never came")
+	}
+	if !other.Reads(key) {
+		t.Fatal("after a timeout the holder still waits for the silent reader")
+	}
+	reader.Reading(key)
+	until(t, "the reader heard from again", func() bool { return !other.Reads(key) })
+}

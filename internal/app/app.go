@@ -31,7 +31,9 @@ type App struct {
 
 	perms *directus.Permissions
 	auth  *directus.Authenticator
-	log   zerolog.Logger
+	// cluster announces this instance's groups (BUS=redis, cluster_reads).
+	cluster *redisbus.Cluster
+	log     zerolog.Logger
 }
 
 // New assembles the broker described by cfg; it does no I/O.
@@ -54,11 +56,18 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	auth.AdmitChecks(cfg.TokenCheckRate, cfg.TokenCheckWait)
 	perms := directus.NewPermissions(client, cfg.DirectusServiceToken, auth, log)
 	classes := perms.Classifier()
-	b := broker.New(bus, reader, broker.Options{
+	opts := broker.Options{
 		ReadConcurrency: cfg.ReadConcurrency, ReadTimeout: cfg.DirectusTimeout,
 		MaxHeldBytes: cfg.SendQueueBytes, HeldBytes: cfg.HeldBytes, Classifier: classes, Access: perms.Watcher(), AccessRefresh: cfg.AccessRefresh,
 		Observer: m,
-	}, log)
+	}
+	// With several instances, one read per group for the whole cluster.
+	var cluster *redisbus.Cluster
+	if rb, ok := bus.(*redisbus.Bus); ok && cfg.ClusterReads {
+		cluster = rb.NewCluster(redisbus.ClusterOptions{Timeout: cfg.ClusterReadTimeout})
+		opts.Cluster = cluster
+	}
+	b := broker.New(bus, reader, opts, log)
 	quota := session.Quota{
 		QueriesPerConnection: cfg.MaxQueriesPerConnection, QueriesPerUser: cfg.MaxQueriesPerUser,
 		QueryBytesPerConnection: cfg.MaxQueryBytes, ConnectionsPerUser: cfg.MaxConnectionsPerUser,
@@ -77,7 +86,7 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	srv := handlers.New(handlers.Deps{Config: cfg, Broker: b, Directus: client, Sessions: sessions, Log: log, Example: example.Files, Metrics: m.Handler(), GraphQLSchemas: schemas})
 	m.Watch(metrics.Sources{Broker: b.Metrics, Lag: b.Lag, Edge: edgeMetrics(srv), Failures: failureMetrics(sessions.Failures),
 		DirectusWaiting: client.Waiting, PerUser: classes.PerUser})
-	return &App{Config: cfg, Broker: b, Server: srv, perms: perms, auth: auth, log: log}, nil
+	return &App{Config: cfg, Broker: b, Server: srv, perms: perms, auth: auth, log: log, cluster: cluster}, nil
 }
 
 // NewBus makes the bus cfg.Bus names.
@@ -113,6 +122,15 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("start broker: %w", err)
 	}
 	defer a.Broker.Close()
+	if a.cluster != nil {
+		// Withdrawn as soon as the shutdown begins: the others read for
+		// the groups at once, while this instance drains.
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.cluster.Run(cctx, a.Broker.ClusterKeys) }()
+		defer func() { cancel(); <-done }()
+		a.log.Info().Str("instance", a.cluster.ID()).Msg("cluster reads: one read per group and event across the instances on this Redis")
+	}
 	return a.Server.Serve(ctx, ln)
 }
 

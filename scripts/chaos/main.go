@@ -37,6 +37,11 @@
 //     with 1001, the exit comes within shutdown_timeout + 1 s. Then item
 //     events' latency alone and beside sign-ups (users.create events):
 //     the p99 beside sign-ups should stay within 1.5× of the p99 alone.
+//   - cluster: three instances on one Redis (issue 24), the users of one
+//     role spread over them: one Directus read per event for the whole
+//     cluster; the reading instance SIGKILLed while events flow: the
+//     others take its reads over within 1 s, and their subscribers get
+//     every acknowledged event once or reported.
 //
 // CHAOS_BROKER_ENV adds settings to the hostile scenario's broker
 // ("DIRECTUS_CONCURRENCY=4 MAX_QUERIES_PER_USER=8"), CHAOS_DEBUG=1 prints
@@ -77,7 +82,7 @@ func main() {
 	}
 }
 
-var allScenarios = []string{"directus", "redis", "sigterm", "hostile", "access"}
+var allScenarios = []string{"directus", "redis", "sigterm", "hostile", "access", "cluster"}
 
 // sizes scale the scenarios.
 type sizes struct {
@@ -160,6 +165,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			err = c.hostile(ctx)
 		case "access":
 			err = c.access(ctx)
+		case "cluster":
+			err = c.clusterReads(ctx)
 		}
 		if err != nil {
 			c.log("scenario %s failed: %v", s, err)
