@@ -47,6 +47,12 @@
 //     last of 100, broker (fed by the Flow, no activity logging) against
 //     Directus's own realtime, 15 writes each, with the breakdown of the
 //     broker's time from its debug log and Directus's (s9_write.go).
+//  10. three broker instances on one private Redis with cluster reads
+//     (issue 24), Directus 11.17.4, the flow-install service user: 1,000
+//     users of one role spread over them against one instance in the same
+//     run, 10,000 users in 10 roles, reads per event for the whole
+//     cluster, and an open loop checking the capacity model's reads/s and
+//     Redis calls/s (s10_cluster.go).
 //
 // Figures are medians over -runs runs (default 3). Targets missed are
 // reported, not fatal: the exit status is 1 only when a scenario could not

@@ -19,9 +19,15 @@ type target struct {
 func atMost(v float64) *target  { return &target{"<=", v} }
 func atLeast(v float64) *target { return &target{">=", v} }
 
+// about is a ratio within limit of 1 (a model checked against a run).
+func about(within float64) *target { return &target{"~", within} }
+
 func (t *target) met(v float64) bool {
 	if math.IsNaN(v) {
 		return false
+	}
+	if t.op == "~" {
+		return math.Abs(v-1) <= t.limit
 	}
 	if t.op == "<=" {
 		return v <= t.limit
@@ -56,6 +62,9 @@ func (r *report) add(scenario, metric, unit string, tgt *target, values ...float
 	}
 	if tgt != nil {
 		res.Target = fmt.Sprintf("%s %s", map[string]string{"<=": "≤", ">=": "≥"}[tgt.op], formatValue(tgt.limit))
+		if tgt.op == "~" {
+			res.Target = fmt.Sprintf("1 ± %s", formatValue(tgt.limit))
+		}
 		res.Status = "fail"
 		if tgt.met(res.Value) {
 			res.Status = "pass"

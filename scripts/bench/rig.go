@@ -37,7 +37,10 @@ type sizes struct {
 	// rule; REST writes against Directus realtime; the storm's size.
 	classUsers, classRoles                      int
 	classEvents, classBeforeEvents, classWrites int
-	stormSubs, stormUsers                       int
+	// clusterRate events/s for clusterDur: scenario 10's open loop.
+	clusterRate           int
+	clusterDur            time.Duration
+	stormSubs, stormUsers int
 
 	writeSubs, writeWrites int // scenario 9: the larger size, and writes per size
 }
@@ -54,6 +57,7 @@ var defaultSizes = sizes{
 	vsSubs: []int{1000, 5000}, vsWrites: []int{5, 3},
 	redisSubs: 10000, redisEvents: 30,
 	classUsers: 1000, classRoles: 10, classEvents: 20, classBeforeEvents: 3, classWrites: 15,
+	clusterRate: 10, clusterDur: 10 * time.Second,
 	stormSubs: 10000, stormUsers: 1000,
 	writeSubs: 100, writeWrites: 15,
 }
@@ -67,6 +71,7 @@ var quickSizes = sizes{
 	vsSubs: []int{100, 300}, vsWrites: []int{2, 2},
 	redisSubs: 1000, redisEvents: 10,
 	classUsers: 50, classRoles: 10, classEvents: 3, classBeforeEvents: 2, classWrites: 2,
+	clusterRate: 10, clusterDur: 2 * time.Second,
 	stormSubs: 500, stormUsers: 50,
 	// Above the default max_connections_per_user (64), so the quick run
 	// fails if scenario 9's broker lost the bench's limits.

@@ -38,7 +38,7 @@ type options struct {
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", "1,2,3,4,5,6,7,8,9", "comma-separated scenarios to run (see the package comment)")
+	scen := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10", "comma-separated scenarios to run (see the package comment)")
 	runs := fs.Int("runs", 0, "runs per scenario; the table shows medians (default 3, 1 with -quick)")
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "small sizes: a smoke run of every scenario in under a minute")
@@ -62,8 +62,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for f := range strings.SplitSeq(*scen, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 9 {
-			return o, fmt.Errorf("-scenarios: %q is not a scenario (1 to 9)", f)
+		if err != nil || n < 1 || n > 10 {
+			return o, fmt.Errorf("-scenarios: %q is not a scenario (1 to 10)", f)
 		}
 		if !slices.Contains(o.scenarios, n) {
 			o.scenarios = append(o.scenarios, n)
@@ -127,7 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	meta := machine()
 	scenarios := map[int]func(context.Context) error{
 		1: b.fanout, 2: b.steady, 3: b.idleMemory, 4: b.ingest, 5: b.slowConsumers, 6: b.versusDirectus, 7: b.scaleOut,
-		8: b.classes, 9: b.writeLatency,
+		8: b.classes, 9: b.writeLatency, 10: b.clusterScale,
 	}
 	for _, n := range opts.scenarios {
 		if ctx.Err() != nil {
@@ -165,15 +165,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 var scenarioNames = map[int]string{
-	1: "one event to N subscribers (webhook POST → last receipt)",
-	2: "steady load over 100 collections, open loop",
-	3: "idle memory per subscribed connection",
-	4: "webhook ingest rate, keep-alive and Connection: close",
-	5: "slow consumers",
-	6: "side by side with Directus's own realtime",
-	7: "two instances and Redis versus one instance",
-	8: "subscribers with their own tokens: reads by access class (Directus 11.17.4)",
-	9: "from a REST write to the first frame: broker vs Directus realtime, and where the time goes",
+	1:  "one event to N subscribers (webhook POST → last receipt)",
+	2:  "steady load over 100 collections, open loop",
+	3:  "idle memory per subscribed connection",
+	4:  "webhook ingest rate, keep-alive and Connection: close",
+	5:  "slow consumers",
+	6:  "side by side with Directus's own realtime",
+	7:  "two instances and Redis versus one instance",
+	8:  "subscribers with their own tokens: reads by access class (Directus 11.17.4)",
+	9:  "from a REST write to the first frame: broker vs Directus realtime, and where the time goes",
+	10: "three instances on one Redis: one read per group and event for the whole cluster (Directus 11.17.4)",
 }
 
 // setup finds the repository, the broker binary and, when a scenario needs
