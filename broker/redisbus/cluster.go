@@ -65,6 +65,9 @@ type ClusterOptions struct {
 	// Timeout is how long a holder waits for the reader's results (after
 	// its last heartbeat) before it reads itself.
 	Timeout time.Duration
+	// Log is the root logger (nil: the bus's; its component field would
+	// then be there twice).
+	Log *zerolog.Logger
 }
 
 // NewCluster makes the cluster reads of one instance on the bus's Redis.
@@ -77,8 +80,12 @@ func (b *Bus) NewCluster(o ClusterOptions) *Cluster {
 		// A dead reader is out of the views within TTL + refresh.
 		o.Holders.TTL, o.Holders.Refresh = time.Second, 250*time.Millisecond
 	}
+	log := b.log
+	if o.Log != nil {
+		log = o.Log.With().Str("component", "cluster").Logger()
+	}
 	return &Cluster{holders: NewHolders(b.client, o.Holders), rdb: b.client, prefix: b.opts.Prefix, timeout: o.Timeout,
-		log: b.log.With().Str("component", "cluster").Logger(), groups: map[string]*clusterGroup{}, subbed: map[string]bool{}}
+		log: log, groups: map[string]*clusterGroup{}, subbed: map[string]bool{}}
 }
 
 // ID is this instance's id in the cluster.

@@ -64,7 +64,7 @@ func New(cfg config.Config, log zerolog.Logger, build metrics.Build) (*App, erro
 	// With several instances, one read per group for the whole cluster.
 	var cluster *redisbus.Cluster
 	if rb, ok := bus.(*redisbus.Bus); ok && cfg.ClusterReads {
-		cluster = rb.NewCluster(redisbus.ClusterOptions{Timeout: cfg.ClusterReadTimeout})
+		cluster = rb.NewCluster(redisbus.ClusterOptions{Timeout: cfg.ClusterReadTimeout, Log: &log})
 		opts.Cluster = cluster
 	}
 	b := broker.New(bus, reader, opts, log)
