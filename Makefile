@@ -60,7 +60,8 @@ VERIFY_SEED ?= 1
 verify-classes: directus-install
 	VERIFY_CASES=$(VERIFY_CASES) VERIFY_SEED=$(VERIFY_SEED) $(GO) test -count=1 -timeout 120m -run '^TestDifferentialClasses$$' -v ./handlers/ | grep -v '^=== '
 
-# The official @directus/sdk realtime client against the broker and against Directus itself.
+# The official @directus/sdk realtime client (/realtime) and the graphql-ws client (/graphql)
+# against the broker and against Directus itself, the same suites on both.
 sdk:
 	scripts/sdk-test.sh
 
