@@ -20,16 +20,19 @@ import (
 //
 // Keys (under the bus's prefix):
 //
-//	<prefix>holders:<hash of the group key>   sorted set: instance id → expiry (ms, Redis's clock)
+//	<prefix>alive:<instance id>               "1", expiring after TTL: the instance is live
+//	<prefix>holders:<hash of the group key>   set of the ids of the instances holding the group
 //
-// Every Refresh period an instance runs one script over the groups it
-// holds: for each, it sets its own expiry to Redis's now + TTL, drops the
-// members whose expiry passed, and reads the live ones. The expiry is
-// Redis's clock, so instances on hosts whose clocks differ still agree on
-// who is live. Close removes the instance from every set at once (a
-// shutdown hands its groups over without waiting for the TTL); an instance
-// that dies stops refreshing and is gone from every view within TTL +
-// Refresh.
+// Every Refresh an instance renews its alive key, adds itself to the sets
+// of the groups it began holding and leaves those it stopped holding, and
+// reads the alive keys of the instances it knows of: one pipelined round
+// trip whose cost does not grow with the number of groups. Every Membership
+// period (and for a group it just joined) it also reads the groups' sets.
+// The expiry is Redis's, so instances on hosts whose clocks differ still
+// agree on who is live. Close deletes the alive key and leaves every set
+// (a shutdown hands its groups over at the others' next refresh); an
+// instance that dies is out of every view once its alive key expired
+// (TTL + Refresh), and its id is removed from the sets by the others.
 //
 // The reader of a group is the live holder with the highest rendezvous
 // weight hash(group key, instance id): every instance computes it from the
@@ -37,24 +40,34 @@ import (
 // the groups it wins or held, and each instance's share of the groups is
 // even. Views are refreshed at different moments, so two instances may
 // briefly disagree; the delivery protocol makes that safe (a result is
-// delivered at most once per group and event, and a holder that gets none
-// in time reads itself).
+// delivered at most once per group and event, a holder that gets none in
+// time reads itself, and a holder new to a group reads for itself until
+// every other holder has read its set since: Settled).
+//
+// The instance announces what Run's groups function returns (the broker's
+// groups at that moment): nothing to keep in step with subscribes.
 type Holders struct {
-	rdb     redis.UniversalClient
-	prefix  string
-	id      string
-	ttl     time.Duration
-	refresh time.Duration
+	rdb        redis.UniversalClient
+	prefix     string
+	id         string
+	ttl        time.Duration
+	refresh    time.Duration
+	membership time.Duration
 
 	mu   sync.Mutex
-	view map[string]seen // group key → live holders at the last announce
-	// fresh is when the last announce succeeded: a view older than the TTL
+	view map[string]seen // group → live holders at the last refresh
+	// fresh is when the last refresh succeeded: a view older than the TTL
 	// is not trusted (this instance may be cut from Redis).
 	fresh time.Time
+	// joined are the groups whose sets hold this instance; members their
+	// sets as last read, at lastMembers.
+	joined      map[string]bool
+	members     map[string][]string
+	lastMembers time.Time
 }
 
 // seen is one group in the view: its live holders (sorted) and since
-// when this instance has been announced as one of them.
+// when this instance has been one of them.
 type seen struct {
 	live  []string
 	since time.Time
@@ -65,10 +78,15 @@ type HoldersOptions struct {
 	Prefix string
 	// ID names this instance (random when empty).
 	ID string
-	// TTL is how long an announcement lives without a refresh; Refresh
-	// how often it is renewed (TTL/3 when zero).
-	TTL, Refresh time.Duration
+	// TTL is how long the instance counts as live without a refresh;
+	// Refresh how often it renews that (TTL/4 when zero); Membership how
+	// often it rereads the groups' sets (4 × Refresh when zero).
+	TTL, Refresh, Membership time.Duration
 }
+
+// setExpiry bounds how long a set outlives its last refresh (a group whose
+// every holder died).
+const setExpiry = time.Hour
 
 // NewHolders makes the membership of one instance.
 func NewHolders(rdb redis.UniversalClient, o HoldersOptions) *Holders {
@@ -78,12 +96,16 @@ func NewHolders(rdb redis.UniversalClient, o HoldersOptions) *Holders {
 		o.ID = hex.EncodeToString(b[:])
 	}
 	if o.TTL <= 0 {
-		o.TTL = 1500 * time.Millisecond
+		o.TTL = time.Second
 	}
 	if o.Refresh <= 0 {
-		o.Refresh = o.TTL / 3
+		o.Refresh = o.TTL / 4
 	}
-	return &Holders{rdb: rdb, prefix: o.Prefix, id: o.ID, ttl: o.TTL, refresh: o.Refresh, view: map[string]seen{}}
+	if o.Membership <= 0 {
+		o.Membership = 4 * o.Refresh
+	}
+	return &Holders{rdb: rdb, prefix: o.Prefix, id: o.ID, ttl: o.TTL, refresh: o.Refresh, membership: o.Membership,
+		view: map[string]seen{}, joined: map[string]bool{}, members: map[string][]string{}}
 }
 
 // ID is this instance's id.
@@ -101,14 +123,14 @@ func (h *Holders) Reader(group string) string {
 	return rendezvous(group, v.live)
 }
 
-// Settled reports whether this instance has been a holder of group for a
-// refresh period: every live holder has then seen it in a view of its
-// own, so the reader publishes for it.
+// Settled reports whether this instance has held group long enough for
+// every other holder to have read the group's set since (a membership
+// period and a refresh): the reader then publishes for it.
 func (h *Holders) Settled(group string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	v, ok := h.view[group]
-	return ok && time.Since(v.since) >= h.refresh && time.Since(h.fresh) < h.ttl
+	return ok && time.Since(v.since) >= h.membership+h.refresh && time.Since(h.fresh) < h.ttl
 }
 
 // Live is the holders of group in this instance's view.
@@ -138,49 +160,94 @@ func (h *Holders) key(group string) string {
 	return h.prefix + "holders:" + hex.EncodeToString(sum[:16])
 }
 
-// announceScript renews ARGV[1]'s expiry in every KEYS set, drops the
-// expired members and returns each set's live members.
-var announceScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  redis.call('PEXPIRE', key, tonumber(ARGV[2]) * 2)
-  out[i] = redis.call('ZRANGE', key, 0, -1)
-end
-return out
-`)
+func (h *Holders) aliveKey(id string) string { return h.prefix + "alive:" + id }
 
-// Announce renews this instance's announcements of groups (the groups it
-// holds members of now; the others lapse) and refreshes its view.
+// Announce renews this instance's liveness and its memberships of groups
+// (the groups it holds members of now; it leaves the others), and
+// refreshes its view.
 func (h *Holders) Announce(ctx context.Context, groups []string) error {
-	if len(groups) == 0 {
-		h.mu.Lock()
-		h.view, h.fresh = map[string]seen{}, time.Now()
-		h.mu.Unlock()
-		return nil
+	want := make(map[string]bool, len(groups))
+	for _, g := range groups {
+		want[g] = true
 	}
-	keys := make([]string, len(groups))
-	for i, g := range groups {
-		keys[i] = h.key(g)
+	h.mu.Lock()
+	var added, removed []string
+	for g := range want {
+		if !h.joined[g] {
+			added = append(added, g)
+		}
 	}
-	res, err := announceScript.Run(ctx, h.rdb, keys, h.id, h.ttl.Milliseconds()).Slice()
-	if err != nil {
+	for g := range h.joined {
+		if !want[g] {
+			removed = append(removed, g)
+		}
+	}
+	full := time.Since(h.lastMembers) >= h.membership
+	h.mu.Unlock()
+	read := added // the sets to read now
+	if full {
+		read = groups
+	}
+	pipe := h.rdb.Pipeline()
+	pipe.Set(ctx, h.aliveKey(h.id), "1", h.ttl)
+	for _, g := range added {
+		pipe.SAdd(ctx, h.key(g), h.id)
+		pipe.PExpire(ctx, h.key(g), setExpiry)
+	}
+	for _, g := range removed {
+		pipe.SRem(ctx, h.key(g), h.id)
+	}
+	sets := make([]*redis.StringSliceCmd, len(read))
+	for i, g := range read {
+		sets[i] = pipe.SMembers(ctx, h.key(g))
+		if full {
+			pipe.PExpire(ctx, h.key(g), setExpiry)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("cluster holders: %w", err)
 	}
 	now := time.Now()
 	h.mu.Lock()
+	for _, g := range added {
+		h.joined[g] = true
+	}
+	for _, g := range removed {
+		delete(h.joined, g)
+		delete(h.members, g)
+	}
+	for i, g := range read {
+		h.members[g] = sets[i].Val()
+	}
+	if full {
+		h.lastMembers = now
+	}
+	ids := map[string]bool{}
+	for g := range want {
+		for _, id := range h.members[g] {
+			if id != h.id {
+				ids[id] = true
+			}
+		}
+	}
+	h.mu.Unlock()
+	alive, err := h.alive(ctx, ids)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
 	defer h.mu.Unlock()
-	view := make(map[string]seen, len(groups))
-	for i, g := range groups {
-		var live []string
-		if ids, ok := res[i].([]any); ok {
-			for _, id := range ids {
-				if s, ok := id.(string); ok {
-					live = append(live, s)
-				}
+	view := make(map[string]seen, len(want))
+	dead := map[string][]string{} // group → ids of dead instances in its set
+	for g := range want {
+		live := []string{h.id}
+		for _, id := range h.members[g] {
+			switch {
+			case id == h.id:
+			case alive[id]:
+				live = append(live, id)
+			default:
+				dead[g] = append(dead[g], id)
 			}
 		}
 		sort.Strings(live)
@@ -191,7 +258,50 @@ func (h *Holders) Announce(ctx context.Context, groups []string) error {
 		view[g] = seen{live: live, since: since}
 	}
 	h.view, h.fresh = view, now
+	if len(dead) > 0 {
+		// Tidy the sets of instances that died without leaving them.
+		go h.forget(dead)
+	}
 	return nil
+}
+
+// alive reads which of ids have a live alive key.
+func (h *Holders) alive(ctx context.Context, ids map[string]bool) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	list := make([]string, 0, len(ids))
+	keys := make([]string, 0, len(ids))
+	for id := range ids {
+		list = append(list, id)
+		keys = append(keys, h.aliveKey(id))
+	}
+	vals, err := h.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster holders: %w", err)
+	}
+	for i, v := range vals {
+		if v != nil {
+			out[list[i]] = true
+		}
+	}
+	return out, nil
+}
+
+// forget removes dead instances' ids from the sets they were seen in.
+func (h *Holders) forget(dead map[string][]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.ttl)
+	defer cancel()
+	pipe := h.rdb.Pipeline()
+	for g, ids := range dead {
+		args := make([]any, len(ids))
+		for i, id := range ids {
+			args[i] = id
+		}
+		pipe.SRem(ctx, h.key(g), args...)
+	}
+	_, _ = pipe.Exec(ctx)
 }
 
 // Run announces groups() every Refresh until ctx ends. A failed announce
@@ -212,21 +322,19 @@ func (h *Holders) Run(ctx context.Context, groups func() []string, failed func(e
 	}
 }
 
-// Close withdraws this instance from every group of its view.
+// Close withdraws this instance: its alive key and every set it joined.
 func (h *Holders) Close(ctx context.Context) error {
 	h.mu.Lock()
-	groups := make([]string, 0, len(h.view))
-	for g := range h.view {
+	groups := make([]string, 0, len(h.joined))
+	for g := range h.joined {
 		groups = append(groups, g)
 	}
-	h.view = map[string]seen{}
+	h.view, h.joined, h.members = map[string]seen{}, map[string]bool{}, map[string][]string{}
 	h.mu.Unlock()
-	if len(groups) == 0 {
-		return nil
-	}
 	pipe := h.rdb.Pipeline()
+	pipe.Del(ctx, h.aliveKey(h.id))
 	for _, g := range groups {
-		pipe.ZRem(ctx, h.key(g), h.id)
+		pipe.SRem(ctx, h.key(g), h.id)
 	}
 	_, err := pipe.Exec(ctx)
 	return err

@@ -42,7 +42,7 @@ func holdersOn(t *testing.T, url, id string, ttl time.Duration) *Holders {
 	}
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	return NewHolders(rdb, HoldersOptions{Prefix: "test:", ID: id, TTL: ttl})
+	return NewHolders(rdb, HoldersOptions{Prefix: "test:", ID: id, TTL: ttl, Membership: time.Nanosecond}) // every announce rereads the sets
 }
 
 // Three instances on one real Redis: they agree on every group's reader;
