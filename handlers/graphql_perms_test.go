@@ -74,17 +74,12 @@ func (m *gqlMatrix) refused(token, selection, want string) {
 // rest is what token reads of item id's fields now (nil: nothing).
 func (m *gqlMatrix) rest(token, id string, fields []string) map[string]any {
 	m.t.Helper()
-	var out struct {
-		Data map[string]any `json:"data"`
+	list := make([]any, len(fields))
+	for i, f := range fields {
+		list[i] = f
 	}
-	status, err := dx.Do(m.t.Context(), token, http.MethodGet, "/items/"+m.coll+"/"+id+"?fields="+strings.Join(fields, ","), nil, &out)
-	if status == http.StatusForbidden || status == http.StatusNotFound {
-		return nil
-	}
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	return out.Data
+	q := &queryMatrix{t: m.t, coll: m.coll}
+	return q.rest(token, id, map[string]any{"fields": list})
 }
 
 // post sends the Flow's body for id and checks every subscriber: a
