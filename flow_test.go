@@ -783,4 +783,32 @@ func TestUncoveredCollectionNotice(t *testing.T) {
 	c.Send(t, map[string]any{"type": "subscribe", "collection": "tags", "uid": "t"})
 	c.NextOfType(t, "SUBSCRIBED")
 	c.Quiet(t, "covered")
+
+	// A Flow installed while the broker runs fires no event the broker
+	// sees: a subscriber of the collection it now covers is not told
+	// NOT_COVERED once the Flows read is a few seconds old (without the
+	// recheck: until access_refresh, a minute).
+	removeAfter(t, dx, name+"-articles")
+	if r := runCLI(t, adminEnv(dx), "flow", "install", "--name", name+"-articles", "--collections", "articles", "--broker-url", "http://127.0.0.1:9/webhook"); r.code != 0 {
+		t.Fatalf("install exited %d", r.code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		uid := fmt.Sprint("a", i)
+		c.Send(t, map[string]any{"type": "subscribe", "collection": "articles", "uid": uid})
+		c.NextOfType(t, "SUBSCRIBED")
+		c.Send(t, map[string]any{"type": "ping", "uid": uid})
+		f := c.Next(t)
+		if f["type"] == "PONG" {
+			break // no notice before the pong
+		}
+		if f["type"] != "ERROR" || f["data"].(map[string]any)["code"] != "NOT_COVERED" {
+			t.Fatalf("unexpected frame %v", f)
+		}
+		c.NextOfType(t, "PONG")
+		if time.Now().After(deadline) {
+			t.Fatal("still NOT_COVERED 10 s after a Flow covering the collection was installed")
+		}
+		time.Sleep(500 * time.Millisecond) // pacing the retries; the loop ends on the broker's answer
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // coverage is which collections the active event Flows fire for: a
@@ -15,7 +16,14 @@ import (
 type coverage struct {
 	all         bool            // a Flow fires for every collection (*.items.*)
 	collections map[string]bool // collections some Flow lists
+	at          time.Time       // when the Flows were read
 }
+
+// coverageRecheck is how old the Flows read may be before a collection
+// they do not cover is checked again: installing a Flow fires no event the
+// broker sees, so a subscriber of a collection just covered would be told
+// NOT_COVERED until the next reread of the model (access_refresh).
+const coverageRecheck = 2 * time.Second
 
 func (c *coverage) covers(collection string) bool {
 	return c.all || c.collections[collection]
@@ -39,7 +47,7 @@ func loadCoverage(ctx context.Context, c *Client, token string) (*coverage, erro
 	if err := json.Unmarshal(data, &flows); err != nil {
 		return nil, fmt.Errorf("read flows: %w", err)
 	}
-	cov := &coverage{collections: map[string]bool{}}
+	cov := &coverage{collections: map[string]bool{}, at: time.Now()}
 	for _, f := range flows {
 		items := false
 		for _, s := range f.Options.Scope {
@@ -72,5 +80,28 @@ func (c Coverage) Covered(collection string) (covered, known bool) {
 	if cov == nil {
 		return false, false
 	}
+	if !cov.covers(collection) && time.Since(cov.at) > coverageRecheck {
+		if fresh := c.recheckCoverage(); fresh != nil {
+			cov = fresh
+		}
+	}
 	return cov.covers(collection), true
+}
+
+// recheckCoverage reads the Flows again, once at a time (nil: it could
+// not; the last read stands).
+func (c Coverage) recheckCoverage() *coverage {
+	c.covMu.Lock()
+	defer c.covMu.Unlock()
+	if cov := c.coverage.Load(); cov != nil && time.Since(cov.at) <= coverageRecheck {
+		return cov // another subscriber just read them
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cov, err := loadCoverage(ctx, c.client, c.service)
+	if err != nil {
+		return nil
+	}
+	c.coverage.Store(cov)
+	return cov
 }

@@ -22,6 +22,7 @@ type Permissions struct {
 
 	model    atomic.Pointer[accessModel]
 	coverage atomic.Pointer[coverage]
+	covMu    sync.Mutex // one recheck of the Flows at a time (coverage.go)
 	users    *roleLoader
 	// gen counts rereads: what was proven under an older one (a cached
 	// subscribe check) is not trusted.
