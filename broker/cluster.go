@@ -87,30 +87,50 @@ func awaitEvents(g *group, events []Event) []string {
 	return ids
 }
 
-// clusterItems are the items of a batch from the reader's results (ok
-// false: read locally).
-func (b *Broker) clusterItems(ctx context.Context, key string, g *group, events []Event) (map[string]json.RawMessage, bool) {
+// sharedItems are a batch's items as the cluster's reader read them for a
+// group, and how long they were waited for.
+type sharedItems struct {
+	items  map[string]json.RawMessage
+	waited time.Duration
+}
+
+// awaitShared waits, before the group takes a read slot (a wait holding
+// one could starve the reads the other instances' waits depend on), for
+// the reader's results of a batch; nil when this instance reads itself
+// (it is the reader, there is nothing to read, the group reads apart
+// during an access change, or no result came in time: a takeover).
+func (b *Broker) awaitShared(ctx context.Context, g *group, events []Event) *sharedItems {
+	if b.opts.Cluster == nil {
+		return nil
+	}
+	if keys, _ := keysToRead(g, events); len(keys) == 0 {
+		return nil
+	}
+	if pending := b.doubts.events(); pending != nil && b.apart(g, pending) != nil {
+		return nil
+	}
+	key := b.clusterKey(g)
+	if b.opts.Cluster.Reads(key) {
+		return nil
+	}
 	ids := awaitEvents(g, events)
 	if len(ids) == 0 {
-		return nil, false
+		return nil
 	}
+	start := time.Now()
 	results, ok := b.opts.Cluster.Await(ctx, key, ids)
 	if !ok {
 		b.metrics.ClusterTakeovers.Add(1)
-		return nil, false
+		return nil
 	}
 	items := map[string]json.RawMessage{}
 	for _, e := range events { // in order: a later event's read of a key wins
-		r, ok := results[e.ID]
-		if !ok {
-			continue
-		}
-		for k, v := range r.Items {
+		for k, v := range results[e.ID].Items {
 			items[k] = v
 		}
 	}
 	b.metrics.ClusterResults.Add(int64(len(ids)))
-	return items, true
+	return &sharedItems{items: items, waited: time.Since(start)}
 }
 
 // publishItems sends the reader's read of each event of the batch.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -13,6 +14,7 @@ import (
 // and returns what is sent on results (nil: no result in time).
 type fakeCluster struct {
 	reads, publishes bool
+	readsFor         func(key string) bool // when set, overrides reads
 	awaited          chan []string
 	results          chan map[string]Result
 
@@ -21,7 +23,12 @@ type fakeCluster struct {
 	beats     int
 }
 
-func (f *fakeCluster) Reads(string) bool     { return f.reads }
+func (f *fakeCluster) Reads(key string) bool {
+	if f.readsFor != nil {
+		return f.readsFor(key)
+	}
+	return f.reads
+}
 func (f *fakeCluster) Publishes(string) bool { return f.publishes }
 func (f *fakeCluster) Reading(string) {
 	f.mu.Lock()
@@ -113,5 +120,30 @@ func TestClusterReaderPublishes(t *testing.T) {
 	}
 	if fc.beats == 0 {
 		t.Fatal("no heartbeat while reading")
+	}
+}
+
+// A group waiting for the reader's results holds no read slot: with one
+// slot, another group's read goes on meanwhile (were the slot held, two
+// instances waiting for each other's reads would both starve until the
+// timeout).
+func TestClusterWaitHoldsNoReadSlot(t *testing.T) {
+	fc := &fakeCluster{awaited: make(chan []string, 1), results: make(chan map[string]Result, 1),
+		readsFor: func(key string) bool { return strings.Contains(key, "token:b") }}
+	r := newRig(t, Options{Cluster: fc, ReadConcurrency: 1})
+	r.reader.set("1", `{"id":1}`)
+	_, sa := r.sub(t, "a", AttachOptions{}) // waits for the reader elsewhere
+	_, sb := r.sub(t, "b", AttachOptions{}) // reads here
+	ev := r.publish(t, update("1"))
+	<-fc.awaited // a's group waits for event 1's result…
+	sb.waitN(t, 2)
+	ev2 := r.publish(t, update("1"))
+	sb.waitN(t, 3) // …and b's read of event 2 needs the one slot meanwhile
+	fc.results <- map[string]Result{ev[0].ID: {EventID: ev[0].ID, Items: map[string]json.RawMessage{"1": json.RawMessage(`{"id":1}`)}}}
+	<-fc.awaited
+	fc.results <- map[string]Result{ev2[0].ID: {EventID: ev2[0].ID, Items: map[string]json.RawMessage{"1": json.RawMessage(`{"id":1}`)}}}
+	r.drain(t)
+	if got := sa.got(); len(got) != 3 {
+		t.Fatalf("a: %v", got)
 	}
 }

@@ -84,7 +84,9 @@ func oldestReceived(events []Event) time.Time {
 // deliver reads the keys of events once for g, then sends each event, in
 // order, to g's subscriptions as g may see it. It returns the read's error
 // (after telling g's subscribers what they missed).
-func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
+// shared, when set, holds the items another instance of the cluster read
+// for g (awaitShared): nothing is read here then.
+func (b *Broker) deliver(ctx context.Context, g *group, events []Event, shared *sharedItems) error {
 	if pending := b.doubts.events(); pending != nil {
 		if parts := b.apart(g, pending); parts != nil {
 			return b.deliverApart(ctx, g, events, parts)
@@ -97,22 +99,17 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		err     error
 		readDur time.Duration
 	)
-	// Another instance may read for g (issue 24): its results are the
-	// items, exactly what this instance's read would have been.
-	clusterKey, shared := "", false
+	// Another instance read for g (issue 24): its results are the items,
+	// exactly what this instance's read would have been.
+	clusterKey, fromCluster := "", shared != nil && len(keys) > 0
+	if fromCluster {
+		items, readDur, keys = shared.items, shared.waited, nil
+	}
 	if b.opts.Cluster != nil && len(keys) > 0 {
 		clusterKey = b.clusterKey(g)
-		if !b.opts.Cluster.Reads(clusterKey) {
-			start := time.Now()
-			items, shared = b.clusterItems(ctx, clusterKey, g, events)
-			readDur = time.Since(start)
-			if shared {
-				keys = nil // nothing left to read here
-			}
-		}
 	}
 	var stopBeat func()
-	if clusterKey != "" && !shared && b.opts.Cluster.Publishes(clusterKey) {
+	if clusterKey != "" && b.opts.Cluster.Publishes(clusterKey) {
 		stopBeat = b.heartbeat(clusterKey, heartbeatEvery)
 	}
 	if kf, ok := b.opts.Classifier.(KeyFilter); ok && len(keys) > 0 {
@@ -138,7 +135,7 @@ func (b *Broker) deliver(ctx context.Context, g *group, events []Event) error {
 		stopBeat()
 		b.publishItems(clusterKey, g, events, items, err)
 	}
-	if (len(keys) > 0 || shared) && err == nil {
+	if (len(keys) > 0 || fromCluster) && err == nil {
 		g.mu.Lock()
 		g.missing = false // a run of failed reads, if any, ended
 		g.mu.Unlock()

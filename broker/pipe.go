@@ -145,11 +145,17 @@ func (b *Broker) runPipe(sh *shard, g *group, events []Event) {
 	for {
 		if b.stopping.Load() {
 			b.skip(events) // Stop tells the subscriptions not sent these
+		} else if shared := b.awaitShared(b.readCtx, g, events); shared != nil {
+			_ = b.deliver(b.readCtx, g, events, shared) // no read here: no read slot
+			if b.stopping.Load() {
+				b.skip(events)
+			}
+			b.observeDelivered(events)
 		} else if owner := g.owner(); b.readSem.acquire(b.readCtx, owner) != nil {
 			b.skip(events) // closing
 		} else {
 			start := time.Now()
-			_ = b.deliver(b.readCtx, g, events)
+			_ = b.deliver(b.readCtx, g, events, nil)
 			b.readSem.release(owner, time.Since(start))
 			if b.stopping.Load() {
 				b.skip(events) // cut short by Stop

@@ -131,7 +131,7 @@ func (b *Broker) replay(ctx context.Context, s *Subscription, since, boundary st
 	solo.known = live.known
 	solo.shareReads = true
 	solo.add(stand)
-	if err := b.deliver(ctx, solo, missed); err != nil {
+	if err := b.deliver(ctx, solo, missed, nil); err != nil {
 		return nil, err
 	}
 	return out.frames, nil
