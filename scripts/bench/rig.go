@@ -71,7 +71,7 @@ var quickSizes = sizes{
 	vsSubs: []int{100, 300}, vsWrites: []int{2, 2},
 	redisSubs: 1000, redisEvents: 10,
 	classUsers: 50, classRoles: 10, classEvents: 3, classBeforeEvents: 2, classWrites: 2,
-	clusterRate: 10, clusterDur: 2 * time.Second,
+	clusterRate: 10, clusterDur: 5 * time.Second, // the holder sets are reread once a second: a few rereads to count
 	stormSubs: 500, stormUsers: 50,
 	// Above the default max_connections_per_user (64), so the quick run
 	// fails if scenario 9's broker lost the bench's limits.
