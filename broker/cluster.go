@@ -54,7 +54,7 @@ func (b *Broker) clusterKey(g *group) string {
 	if f, ok := b.opts.Classifier.(Fingerprinter); ok {
 		fp = f.Fingerprint()
 	}
-	return g.collection + "\x00" + g.class + "\x00" + g.query.Key() + "\x00" + fp
+	return g.collection + "\x00" + g.class + "\x00" + g.queryKey + "\x00" + fp
 }
 
 // ClusterKeys are the cluster keys of the groups this instance holds
@@ -75,12 +75,17 @@ func (b *Broker) ClusterKeys() []string {
 	return keys
 }
 
-// awaitEvents are the events of a batch whose keys g reads: the ones a
-// reader's result must cover.
+// readsFor reports whether g reads e's keys: the events a reader's result
+// covers (deletes need no read).
+func readsFor(g *group, e Event) bool {
+	return e.Action != ActionDelete && g.wants(e.Action) && len(e.Keys) > 0
+}
+
+// awaitEvents are the events of a batch whose keys g reads.
 func awaitEvents(g *group, events []Event) []string {
 	var ids []string
 	for _, e := range events {
-		if e.Action != ActionDelete && g.wants(e.Action) && len(e.Keys) > 0 {
+		if readsFor(g, e) {
 			ids = append(ids, e.ID)
 		}
 	}
@@ -103,7 +108,8 @@ func (b *Broker) awaitShared(ctx context.Context, g *group, events []Event) *sha
 	if b.opts.Cluster == nil {
 		return nil
 	}
-	if keys, _ := keysToRead(g, events); len(keys) == 0 {
+	ids := awaitEvents(g, events) // none: nothing to read (deletes only)
+	if len(ids) == 0 {
 		return nil
 	}
 	if pending := b.doubts.events(); pending != nil && b.apart(g, pending) != nil {
@@ -111,10 +117,6 @@ func (b *Broker) awaitShared(ctx context.Context, g *group, events []Event) *sha
 	}
 	key := b.clusterKey(g)
 	if b.opts.Cluster.Reads(key) {
-		return nil
-	}
-	ids := awaitEvents(g, events)
-	if len(ids) == 0 {
 		return nil
 	}
 	start := time.Now()
@@ -137,7 +139,7 @@ func (b *Broker) awaitShared(ctx context.Context, g *group, events []Event) *sha
 func (b *Broker) publishItems(key string, g *group, events []Event, items map[string]json.RawMessage, err error) {
 	var results []Result
 	for _, e := range events {
-		if e.Action == ActionDelete || !g.wants(e.Action) || len(e.Keys) == 0 {
+		if !readsFor(g, e) {
 			continue
 		}
 		r := Result{EventID: e.ID, Failed: err != nil}

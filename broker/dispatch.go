@@ -261,7 +261,7 @@ func (b *Broker) readItems(ctx context.Context, g *group, token string, keys []s
 	if !share {
 		return read(ctx)
 	}
-	key, _ := json.Marshal([]any{g.class, g.collection, g.query.Key(), keys})
+	key, _ := json.Marshal([]any{g.class, g.collection, g.queryKey, keys})
 	v, shared, err := b.replayReads.Do(ctx, string(key), func(ctx context.Context) (any, error) { return read(ctx) })
 	if shared && errors.Is(err, ErrTokenExpired) {
 		return read(ctx) // the sharer's token was refused; this one may work

@@ -8,6 +8,7 @@ type group struct {
 	collection string
 	class      string
 	query      Query
+	queryKey   string // query.Key(), kept: the cluster key is built per delivery
 
 	mu      sync.Mutex
 	subs    map[*Subscription]struct{}
@@ -31,7 +32,7 @@ type group struct {
 }
 
 func newGroup(collection, class string, q Query) *group {
-	return &group{collection: collection, class: class, query: q, subs: map[*Subscription]struct{}{}, known: &keyMemory{}}
+	return &group{collection: collection, class: class, query: q, queryKey: q.Key(), subs: map[*Subscription]struct{}{}, known: &keyMemory{}}
 }
 
 var allActions = [3]Action{ActionCreate, ActionUpdate, ActionDelete}

@@ -26,7 +26,7 @@ func (b *Broker) readSplit(ctx context.Context, g *group, own, shared []string, 
 		}
 	}
 	if len(shared) > 0 {
-		key, _ := json.Marshal([]any{shareClass, g.collection, g.query.Key(), shared, batch})
+		key, _ := json.Marshal([]any{shareClass, g.collection, g.queryKey, shared, batch})
 		if got, ok := b.splitDone.get(string(key)); ok {
 			// Read for this batch already, by another class of shareClass
 			// (whose pipeline ran first): its answer is this class's too.
