@@ -13,8 +13,9 @@ import (
 
 // TestClusterReadsFollowAccessChanges (issue 24): two instances on one
 // real Redis with cluster reads and the flow-install service user, the
-// users of one role on both. Once the views settle, an event costs one
-// Directus read for the two; then the role's rule changes (published →
+// users of one role on both, and of a second role reading more. Once the
+// views settle, an event costs one Directus read per group for the two
+// instances, and neither role receives the other's; then the role's rule changes (published →
 // draft) and the access event reaches one instance: from the next event
 // on, every subscriber on either instance receives exactly what its own
 // REST read answers — a result read under the old rule never reaches a
@@ -29,10 +30,20 @@ func TestClusterReadsFollowAccessChanges(t *testing.T) {
 	p := w.policy("published")
 	perm := w.read(p, nil, map[string]any{"status": map[string]any{"_eq": "published"}})
 	w.attachRole(role, p)
+	// A second role reading every item, on both instances too: its group
+	// and the first role's must never take each other's results.
+	allRole := w.role("all readers")
+	pAll := w.policy("all")
+	w.read(pAll, nil, nil)
+	w.attachRole(allRole, pAll)
 	a, b := brokertest.Start(t, cfg), brokertest.Start(t, cfg)
 	var subs []*querySub
-	for i, inst := range []*brokertest.Broker{a, a, b, b} {
-		_, tok := w.user(fmt.Sprint("u", i), role)
+	for i, inst := range []*brokertest.Broker{a, a, b, b, a, b} {
+		r := role
+		if i >= 4 {
+			r = allRole
+		}
+		_, tok := w.user(fmt.Sprint("u", i), r)
 		s := &querySub{name: fmt.Sprint("u", i), token: tok, c: brokertest.Dial(t, inst.WSURL, tok)}
 		s.c.Send(t, map[string]any{"type": "subscribe", "collection": w.coll, "uid": "s"})
 		if f := s.c.Next(t); f["type"] != "SUBSCRIBED" {
@@ -74,15 +85,15 @@ func TestClusterReadsFollowAccessChanges(t *testing.T) {
 	settle := func(what string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for post(pub)+post(draft) > 2 {
+		for post(pub)+post(draft) > 4 { // two groups, one read each per event
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: the two instances never came to one read per event", what)
 			}
 		}
 	}
 	settle("before the change")
-	if n := post(pub); n != 1 {
-		t.Fatalf("%d reads for one event on two instances", n)
+	if n := post(pub); n != 2 {
+		t.Fatalf("%d reads for one event of two groups on two instances, want 2", n)
 	}
 	// The rule changes; the Flow posts the access event to one instance.
 	admin(t, http.MethodPatch, "/permissions/"+perm, map[string]any{"permissions": map[string]any{"status": map[string]any{"_eq": "draft"}}})
